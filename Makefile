@@ -1,0 +1,40 @@
+# fhirstudy: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8080
+HOST   ?= 127.0.0.1
+DB     ?= sqlite:///$(CURDIR)/fhirstudy.db
+PEER_DIR ?= $(CURDIR)/../shared/peer-fhir
+
+.PHONY: run test install install-test load serve bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+## make run: install, load seeds/ into the embedded SQLite database, serve http://$(HOST):$(PORT)/
+run: install
+	$(BIN)/fhirstudy load seeds --db '$(DB)' --quiet
+	$(BIN)/fhirstudy serve --host $(HOST) --port $(PORT) --db '$(DB)'
+
+## make test: install with the test extra, then the whole suite (SQLite, PostgreSQL, real HTTP, peer validator)
+test: install-test
+	FHIRSTUDY_PEER_DIR='$(PEER_DIR)' $(BIN)/python -m pytest
+
+bench: install-test
+	$(BIN)/python bench/convert.py
+
+clean:
+	rm -rf $(VENV) fhirstudy.db fhirstudy.db-wal fhirstudy.db-shm .pytest_cache

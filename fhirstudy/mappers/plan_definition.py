@@ -1,0 +1,61 @@
+"""Trial -> FHIR R5 PlanDefinition: the protocol's interventions as actions.
+
+Each single drug or procedure an intervention names is its own action; where arms are known, the
+actions are grouped under one action per arm.
+"""
+from __future__ import annotations
+
+from ..trial import Intervention, Trial
+from . import ids
+from .common import compact, meta, reference
+
+RESOURCE_TYPE = "PlanDefinition"
+
+
+def _type_text(itype: str) -> str:
+    return itype.replace("_", " ").capitalize()
+
+
+def _component_actions(intervention: Intervention, prefix: str) -> list[dict]:
+    names = intervention.components or (intervention.name,)
+    return [compact({
+        "linkId": f"{prefix}-{n}",
+        "title": name,
+        "description": intervention.description,
+        "textEquivalent": intervention.name if name != intervention.name else None,
+        "code": {"text": _type_text(intervention.type)},
+    }) for n, name in enumerate(names, 1)]
+
+
+def map_trial(trial: Trial) -> list[dict]:
+    """The PlanDefinition of a trial's interventions, or nothing when it names none."""
+    if not (trial.interventions or trial.arms):
+        return []
+    sid = ids.study_id(trial)
+    by_name = {i.name: i for i in trial.interventions}
+    actions: list[dict] = []
+    if trial.arms:
+        placed: set[str] = set()
+        for a, arm in enumerate(trial.arms, 1):
+            children = []
+            for i, name in enumerate(arm.interventions, 1):
+                intervention = by_name.get(name)
+                if intervention is not None:
+                    placed.add(name)
+                    children.extend(_component_actions(intervention, f"arm-{a}-{i}"))
+            actions.append(compact({"linkId": f"arm-{a}", "title": arm.label, "description": arm.description,
+                                    "groupingBehavior": "logical-group", "action": children}))
+        loose = [i for i in trial.interventions if i.name not in placed]
+    else:
+        loose = list(trial.interventions)
+    for n, intervention in enumerate(loose, 1):
+        actions.extend(_component_actions(intervention, f"intervention-{n}"))
+    return [{
+        "resourceType": RESOURCE_TYPE,
+        "id": ids.child_id(sid, "protocol"),
+        "meta": meta(trial),
+        "status": "active",
+        "title": f"Interventions: {trial.brief_title}",
+        "relatedArtifact": [{"type": "documentation", "resourceReference": reference("ResearchStudy", sid)}],
+        "action": actions,
+    }] if actions else []

@@ -1,0 +1,78 @@
+"""Terminology kept as data under ``mappings/``, loaded once; code reads it, never repeats it.
+
+- ``ctgov-to-fhir.json``: ClinicalTrials.gov enum values -> FHIR R5 codings (official package codes).
+- ``conditions.json``: fhirstudy's condition-group CodeSystem, the patterns that recognise each
+  group in condition text or MeSH ids, and the cited external codings each group adds.
+"""
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+
+MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
+MESH_SYSTEM = "https://www.nlm.nih.gov/mesh"
+
+
+def mappings_dir() -> Path:
+    """The folder holding the terminology tables (``mappings/`` beside the package)."""
+    return MAPPINGS_DIR
+
+
+@lru_cache(maxsize=None)
+def load_mapping(name: str) -> dict:
+    """One JSON table of ``mappings/`` by file name, parsed once per process."""
+    return json.loads((MAPPINGS_DIR / name).read_text(encoding="utf-8"))
+
+
+def coding(section: str, key: str | None) -> dict | None:
+    """The FHIR Coding for a source value in a section of ``ctgov-to-fhir.json``, or None."""
+    if key is None:
+        return None
+    table = load_mapping("ctgov-to-fhir.json")[section]
+    entry = table["codes"].get(key)
+    if entry is None:
+        return None
+    return {"system": table["system"], "code": entry["code"], "display": entry["display"]}
+
+
+def fold(text: str) -> str:
+    """Lower-case text with accents removed and whitespace collapsed, for matching."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())
+
+
+@lru_cache(maxsize=None)
+def _condition_rules() -> tuple[tuple[dict, tuple[re.Pattern, ...], tuple[re.Pattern, ...]], ...]:
+    data = load_mapping("conditions.json")
+    rules = []
+    for concept in data["concepts"]:
+        include = tuple(re.compile(p, re.IGNORECASE) for p in concept.get("text", []))
+        exclude = tuple(re.compile(p, re.IGNORECASE) for p in concept.get("exclude_text", []))
+        rules.append((concept, include, exclude))
+    return tuple(rules)
+
+
+def condition_codings(text: str, mesh_ids: frozenset[str] = frozenset()) -> list[dict]:
+    """Codings to add to a condition: each fhirstudy group it belongs to, and that group's cited
+    external codes. A group matches on the condition text (patterns) or on a MeSH id."""
+    system = load_mapping("conditions.json")["codeSystem"]["url"]
+    folded = fold(text)
+    out: list[dict] = []
+    for concept, include, exclude in _condition_rules():
+        by_text = any(p.search(folded) for p in include) and not any(p.search(folded) for p in exclude)
+        by_mesh = bool(mesh_ids & set(concept.get("mesh", [])))
+        if by_text or by_mesh:
+            out.append({"system": system, "code": concept["code"], "display": concept["display"]})
+            out.extend({k: c[k] for k in ("system", "code", "display")} for c in concept["codings"])
+    return out
+
+
+def condition_code_system() -> dict:
+    """fhirstudy's condition-group CodeSystem as a FHIR R5 resource (served and loaded)."""
+    data = load_mapping("conditions.json")
+    concepts = [{k: c[k] for k in ("code", "display", "definition") if k in c} for c in data["concepts"]]
+    return {**data["codeSystem"], "count": len(concepts), "concept": concepts}

@@ -1,0 +1,218 @@
+"""Validation of FHIR R5 output: fhir.resources, plus the checks it lacks.
+
+fhir.resources (pydantic) checks structure and unknown elements, but it coerces ``"5"`` into an
+unsignedInt and accepts ResearchStudy.status ``"bogus"``. So every resource also goes through a
+walk driven by the official definitions (``mappings/fhir-r5-elements.json`` and
+``mappings/fhir-r5-required-bindings.json``, extracted from hl7.fhir.r5.core) that checks:
+
+- strict JSON types for every primitive (a string is not a number, a number not a boolean), array
+  versus single value from the cardinality, and the regular expressions of id, code, date, dateTime;
+- codes of required bindings (the value set's codes, expanded from the official CodeSystems);
+- references: in a Bundle, every relative ``Type/id`` or ``urn:uuid`` reference resolves to an entry.
+
+``validate_resource`` and ``validate_bundle`` collect every issue into one ``ValidationFailed``.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from fhir.resources import get_fhir_model_class
+from pydantic import ValidationError as PydanticError
+
+from .errors import Problem, ValidationFailed
+from .terminology import load_mapping
+
+_STR = (str,)
+_PRIMITIVE_JSON: dict[str, tuple[type, ...]] = {
+    "boolean": (bool,), "integer": (int,), "positiveInt": (int,), "unsignedInt": (int,),
+    "decimal": (int, float), "integer64": (str,),
+}
+_PATTERNS = {
+    "id": re.compile(r"^[A-Za-z0-9\-.]{1,64}$"),
+    "code": re.compile(r"^[^\s]+( [^\s]+)*$"),
+    "date": re.compile(r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$"),
+    "dateTime": re.compile(r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01])(T([01]\d|2[0-3]):[0-5]\d:"
+                           r"([0-5]\d|60)(\.\d{1,9})?(Z|[+-]((0\d|1[0-3]):[0-5]\d|14:00)))?)?)?$"),
+    "instant": re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:"
+                          r"([0-5]\d|60)(\.\d{1,9})?(Z|[+-]((0\d|1[0-3]):[0-5]\d|14:00))$"),
+}
+_COMPLEX_CONTAINERS = {"BackboneElement", "Element"}
+
+
+@lru_cache(maxsize=None)
+def _elements() -> dict[str, dict]:
+    return load_mapping("fhir-r5-elements.json")["elements"]
+
+
+@lru_cache(maxsize=None)
+def _bindings() -> dict[str, dict[str, frozenset[str]]]:
+    """Required-binding path -> {system: allowed codes}; value sets we cannot expand are left out."""
+    out = {}
+    for path, binding in load_mapping("fhir-r5-required-bindings.json")["bindings"].items():
+        if binding["include"] is not None:
+            out[path] = {inc["system"]: frozenset(inc["codes"]) for inc in binding["include"]}
+    return out
+
+
+def _is_primitive(type_code: str) -> bool:
+    return type_code[:1].islower() or type_code.startswith("http://hl7.org/fhirpath/")
+
+
+def _element(ctx: str, key: str) -> tuple[str, dict, str] | None:
+    """Find the definition of JSON key ``key`` in context ``ctx``: (definition path, element, type)."""
+    elements = _elements()
+    path = f"{ctx}.{key}"
+    el = elements.get(path)
+    if el is not None:
+        if "contentReference" in el:
+            return path, el, el["contentReference"]
+        types = el["types"]
+        return path, el, types[0] if len(types) == 1 else ""
+    for type_code in _choice_suffixes(key):
+        base = key[: len(key) - len(type_code)]
+        el = elements.get(f"{ctx}.{base}[x]")
+        if el is not None:
+            for t in el["types"]:
+                if t[:1].upper() + t[1:] == type_code:
+                    return f"{ctx}.{base}[x]", el, t
+    return None
+
+
+def _choice_suffixes(key: str) -> list[str]:
+    return [key[i:] for i in range(1, len(key)) if key[i].isupper()]
+
+
+class _Walker:
+    def __init__(self) -> None:
+        self.issues: list[Problem] = []
+        self.references: list[tuple[str, str]] = []  # (reference, location)
+
+    def fail(self, where: str, reason: str) -> None:
+        self.issues.append(Problem(reason=reason, field=where))
+
+    def resource(self, res: object, where: str) -> None:
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            self.fail(where, "not a resource (an object with resourceType)")
+            return
+        rtype = res["resourceType"]
+        if f"{rtype}.id" not in _elements():
+            return  # a type we have no definitions for: fhir.resources still checks it
+        self.complex(res, rtype, where or rtype, skip=("resourceType",))
+
+    def complex(self, node: dict, ctx: str, where: str, skip: tuple[str, ...] = ()) -> None:
+        for key, value in node.items():
+            if key in skip:
+                continue
+            if key.startswith("_"):
+                continue  # primitive extensions: fhir.resources checks their shape
+            found = _element(ctx, key)
+            if found is None:
+                self.fail(f"{where}.{key}", f"unknown element '{key}' in {ctx}")
+                continue
+            path, el, type_code = found
+            if isinstance(value, list):
+                if el["max"] == "1":
+                    self.fail(f"{where}.{key}", "an array where the element allows one value")
+                for i, item in enumerate(value):
+                    self.value(item, path, type_code, f"{where}.{key}[{i}]")
+            else:
+                if el["max"] != "1":
+                    self.fail(f"{where}.{key}", "a single value where the element is an array")
+                self.value(value, path, type_code, f"{where}.{key}")
+
+    def value(self, value: object, path: str, type_code: str, where: str) -> None:
+        if value is None or value == "" or value == {} or value == []:
+            self.fail(where, "empty value (FHIR has no nulls or empty strings, objects or arrays)")
+            return
+        if type_code == "":
+            return
+        if _is_primitive(type_code):
+            self.primitive(value, path, type_code, where)
+        elif not isinstance(value, dict):
+            self.fail(where, f"expected a JSON object ({type_code}), found {type(value).__name__}")
+        elif type_code == "Resource":
+            self.resource(value, where)
+        elif type_code in _COMPLEX_CONTAINERS or "." in type_code:
+            self.complex(value, type_code if "." in type_code else path, where)
+        else:
+            self.complex(value, type_code, where)
+            if type_code == "Reference" and isinstance(value.get("reference"), str):
+                self.references.append((value["reference"], where))
+            if type_code in ("CodeableConcept", "Coding") and path in _bindings():
+                self.coded(value, path, type_code, where)
+
+    def primitive(self, value: object, path: str, type_code: str, where: str) -> None:
+        allowed = _PRIMITIVE_JSON.get(type_code, _STR)
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            self.fail(where, f"expected {type_code} as JSON {allowed[0].__name__}, found {type(value).__name__}")
+            return
+        pattern = _PATTERNS.get(type_code)
+        if pattern is not None and not pattern.match(value):
+            self.fail(where, f"'{value}' is not a valid {type_code}")
+        if type_code in ("unsignedInt",) and value < 0 or type_code == "positiveInt" and value < 1:
+            self.fail(where, f"{value} is out of range for {type_code}")
+        if type_code == "code" and path in _bindings():
+            allowed_codes = set().union(*_bindings()[path].values())
+            if value not in allowed_codes:
+                self.fail(where, f"'{value}' is not in the required value set of {path}")
+
+    def coded(self, value: dict, path: str, type_code: str, where: str) -> None:
+        codings = value.get("coding", []) if type_code == "CodeableConcept" else [value]
+        systems = _bindings()[path]
+        for coding in codings:
+            system = coding.get("system")
+            if system not in systems or coding.get("code") not in systems[system]:
+                self.fail(where, f"'{system}|{coding.get('code')}' is not in the required value set of {path}")
+
+
+def _model_issues(resource: dict, where: str) -> list[Problem]:
+    try:
+        model = get_fhir_model_class(resource["resourceType"])
+    except (KeyError, ValueError):
+        return [Problem(reason=f"unknown resource type {resource.get('resourceType')!r}", field=where)]
+    try:
+        model.model_validate(resource)
+    except PydanticError as exc:
+        return [Problem(reason=err["msg"], field=".".join([where, *map(str, err["loc"])]))
+                for err in exc.errors()]
+    return []
+
+
+def _check(resource: dict, where: str) -> _Walker:
+    walker = _Walker()
+    walker.resource(resource, where)
+    if not walker.issues:  # structural problems are already named; the model would repeat them
+        walker.issues.extend(_model_issues(resource, where))
+    return walker
+
+
+def validate_resource(resource: dict) -> None:
+    """Validate one resource on its own (references are not resolved). Raises ValidationFailed."""
+    walker = _check(resource, resource.get("resourceType", "resource") if isinstance(resource, dict) else "resource")
+    if walker.issues:
+        raise ValidationFailed(walker.issues)
+
+
+def validate_bundle(bundle: dict) -> None:
+    """Validate a Bundle and every resource in it, and resolve its internal references.
+
+    Relative references (``Type/id``) must match an entry's resource, ``urn:uuid:`` references an
+    entry's fullUrl; absolute http(s) references point outside and are not followed.
+    """
+    walker = _check(bundle, "Bundle")
+    entries = bundle.get("entry", []) if isinstance(bundle, dict) else []
+    local = set()
+    for entry in entries:
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(res, dict):
+            local.add(f"{res.get('resourceType')}/{res.get('id')}")
+        if isinstance(entry, dict) and isinstance(entry.get("fullUrl"), str):
+            local.add(entry["fullUrl"])
+    for ref, where in walker.references:
+        if ref.startswith("#") or ref.startswith(("http://", "https://")):
+            continue
+        if ref not in local:
+            walker.fail(where, f"reference '{ref}' does not resolve to an entry of the bundle")
+    if walker.issues:
+        raise ValidationFailed(walker.issues)
