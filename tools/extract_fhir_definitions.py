@@ -10,6 +10,8 @@ peer FHIR server installs under ``~/.cache/peer-fhir/node_modules/hl7.fhir.r5.co
 - ``mappings/fhir-r5-elements.json``: for the same types and the datatypes they use, every
   element path with its type codes, maximum cardinality and content reference, so that validation
   can check JSON types and find the datatype of every node.
+- ``mappings/fhir-r5-codesystems.json``: the codes and displays of every official CodeSystem that
+  ``mappings/ctgov-to-fhir.json`` uses, so that a test can prove each mapped code exists.
 - ``mappings/fhir-r5-required-bindings.json``: for the same types, every element with a
   *required* binding and the codes its value set allows, expanded from the package's CodeSystems
   where the value set composes whole code systems or enumerated concepts.
@@ -112,6 +114,14 @@ def _required_bindings(pkg: Path) -> dict:
     return out
 
 
+def _type_code(t: dict) -> str:
+    """The FHIR type of an element; System.String ids and the like carry it in the fhir-type extension."""
+    for ext in t.get("extension", []):
+        if ext.get("url") == "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type":
+            return ext["valueUrl"]
+    return t["code"]
+
+
 def _elements(pkg: Path) -> dict:
     out: dict[str, dict] = {}
     for name in VALIDATED_TYPES + DATATYPES:
@@ -119,11 +129,31 @@ def _elements(pkg: Path) -> dict:
         for el in sd["snapshot"]["element"]:
             if "." not in el["path"]:
                 continue
-            entry = {"types": [t["code"] for t in el.get("type", [])], "max": el.get("max", "*"),
+            entry = {"types": [_type_code(t) for t in el.get("type", [])], "max": el.get("max", "*"),
                      "min": el.get("min", 0)}
             if "contentReference" in el:
                 entry["contentReference"] = el["contentReference"].split("#", 1)[1]
             out[el["path"]] = entry
+    return out
+
+
+def _code_systems(pkg: Path) -> dict:
+    """Codes of every official CodeSystem that ``mappings/ctgov-to-fhir.json`` draws from."""
+    table = json.loads((ROOT / "mappings/ctgov-to-fhir.json").read_text(encoding="utf-8"))
+    wanted = {section["system"] for key, section in table.items() if not key.startswith("_")}
+    out = {}
+    for path in sorted(pkg.glob("CodeSystem-*.json")):
+        cs = _load(path)
+        if cs["url"] in wanted:
+            out[cs["url"]] = {"source": f"hl7.fhir.r5.core@5.0.0/{path.name}", "codes": _displays(cs.get("concept", []))}
+    return out
+
+
+def _displays(concepts: list[dict]) -> dict:
+    out = {}
+    for c in concepts:
+        out[c["code"]] = c.get("display")
+        out.update(_displays(c.get("concept", [])))
     return out
 
 
@@ -142,7 +172,10 @@ def main() -> None:
     elements = _elements(pkg)
     (ROOT / "mappings/fhir-r5-elements.json").write_text(
         json.dumps({**header, "elements": elements}, indent=0, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"{len(elements)} element paths, {len(sps)} search parameters, {len(bindings)} required bindings")
+    code_systems = _code_systems(pkg)
+    (ROOT / "mappings/fhir-r5-codesystems.json").write_text(
+        json.dumps({**header, "codeSystems": code_systems}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{len(code_systems)} code systems, {len(elements)} element paths, {len(sps)} search parameters, {len(bindings)} required bindings")
 
 
 if __name__ == "__main__":
