@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
-MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
+# mappings/ beside the package (a clone or an editable install); FHIRSTUDY_MAPPINGS_DIR overrides.
+MAPPINGS_DIR = Path(os.environ.get("FHIRSTUDY_MAPPINGS_DIR") or Path(__file__).resolve().parent.parent / "mappings")
 MESH_SYSTEM = "https://www.nlm.nih.gov/mesh"
 
 
