@@ -66,6 +66,9 @@ class Party:
     classifier: str | None = None  # ClinicalTrials.gov class (INDUSTRY, NIH, OTHER, ...)
     affiliation: str | None = None
     is_person: bool = False
+    title: str | None = None  # a person's title or degree ("MD, PhD") or job title
+    phone: str | None = None
+    email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class Site:
     status: str | None = None
     latitude: float | None = None
     longitude: float | None = None
+    contacts: tuple[Party, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,26 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A yes/no fact the registry states (``oversightHasDmc``: True), under its source name."""
+
+    name: str
+    value: bool
+
+
+@dataclass(frozen=True)
+class IpdSharing:
+    """The plan to share individual participant data."""
+
+    sharing: str | None = None  # YES, NO, UNDECIDED
+    description: str | None = None
+    info_types: tuple[str, ...] = ()
+    time_frame: str | None = None
+    access_criteria: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
 class Provenance:
     """Where the record came from: file, 1-based record number within it, and format."""
 
@@ -175,15 +199,30 @@ class Trial:
     masking: str | None = None
     observational_model: str | None = None
     time_perspective: str | None = None
+    intervention_model_description: str | None = None
+    masking_description: str | None = None
+    who_masked: tuple[str, ...] = ()
+    patient_registry: bool | None = None
+    target_duration: str | None = None
+    expanded_access_types: tuple[str, ...] = ()
+    bio_spec_retention: str | None = None
+    bio_spec_description: str | None = None
+    oversight: tuple[Flag, ...] = ()
     overall_status: str | None = None
     last_known_status: str | None = None
     why_stopped: str | None = None
     start_date: DateStruct | None = None
     primary_completion_date: DateStruct | None = None
     completion_date: DateStruct | None = None
+    status_verified_date: str | None = None
+    first_posted_date: str | None = None
+    last_update_date: str | None = None
+    results_first_posted_date: str | None = None
+    has_results: bool | None = None
     sponsor: Party | None = None
     collaborators: tuple[Party, ...] = ()
     officials: tuple[Party, ...] = ()
+    contacts: tuple[Party, ...] = ()
     sites: tuple[Site, ...] = ()
     enrollment: int | None = None
     enrollment_type: str | None = None
@@ -191,12 +230,18 @@ class Trial:
     minimum_age: str | None = None
     maximum_age: str | None = None
     healthy_volunteers: bool | None = None
+    gender_based: bool | None = None
+    gender_description: str | None = None
+    std_ages: tuple[str, ...] = ()
+    study_population: str | None = None
+    sampling_method: str | None = None
     eligibility_text: str | None = None
     criteria: tuple[Criterion, ...] = ()
     arms: tuple[Arm, ...] = ()
     interventions: tuple[Intervention, ...] = ()
     outcomes: tuple[Outcome, ...] = ()
     references: tuple[Reference, ...] = ()
+    ipd_sharing: IpdSharing | None = None
     unplaced: tuple[str, ...] = ()  # source text the reader could not place, kept, not dropped
 
     @property
@@ -241,10 +286,17 @@ class IdentifierSchema(_Base):
     type = fields.String(allow_none=True)
 
 
+_DATE = validate.Regexp(r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$",
+                        error="not a date of the form YYYY, YYYY-MM or YYYY-MM-DD")
+
+
+def _partial_date(**kw: Any) -> fields.String:
+    return fields.String(allow_none=True, validate=_DATE, **kw)
+
+
 class DateStructSchema(_Base):
     model = DateStruct
-    date = fields.String(required=True, validate=validate.Regexp(
-        r"^\d{4}(-\d{2}(-\d{2})?)?$", error="not a date of the form YYYY, YYYY-MM or YYYY-MM-DD"))
+    date = fields.String(required=True, validate=_DATE)
     type = _one_of(DATE_TYPES, allow_none=True)
 
 
@@ -255,6 +307,9 @@ class PartySchema(_Base):
     classifier = fields.String(allow_none=True)
     affiliation = fields.String(allow_none=True)
     is_person = fields.Boolean()
+    title = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
 
 
 class SiteSchema(_Base):
@@ -267,6 +322,7 @@ class SiteSchema(_Base):
     status = fields.String(allow_none=True)
     latitude = fields.Float(allow_none=True, validate=validate.Range(-90, 90))
     longitude = fields.Float(allow_none=True, validate=validate.Range(-180, 180))
+    contacts = fields.List(fields.Nested(PartySchema))
 
 
 class ArmSchema(_Base):
@@ -316,6 +372,22 @@ class ReferenceSchema(_Base):
     type = fields.String(allow_none=True)
 
 
+class FlagSchema(_Base):
+    model = Flag
+    name = _text(required=True)
+    value = fields.Boolean(required=True)
+
+
+class IpdSharingSchema(_Base):
+    model = IpdSharing
+    sharing = fields.String(allow_none=True)
+    description = fields.String(allow_none=True)
+    info_types = fields.List(fields.String())
+    time_frame = fields.String(allow_none=True)
+    access_criteria = fields.String(allow_none=True)
+    url = fields.String(allow_none=True)
+
+
 class ProvenanceSchema(_Base):
     model = Provenance
     file = fields.String(required=True)
@@ -351,15 +423,30 @@ class TrialSchema(_Base):
     masking = fields.String(allow_none=True)
     observational_model = fields.String(allow_none=True)
     time_perspective = fields.String(allow_none=True)
+    intervention_model_description = fields.String(allow_none=True)
+    masking_description = fields.String(allow_none=True)
+    who_masked = fields.List(_text())
+    patient_registry = fields.Boolean(allow_none=True)
+    target_duration = fields.String(allow_none=True)
+    expanded_access_types = fields.List(_text())
+    bio_spec_retention = fields.String(allow_none=True)
+    bio_spec_description = fields.String(allow_none=True)
+    oversight = _nested_list(FlagSchema)
     overall_status = _one_of(OVERALL_STATUSES, allow_none=True)
     last_known_status = _one_of(OVERALL_STATUSES, allow_none=True)
     why_stopped = fields.String(allow_none=True)
     start_date = fields.Nested(DateStructSchema, allow_none=True)
     primary_completion_date = fields.Nested(DateStructSchema, allow_none=True)
     completion_date = fields.Nested(DateStructSchema, allow_none=True)
+    status_verified_date = _partial_date()
+    first_posted_date = _partial_date()
+    last_update_date = _partial_date()
+    results_first_posted_date = _partial_date()
+    has_results = fields.Boolean(allow_none=True)
     sponsor = fields.Nested(PartySchema, allow_none=True)
     collaborators = _nested_list(PartySchema)
     officials = _nested_list(PartySchema)
+    contacts = _nested_list(PartySchema)
     sites = _nested_list(SiteSchema)
     enrollment = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0))
     enrollment_type = _one_of(DATE_TYPES, allow_none=True)
@@ -367,12 +454,18 @@ class TrialSchema(_Base):
     minimum_age = fields.String(allow_none=True)
     maximum_age = fields.String(allow_none=True)
     healthy_volunteers = fields.Boolean(allow_none=True)
+    gender_based = fields.Boolean(allow_none=True)
+    gender_description = fields.String(allow_none=True)
+    std_ages = fields.List(_text())
+    study_population = fields.String(allow_none=True)
+    sampling_method = fields.String(allow_none=True)
     eligibility_text = fields.String(allow_none=True)
     criteria = _nested_list(CriterionSchema)
     arms = _nested_list(ArmSchema)
     interventions = _nested_list(InterventionSchema)
     outcomes = _nested_list(OutcomeSchema)
     references = _nested_list(ReferenceSchema)
+    ipd_sharing = fields.Nested(IpdSharingSchema, allow_none=True)
     unplaced = fields.List(fields.String())
 
 

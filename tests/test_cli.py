@@ -84,7 +84,7 @@ def served(tmp_path_factory):
     assert loaded.returncode == 0, loaded.stderr
     port = _free_port()
     proc = subprocess.Popen([*FHIRSTUDY, "serve", "--port", str(port), "--db", db, "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:

@@ -1,24 +1,34 @@
 """Readers of trial records: one module per input format, and the entry point ``iter_records``.
 
-A reader module has three names:
+A reader module has these names:
 
     FORMAT                  the format's name (``--format`` value, ``Provenance.format``)
-    detect(text) -> bool    whether the text is in this format
-    read(text, file)        yields ``(data, problems)`` per record: ``data`` a dict in the shape
-                            of ``trial.TrialSchema`` without ``provenance``, ``problems`` a list of
-                            ``errors.Problem`` (a record with an error Problem is not loaded)
+    detect(head) -> bool    whether a file whose first characters are ``head`` is in this format
+    read(text, file)        for small text layouts: yields per record ``(data, problems)``
+      or
+    read_stream(stream, file)  for registry files of any size: the same, from a binary stream,
+                            one record at a time (never the whole file in memory)
 
-Adding a format is one module and one line in ``READERS``. Readers are pure functions of the
-text; file handling, record numbering, provenance and schema checking happen here, once.
+``data`` is a dict in the shape of ``trial.TrialSchema`` without ``provenance``; ``problems`` a list
+of ``errors.Problem`` (a record with an error Problem is not loaded). A reader may yield a third
+item, ``unmapped``: the source field paths present in the record that it did not carry into the
+Trial and that are not on the documented ignore list (``mappings/ctgov-ignored-fields.json``).
+
+Adding a format is one module and one line in ``READERS``. Readers are pure functions of their
+input; file handling (folders, ``.gz``, ``.zip``), record numbering, provenance and schema checking
+happen here, once.
 """
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
-from collections.abc import Iterable, Iterator
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import BinaryIO
 
 from ..errors import Problem, SourceError, TrialError
 from ..trial import Trial, load_trial
@@ -40,6 +50,7 @@ class Record:
     record: int
     trial: Trial | None
     problems: tuple[Problem, ...]
+    unmapped: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -85,12 +96,42 @@ def _failed(file: str, reason: str, field: str | None = None, record: int = 1) -
     return Record(file, record, None, (Problem(reason, field=field, file=file, record=record),))
 
 
-def _decode(path: Path) -> str:
-    """The file's text; raises SourceError when it cannot be read or is not UTF-8 text."""
+HEAD_BYTES = 65536
+
+
+def _members(path: Path) -> Iterator[tuple[str, Callable[[], BinaryIO]]]:
+    """The byte streams inside one input file: itself, its gzip content, or each zip member
+    (named ``archive.zip!member``), each with an opener."""
+    name = str(path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = sorted(i.filename for i in archive.infolist()
+                             if not i.is_dir() and not i.filename.rsplit("/", 1)[-1].startswith("."))
+        for member in members:
+            yield f"{name}!{member}", lambda member=member: _zip_member(path, member)
+        return
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        yield name, lambda: gzip.open(path, "rb")
+    else:
+        yield name, lambda: open(path, "rb")
+
+
+def _zip_member(path: Path, member: str) -> BinaryIO:
+    archive = zipfile.ZipFile(path)
+    stream = archive.open(member)
+    stream._fhirstudy_archive = archive  # keep the archive open as long as the member stream
+    return stream
+
+
+def _decode(opener: Callable[[], BinaryIO]) -> str:
+    """The stream's whole text; raises SourceError when it cannot be read or is not UTF-8 text."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SourceError(Problem(f"cannot read: {exc.strerror or exc}")) from None
+        with opener() as stream:
+            raw = stream.read()
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise SourceError(Problem(f"cannot read: {getattr(exc, 'strerror', None) or exc}")) from None
     try:
         text = raw.decode(ENCODING)
     except UnicodeDecodeError as exc:
@@ -100,40 +141,80 @@ def _decode(path: Path) -> str:
     return text
 
 
-def _read_file(path: Path, format: str | None) -> Iterator[Record]:
-    file = str(path)
+def _head(opener: Callable[[], BinaryIO]) -> str:
+    """The first characters of a stream, for detection; raises SourceError when unreadable."""
     try:
-        text = _decode(path)
+        with opener() as stream:
+            raw = stream.read(HEAD_BYTES)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise SourceError(Problem(f"cannot read: {getattr(exc, 'strerror', None) or exc}")) from None
+    try:
+        raw.decode(ENCODING)
+    except UnicodeDecodeError as exc:
+        if exc.start < len(raw) - 4:  # not just a character cut at the end of the head
+            raise SourceError(Problem(f"not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start})")) from None
+    if b"\x00" in raw:
+        raise SourceError(Problem(f"binary data, not text (NUL byte at offset {raw.index(0)})"))
+    return raw.decode(ENCODING, errors="ignore")
+
+
+def _read_file(path: Path, format: str | None) -> Iterator[Record]:
+    if not path.exists():
+        yield _failed(str(path), "cannot read: No such file or directory")
+        return
+    try:
+        members = list(_members(path))
+    except (OSError, zipfile.BadZipFile) as exc:
+        yield _failed(str(path), f"cannot read: {getattr(exc, 'strerror', None) or exc}")
+        return
+    for file, opener in members:
+        yield from _read_member(file, opener, format)
+
+
+def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None) -> Iterator[Record]:
+    try:
+        head = _head(opener)
     except SourceError as exc:
         yield _failed(file, exc.problems[0].reason)
         return
-    if not text.strip():
+    if not head.strip():
         yield _failed(file, "empty file: no record (a record needs at least a title line)", "brief_title")
         return
-    reader = _BY_FORMAT[format] if format else next((r for r in READERS if r.detect(text)), None)
+    reader = _BY_FORMAT[format] if format else next((r for r in READERS if r.detect(head)), None)
     if reader is None:
         yield _failed(file, f"no reader recognises this file as any of: {', '.join(FORMATS)}", "format")
         return
     number = 0
     try:
-        for number, (data, problems) in enumerate(reader.read(text, file), start=1):
-            yield _record(file, number, reader.FORMAT, data, problems)
+        if hasattr(reader, "read_stream"):
+            with opener() as stream:
+                for number, item in enumerate(reader.read_stream(stream, file), start=1):
+                    yield _record(file, number, reader.FORMAT, *item)
+        else:
+            text = _decode(opener)
+            for number, item in enumerate(reader.read(text, file), start=1):
+                yield _record(file, number, reader.FORMAT, *item)
     except SourceError as exc:  # the reader gave up on the rest of the file
         yield Record(file, number + 1, None, tuple(_placed(p, file, number + 1) for p in exc.problems))
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .gz or a failing disk
+        yield _failed(file, f"cannot read past record {number}: {exc}", record=number + 1)
 
 
 def _placed(problem: Problem, file: str, record: int) -> Problem:
     return dataclasses.replace(problem, file=problem.file or file, record=problem.record or record)
 
 
-def _record(file: str, number: int, format: str, data: dict, problems: list[Problem]) -> Record:
+def _record(file: str, number: int, format: str, data: dict | None, problems: list[Problem],
+            unmapped: Iterable[str] = ()) -> Record:
     problems = [_placed(p, file, number) for p in problems]
-    data = {**data, "provenance": {"file": file, "record": number, "format": format}}
+    unmapped = tuple(unmapped)
+    if data is None or any(p.severity == "error" for p in problems):
+        return Record(file, number, None, tuple(problems), unmapped)
+    source_date = data.pop("_source_date", None)
+    data = {**data, "provenance": {"file": file, "record": number, "format": format, "source_date": source_date}}
     data["unplaced"] = list(data.get("unplaced") or [])
-    if any(p.severity == "error" for p in problems):
-        return Record(file, number, None, tuple(problems))
     try:
         trial = load_trial(data)
     except TrialError as exc:
-        return Record(file, number, None, tuple(problems + [_placed(p, file, number) for p in exc.problems]))
-    return Record(file, number, trial, tuple(problems))
+        return Record(file, number, None, tuple(problems + [_placed(p, file, number) for p in exc.problems]), unmapped)
+    return Record(file, number, trial, tuple(problems), unmapped)
