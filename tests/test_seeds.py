@@ -51,7 +51,7 @@ def _criteria(conversion) -> tuple[list[str], list[str]]:
     evs = [ev for ev in _resources(conversion).get("EvidenceVariable", []) if ev["id"].endswith("-eligibility")]
     if not evs:
         return [], []
-    chars = evs[0]["characteristic"]
+    chars = [c for c in evs[0]["characteristic"] if "definitionCodeableConcept" in c]  # the text criteria
     return ([c["description"] for c in chars if not c["exclude"]], [c["description"] for c in chars if c["exclude"]])
 
 
@@ -88,7 +88,7 @@ def test_seed_000(seed_conversions):
     assert "FACT-B" in secondary[5]["description"] and "0 and 144" in secondary[5]["description"]
     assert _action_titles(c) == ["inetetamab", "cyclophosphamide", "aromatase inhibitor"]
     assert "phase" not in study  # 000 names no phase: none invented
-    assert any("HER2" in study["title"] and "HR+" in study["title"] for _ in [0])
+    assert "HER2+/HR+" in study["title"]
 
 
 def test_seed_001(seed_conversions):
@@ -132,7 +132,11 @@ def test_seed_002(seed_conversions):
     assert any(t.startswith("For women of childbearing potential") for t in inclusion)
     assert exclusion[0] == "Symptomatic, untreated, or actively progressing CNS metastases"
     assert study["recruitment"]["eligibility"]["reference"] == "EvidenceVariable/nct06731140-eligibility"
-    # a female-only trial: sex is kept on the Trial (the computable characteristic comes with #3)
+    [eligibility] = [ev for ev in res["EvidenceVariable"] if ev["id"] == "nct06731140-eligibility"]
+    sex = [c for c in eligibility["characteristic"] if "definitionByTypeAndValue" in c]
+    assert sex == [{"description": "Sex: Female", "exclude": False, "definitionByTypeAndValue": {
+        "type": {"text": "Sex"}, "valueCodeableConcept": {"coding": [
+            {"system": "http://hl7.org/fhir/administrative-gender", "code": "female", "display": "Female"}]}}}]
 
 
 def test_seed_003(seed_conversions):

@@ -7,17 +7,18 @@ Adding a resource type means one module with ``map_trial(trial) -> dict | list[d
 from __future__ import annotations
 
 from ..trial import Trial
-from . import evidence_variable, ids, location, plan_definition, research_study
+from . import evidence_variable, ids, location, plan_definition, provenance, research_study
 
 MAPPERS = (research_study, plan_definition, evidence_variable, location)
 
 
 def map_resources(trial: Trial) -> list[dict]:
-    """Every FHIR resource of a trial, the ResearchStudy first."""
+    """Every FHIR resource of a trial, the ResearchStudy first and its Provenance last."""
     out: list[dict] = []
     for mapper in MAPPERS:
         result = mapper.map_trial(trial)
         out.extend(result if isinstance(result, list) else [result])
+    out.append(provenance.map_resources(trial, out))
     return out
 
 

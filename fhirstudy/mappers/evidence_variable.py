@@ -1,9 +1,14 @@
 """Trial -> FHIR R5 EvidenceVariables: one per outcome measure, one for the eligibility criteria."""
 from __future__ import annotations
 
+import re
+
+from .. import terminology
 from ..trial import Trial
 from . import ids
-from .common import compact, meta, reference
+from .common import compact, concept, meta, reference
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Year|Month|Week|Day|Hour|Minute)s?\s*$", re.IGNORECASE)
 
 RESOURCE_TYPE = "EvidenceVariable"
 
@@ -26,20 +31,66 @@ def _outcome(trial: Trial, sid: str, outcome, n: int) -> dict:
     })
 
 
+def _age(text: str | None) -> dict | None:
+    """ "18 Years" -> a UCUM Quantity; None for absent or unreadable ages ("N/A")."""
+    match = _AGE.match(text or "")
+    if not match:
+        return None
+    units = terminology.load_mapping("eligibility-characteristics.json")["age"]["units"]
+    unit = units[match.group(2).capitalize()]
+    number = float(match.group(1))
+    return {"value": int(number) if number.is_integer() else number, "unit": unit["unit"],
+            "system": "http://unitsofmeasure.org", "code": unit["code"]}
+
+
+def _computable(trial: Trial) -> list[dict]:
+    """Sex, age range and healthy volunteers as computable characteristics."""
+    table = terminology.load_mapping("eligibility-characteristics.json")
+    out = []
+    sex = terminology.coding("sex", trial.sex)
+    if sex:
+        out.append({"description": f"Sex: {sex['display']}", "exclude": False,
+                    "definitionByTypeAndValue": {"type": table["sex"]["type"], "valueCodeableConcept": concept(sex)}})
+    low, high = _age(trial.minimum_age), _age(trial.maximum_age)
+    if low or high:
+        words = " to ".join(t for t in (trial.minimum_age, trial.maximum_age) if t and _age(t))
+        description = (f"Age {words}" if low and high else
+                       f"Age {trial.minimum_age} or older" if low else f"Age up to {trial.maximum_age}")
+        out.append({"description": description, "exclude": False, "definitionByTypeAndValue": {
+            "type": concept(table["age"]["type"]), "valueRange": compact({"low": low, "high": high})}})
+    if trial.healthy_volunteers is not None:
+        out.append({"description": "Accepts healthy volunteers" if trial.healthy_volunteers
+                    else "Does not accept healthy volunteers", "exclude": False,
+                    "definitionByTypeAndValue": {"type": table["healthyVolunteers"]["type"],
+                                                 "valueBoolean": trial.healthy_volunteers}})
+    return out
+
+
 def _eligibility(trial: Trial, sid: str) -> dict:
-    return {
+    notes = [f"Standard age groups: {', '.join(trial.std_ages)}" if trial.std_ages else None,
+             f"Sampling method: {trial.sampling_method}" if trial.sampling_method else None,
+             f"Gender based: {'Yes' if trial.gender_based else 'No'}" if trial.gender_based is not None else None,
+             f"Gender description: {trial.gender_description}" if trial.gender_description else None]
+    return compact({
         "resourceType": RESOURCE_TYPE,
         "id": ids.child_id(sid, "eligibility"),
         "meta": meta(trial),
         "status": "active",
         "title": f"Eligibility criteria: {trial.brief_title}",
+        "description": trial.study_population,
+        "note": [{"text": n} for n in notes if n],
         "actual": False,
         "relatedArtifact": [{"type": "documentation", "resourceReference": reference("ResearchStudy", sid)}],
-        "characteristic": [
+        "characteristic": _computable(trial) + [
             {"description": c.text, "definitionCodeableConcept": {"text": c.text}, "exclude": c.exclude}
             for c in trial.criteria
         ],
-    }
+    })
+
+
+def has_eligibility(trial: Trial) -> bool:
+    """Whether the trial has anything for the eligibility EvidenceVariable to say."""
+    return bool(trial.criteria or _computable(trial) or trial.study_population)
 
 
 def map_trial(trial: Trial) -> list[dict]:
@@ -50,6 +101,6 @@ def map_trial(trial: Trial) -> list[dict]:
     for outcome in trial.outcomes:
         counters[outcome.kind] = counters.get(outcome.kind, 0) + 1
         out.append(_outcome(trial, sid, outcome, counters[outcome.kind]))
-    if trial.criteria:
+    if has_eligibility(trial):
         out.append(_eligibility(trial, sid))
     return out

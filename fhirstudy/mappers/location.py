@@ -1,11 +1,30 @@
 """Trial sites -> FHIR R5 Locations."""
 from __future__ import annotations
 
-from ..trial import Trial
+from .. import terminology
+from ..trial import Site, Trial
 from . import ids
-from .common import compact, meta
+from .common import compact, concept, meta
 
 RESOURCE_TYPE = "Location"
+
+
+def _contacts(site: Site) -> list[dict]:
+    out = []
+    for person in site.contacts:
+        telecom = [{"system": "phone", "value": person.phone}] if person.phone else []
+        telecom += [{"system": "email", "value": person.email}] if person.email else []
+        out.append(compact({"purpose": concept(text=person.role) if person.role else None,
+                            "name": [{"text": person.name}], "telecom": telecom}))
+    return out
+
+
+def _recruitment(site: Site) -> list[dict]:
+    """The site's recruitment status as a characteristic (Location.status is about the place itself)."""
+    if not site.status:
+        return []
+    code = terminology.coding("overallStatus", site.status)
+    return [concept(code, text=f"Recruitment status: {site.status.replace('_', ' ').lower()}")]
 
 
 def map_trial(trial: Trial) -> list[dict]:
@@ -25,5 +44,7 @@ def map_trial(trial: Trial) -> list[dict]:
             "mode": "instance",
             "address": address or None,
             "position": position,
+            "characteristic": _recruitment(site),
+            "contact": _contacts(site),
         }))
     return out

@@ -5,6 +5,7 @@ actions are grouped under one action per arm.
 """
 from __future__ import annotations
 
+from .. import terminology
 from ..trial import Intervention, Trial
 from . import ids
 from .common import compact, meta, reference
@@ -16,14 +17,26 @@ def _type_text(itype: str) -> str:
     return itype.replace("_", " ").capitalize()
 
 
-def _component_actions(intervention: Intervention, prefix: str) -> list[dict]:
+def _mesh(trial: Trial, names: list[str]) -> list[dict]:
+    """MeSH codings from the registry's derivedSection whose term is one of the names."""
+    folded = {terminology.fold(n) for n in names}
+    return [{"system": terminology.MESH_SYSTEM, "code": m.id, "display": m.term}
+            for m in trial.intervention_meshes if terminology.fold(m.term) in folded]
+
+
+def _component_actions(trial: Trial, intervention: Intervention, prefix: str) -> list[dict]:
     names = intervention.components or (intervention.name,)
+    description = intervention.description
+    if intervention.other_names:
+        other = f"Other names: {'; '.join(intervention.other_names)}"
+        description = f"{description}\n\n{other}" if description else other
     return [compact({
         "linkId": f"{prefix}-{n}",
         "title": name,
-        "description": intervention.description,
+        "description": description,
         "textEquivalent": intervention.name if name != intervention.name else None,
-        "code": {"text": _type_text(intervention.type)},
+        "code": compact({"coding": _mesh(trial, [name, *(intervention.other_names if name == intervention.name else ())]),
+                         "text": _type_text(intervention.type)}),
     }) for n, name in enumerate(names, 1)]
 
 
@@ -42,14 +55,14 @@ def map_trial(trial: Trial) -> list[dict]:
                 intervention = by_name.get(name)
                 if intervention is not None:
                     placed.add(name)
-                    children.extend(_component_actions(intervention, f"arm-{a}-{i}"))
+                    children.extend(_component_actions(trial, intervention, f"arm-{a}-{i}"))
             actions.append(compact({"linkId": f"arm-{a}", "title": arm.label, "description": arm.description,
                                     "groupingBehavior": "logical-group", "action": children}))
         loose = [i for i in trial.interventions if i.name not in placed]
     else:
         loose = list(trial.interventions)
     for n, intervention in enumerate(loose, 1):
-        actions.extend(_component_actions(intervention, f"intervention-{n}"))
+        actions.extend(_component_actions(trial, intervention, f"intervention-{n}"))
     return [{
         "resourceType": RESOURCE_TYPE,
         "id": ids.child_id(sid, "protocol"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import terminology
 from ..trial import DateStruct, Trial
-from . import ids
+from . import evidence_variable, ids
 from .common import compact, concept, meta, reference
 
 NCT_SYSTEM = "https://clinicaltrials.gov"
@@ -13,7 +13,7 @@ RESOURCE_TYPE = "ResearchStudy"
 def _identifier(ident) -> dict:
     system = ident.system or (NCT_SYSTEM if ident.kind == "nct" else None)
     use = {"nct": "official", "org": "secondary", "secondary": "secondary", "derived": "secondary"}[ident.kind]
-    return compact({"use": use, "system": system, "value": ident.value,
+    return compact({"use": use, "type": concept(text=ident.type), "system": system, "value": ident.value,
                     "assigner": {"display": ident.assigner} if ident.assigner else None})
 
 
@@ -34,10 +34,43 @@ def _phase(trial: Trial) -> dict | None:
                    terminology.load_mapping("ctgov-to-fhir.json")["phase"]["codes"] else None)
 
 
+def _design_text(label: str, value: object) -> str:
+    if isinstance(value, bool):
+        return f"{label}: {'Yes' if value else 'No'}"
+    return f"{label}: {str(value).replace('_', ' ').capitalize() if str(value).isupper() else value}"
+
+
 def _study_design(trial: Trial) -> list[dict]:
-    keys = [f"studyType:{trial.study_type}", f"allocation:{trial.allocation}",
-            f"interventionModel:{trial.intervention_model}"]
-    return [concept(c) for c in (terminology.coding("studyDesign", k) for k in keys) if c]
+    """SEVCO codes where the official code system has the concept; the registry's words otherwise."""
+    out = []
+    coded = [("studyType", trial.study_type, "Study type"), ("allocation", trial.allocation, "Allocation"),
+             ("interventionModel", trial.intervention_model, "Intervention model"),
+             ("observationalModel", trial.observational_model, "Observational model"),
+             ("timePerspective", trial.time_perspective, "Time perspective"),
+             *[("whoMasked", w, "Masked") for w in trial.who_masked]]
+    for key, value, label in coded:
+        if value is None:
+            continue
+        code = terminology.coding("studyDesign", f"{key}:{value}")
+        out.append(concept(code) if code else concept(text=_design_text(label, value)))
+    texts = [("Masking", trial.masking), ("Masking description", trial.masking_description),
+             ("Intervention model description", trial.intervention_model_description),
+             ("Patient registry", trial.patient_registry), ("Target duration", trial.target_duration),
+             ("Biospecimen retention", trial.bio_spec_retention),
+             ("Biospecimen description", trial.bio_spec_description),
+             *[("Expanded access type", t) for t in trial.expanded_access_types]]
+    out.extend(concept(text=_design_text(label, value)) for label, value in texts if value is not None)
+    return out
+
+
+def _classifiers(trial: Trial) -> list[dict]:
+    out = []
+    for flag in trial.oversight:
+        code = terminology.coding("oversight", flag.name) if flag.value else None
+        out.append(concept(code) if code else concept(text=_design_text(flag.name, flag.value)))
+    if trial.has_results is not None:
+        out.append(concept(text=_design_text("Has results", trial.has_results)))
+    return out
 
 
 def _conditions(trial: Trial) -> list[dict]:
@@ -73,27 +106,89 @@ def _period(start: DateStruct | None, end: DateStruct | None) -> dict | None:
 
 
 def _progress(trial: Trial) -> list[dict]:
+    """The recruitment state (UNKNOWN: the last known state, marked not actual and said so), the
+    overall study period, and the primary completion date."""
     out = []
-    status = trial.overall_status
-    if status == "UNKNOWN" and trial.last_known_status:
-        status = trial.last_known_status
+    unknown = trial.overall_status == "UNKNOWN"
+    status = trial.last_known_status if unknown else trial.overall_status
     state = terminology.coding("overallStatus", status)
-    if state:
-        out.append({"state": concept(state), "actual": trial.overall_status != "UNKNOWN"})
+    text = (f"Last known status {status.replace('_', ' ').lower()}; the registry's overall status is unknown"
+            if unknown and status else None)
+    if state or status:
+        out.append({"state": concept(state, text=text or (None if state else status)), "actual": not unknown})
     if trial.start_date or trial.completion_date:
+        dates = [d for d in (trial.start_date, trial.completion_date) if d]
         out.append(compact({"state": concept(terminology.coding("progressPeriod", "overall")),
-                            "actual": bool(trial.completion_date and trial.completion_date.type == "ACTUAL"),
+                            "actual": all(d.type == "ACTUAL" for d in dates),
                             "period": _period(trial.start_date, trial.completion_date)}))
+    if trial.primary_completion_date:
+        out.append({"state": concept(text="Primary completion"),
+                    "actual": trial.primary_completion_date.type == "ACTUAL",
+                    "period": {"end": trial.primary_completion_date.date}})
     return out
 
 
-def _party(party) -> dict:
+def _party(party, contained_id: str | None) -> dict:
     role = terminology.coding("partyRole", party.role)
+    classifier = terminology.coding("sponsorClass", party.classifier)
+    display = f"{party.name} ({party.affiliation})" if party.affiliation else None
     return compact({
-        "name": party.name,
+        "name": ", ".join(p for p in (party.name, party.title) if p),
         "role": concept(role, text=None if role else party.role),
-        "classifier": [c for c in [concept(terminology.coding("sponsorClass", party.classifier))] if c],
+        "classifier": [concept(classifier, text=None if classifier else party.classifier)]
+        if party.classifier else [],
+        "party": compact({"reference": f"#{contained_id}" if contained_id else None, "display": display})
+        or None,
     })
+
+
+def _person(party, contained_id: str) -> dict:
+    telecom = [{"system": "phone", "value": party.phone}] if party.phone else []
+    telecom += [{"system": "email", "value": party.email}] if party.email else []
+    return compact({"resourceType": "Practitioner", "id": contained_id,
+                    "name": [compact({"text": party.name, "suffix": [party.title] if party.title else []})],
+                    "telecom": telecom})
+
+
+def _parties(trial: Trial) -> tuple[list[dict], list[dict]]:
+    """associatedParty entries, and the contained Practitioners that carry people's phone and email."""
+    parties, contained = [], []
+    for party in [trial.sponsor, *trial.collaborators, *trial.officials, *trial.contacts]:
+        if party is None:
+            continue
+        cid = None
+        if party.is_person and (party.phone or party.email or party.title):
+            cid = f"person-{len(contained) + 1}"
+            contained.append(_person(party, cid))
+        parties.append(_party(party, cid))
+    return parties, contained
+
+
+def _related_artifacts(trial: Trial) -> list[dict]:
+    out = []
+    if trial.nct_id:
+        out.append({"type": "documentation", "label": "ClinicalTrials.gov record",
+                    "document": {"url": f"https://clinicaltrials.gov/study/{trial.nct_id}"}})
+    for ref in trial.references:
+        url = ref.url or (f"https://pubmed.ncbi.nlm.nih.gov/{ref.pmid}/" if ref.pmid else None)
+        kind = (ref.type or "").lower()
+        out.append(compact({
+            "type": "citation" if ref.citation or ref.pmid else "documentation",
+            "classifier": [concept(text=kind)] if kind else [],
+            "label": ref.label,
+            "citation": ref.citation,
+            "document": {"url": url} if url else None,
+        }))
+    ipd = trial.ipd_sharing
+    if ipd is not None:
+        details = [f"Plan to share IPD: {ipd.sharing}" if ipd.sharing else None, ipd.description,
+                   f"Information types: {', '.join(ipd.info_types)}" if ipd.info_types else None,
+                   f"Time frame: {ipd.time_frame}" if ipd.time_frame else None,
+                   f"Access criteria: {ipd.access_criteria}" if ipd.access_criteria else None]
+        out.append(compact({"type": "documentation", "label": "Individual participant data (IPD) sharing statement",
+                            "display": "\n\n".join(d for d in details if d),
+                            "document": {"url": ipd.url} if ipd.url else None}))
+    return out
 
 
 def _comparison_groups(trial: Trial) -> list[dict]:
@@ -126,7 +221,7 @@ def _outcome_measures(trial: Trial, study_id: str) -> list[dict]:
 def map_trial(trial: Trial) -> dict:
     """The ResearchStudy of a trial, with references to the trial's other resources by id."""
     sid = ids.study_id(trial)
-    has_eligibility = bool(trial.criteria)
+    has_eligibility = evidence_variable.has_eligibility(trial)
     has_protocol = bool(trial.interventions or trial.arms)
     recruitment = compact({
         "targetNumber": trial.enrollment if trial.enrollment_type != "ACTUAL" else None,
@@ -134,6 +229,7 @@ def map_trial(trial: Trial) -> dict:
         "eligibility": reference("EvidenceVariable", ids.child_id(sid, "eligibility"), "Eligibility criteria")
         if has_eligibility else None,
     })
+    parties, contained = _parties(trial)
     description = trial.detailed_description
     if trial.unplaced:
         unplaced = "\n\n".join(trial.unplaced)
@@ -142,21 +238,25 @@ def map_trial(trial: Trial) -> dict:
         "resourceType": RESOURCE_TYPE,
         "id": sid,
         "meta": meta(trial),
+        "contained": contained,
         "identifier": [_identifier(i) for i in trial.identifiers],
         "title": trial.brief_title,
         "label": _labels(trial),
+        "relatedArtifact": _related_artifacts(trial),
+        "date": trial.last_update_date,
         "status": "active",
         "primaryPurposeType": concept(terminology.coding("primaryPurpose", trial.primary_purpose)),
         "phase": _phase(trial),
         "studyDesign": _study_design(trial),
         "condition": _conditions(trial),
         "keyword": [{"text": k} for k in trial.keywords],
+        "classifier": _classifiers(trial),
         "descriptionSummary": trial.brief_summary,
         "description": description,
         "period": _period(trial.start_date, trial.completion_date),
         "site": [reference("Location", ids.child_id(sid, "site", n), s.facility or s.city)
                  for n, s in enumerate(trial.sites, 1)],
-        "associatedParty": [_party(p) for p in [trial.sponsor, *trial.collaborators, *trial.officials] if p],
+        "associatedParty": parties,
         "progressStatus": _progress(trial),
         "whyStopped": concept(text=trial.why_stopped),
         "recruitment": recruitment or None,
