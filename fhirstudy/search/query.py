@@ -1,0 +1,265 @@
+"""Parse a FHIR search request (``GET /{type}?...``) into a :class:`SearchQuery`.
+
+A repeated parameter is AND (one :class:`Clause` per occurrence); a comma inside a value is OR
+(several values in one clause).  Values are parsed here according to the parameter type, so the
+store only ever sees well-formed criteria; anything malformed raises
+:class:`fhirstudy.errors.InvalidRequest` naming the parameter.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from fhirstudy.errors import InvalidRequest
+from fhirstudy.search.index import (BadValue, date_range, normalize, split_reference,
+                                    STRING_INDEX_LENGTH)
+from fhirstudy.search.registry import Registry, SearchParam
+
+DEFAULT_COUNT = 20
+MAX_COUNT = 500
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+# Result parameters we honour; ``_format`` and ``_pretty`` are the server's business.
+RESULT_PARAMETERS = ("_count", "_offset", "_sort", "_total", "_summary", "_format", "_pretty")
+_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+@dataclass(frozen=True)
+class TokenValue:
+    """``code``, ``system|code``, ``|code`` (no system) or ``system|``; or text for ``:text``."""
+
+    system: str | None
+    code: str | None
+    no_system: bool = False
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class StringValue:
+    """A string to match: ``normalized`` for starts-with/contains, ``exact`` for ``:exact``."""
+
+    normalized: str
+    exact: str
+
+
+@dataclass(frozen=True)
+class ReferenceValue:
+    """``Type/id``, ``id`` or an absolute URL / canonical."""
+
+    target_type: str | None
+    target_id: str | None
+    url: str | None
+
+
+@dataclass(frozen=True)
+class RangeValue:
+    """A date or number with its prefix and the range its precision covers."""
+
+    prefix: str
+    low: object
+    high: object
+    value: object = None
+
+
+@dataclass(frozen=True)
+class UriValue:
+    uri: str
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One occurrence of a search parameter: the values are ORed."""
+
+    param: SearchParam
+    modifier: str | None
+    values: tuple
+    missing: bool | None = None  # for ``:missing``
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """Sort by ``param`` (None = by id), descending when ``descending``."""
+
+    param: SearchParam | None
+    descending: bool = False
+
+
+@dataclass
+class SearchQuery:
+    """Everything the store needs to answer a search, plus what the server needs for links."""
+
+    resource_type: str
+    clauses: list[Clause] = field(default_factory=list)
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+    sort: list[SortKey] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    # the accepted search parameters as given, to rebuild self/next/previous links
+    echo: list[tuple[str, str]] = field(default_factory=list)
+
+
+def parse_search(resource_type: str, args: Iterable[tuple[str, str]], registry: Registry,
+                 lenient: bool = False) -> SearchQuery:
+    """Parse query-string pairs for ``resource_type`` into a :class:`SearchQuery`.
+
+    Unknown parameters and modifiers raise InvalidRequest unless ``lenient`` (``Prefer:
+    handling=lenient``), in which case they are listed in ``ignored``.
+    """
+    query = SearchQuery(resource_type)
+    for name, raw in args:
+        if name in RESULT_PARAMETERS:
+            _result_parameter(query, name, raw, registry)
+            continue
+        code, _, modifier = name.partition(":")
+        param = registry.get(resource_type, code)
+        if param is None or (modifier and not _modifier_ok(param, modifier)):
+            if lenient:
+                query.ignored.append(name)
+                continue
+            what = "modifier" if param is not None else "parameter"
+            raise InvalidRequest(f"Unknown search {what} {name!r} for {resource_type}", expression=name)
+        query.clauses.append(_clause(param, modifier or None, raw, name))
+        query.echo.append((name, raw))
+    return query
+
+
+def _modifier_ok(param: SearchParam, modifier: str) -> bool:
+    if modifier in param.modifiers:
+        return True
+    return param.type == "reference" and re.fullmatch(r"[A-Z][A-Za-z]+", modifier) is not None
+
+
+def _result_parameter(query: SearchQuery, name: str, raw: str, registry: Registry) -> None:
+    if name == "_count":
+        query.count = min(_non_negative(name, raw), MAX_COUNT)
+    elif name == "_offset":
+        query.offset = _non_negative(name, raw)
+    elif name == "_sort":
+        query.sort = [_sort_key(query.resource_type, key, registry) for key in raw.split(",") if key]
+        query.echo.append((name, raw))
+    elif name == "_summary":
+        if raw != "count":
+            raise InvalidRequest(f"_summary={raw} is not supported (only _summary=count)", expression=name)
+        query.count = 0
+    elif name == "_total" and raw not in ("none", "estimate", "accurate"):
+        raise InvalidRequest(f"_total must be none, estimate or accurate, not {raw!r}", expression=name)
+
+
+def _non_negative(name: str, raw: str) -> int:
+    if not raw.isdigit():
+        raise InvalidRequest(f"{name} must be a non-negative integer, not {raw!r}", expression=name)
+    return int(raw)
+
+
+def _sort_key(resource_type: str, key: str, registry: Registry) -> SortKey:
+    descending = key.startswith("-")
+    code = key.lstrip("-")
+    param = registry.get(resource_type, code)
+    if param is None or param.type not in ("token", "string", "date", "number", "uri"):
+        raise InvalidRequest(f"Cannot sort {resource_type} by {code!r}", expression="_sort")
+    return SortKey(param, descending)
+
+
+def _clause(param: SearchParam, modifier: str | None, raw: str, name: str) -> Clause:
+    if modifier == "missing":
+        if raw not in ("true", "false"):
+            raise InvalidRequest(f"{name} must be true or false, not {raw!r}", expression=name)
+        return Clause(param, modifier, (), missing=raw == "true")
+    values = tuple(_value(param, modifier, part, name) for part in _split_or(raw))
+    if not values:
+        raise InvalidRequest(f"{name} needs a value", expression=name)
+    return Clause(param, modifier, values)
+
+
+def _split_or(raw: str) -> list[str]:
+    """Split on commas not escaped with a backslash; unescape ``\\,``, ``\\|``, ``\\$``, ``\\\\``."""
+    parts, current, escaped = [], [], False
+    for char in raw:
+        if escaped:
+            current.append(char if char in ",$|\\" else "\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p for p in parts if p != ""]
+
+
+def _value(param: SearchParam, modifier: str | None, raw: str, name: str):
+    try:
+        return _PARSERS[param.type](raw, modifier)
+    except BadValue as exc:
+        raise InvalidRequest(f"Bad value for {name}: {exc}", expression=name) from exc
+
+
+def _token_value(raw: str, modifier: str | None) -> TokenValue:
+    if modifier == "text":
+        return TokenValue(None, None, text=normalize(raw)[:STRING_INDEX_LENGTH])
+    if "|" not in raw:
+        return TokenValue(None, raw)
+    system, _, code = raw.partition("|")
+    return TokenValue(system or None, code or None, no_system=(system == ""))
+
+
+def _string_value(raw: str, modifier: str | None) -> StringValue:
+    return StringValue(normalize(raw), raw)
+
+
+def _reference_value(raw: str, modifier: str | None) -> ReferenceValue:
+    target_type, target_id = split_reference(raw)
+    if target_id is None:
+        if "/" in raw or ":" in raw:
+            return ReferenceValue(None, None, raw.split("|")[0])
+        return ReferenceValue(modifier, raw, None)
+    if modifier and modifier != target_type:
+        raise BadValue(f"{raw!r} is not a {modifier}")
+    is_url = raw.startswith(("http://", "https://", "urn:"))
+    return ReferenceValue(target_type, target_id, raw if is_url else None)
+
+
+def _split_prefix(raw: str) -> tuple[str, str]:
+    if raw[:2] in PREFIXES and len(raw) > 2 and not raw[2:3].isalpha():
+        return raw[:2], raw[2:]
+    return "eq", raw
+
+
+def _date_value(raw: str, modifier: str | None) -> RangeValue:
+    prefix, text = _split_prefix(raw)
+    low, high = date_range(text.replace(" ", "+"))  # an unescaped "+" in a query string is a space
+    return RangeValue(prefix, low, high)
+
+
+def _number_value(raw: str, modifier: str | None) -> RangeValue:
+    prefix, text = _split_prefix(raw)
+    if not _NUMBER_RE.match(text):
+        raise BadValue(f"not a number: {text!r}")
+    mantissa, _, exponent = text.lower().partition("e")
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    try:
+        value = float(text)
+        half = 0.5 * 10.0 ** (int(exponent or 0) - decimals)  # implicit precision: 100 is [99.5, 100.5)
+    except OverflowError as exc:
+        raise BadValue(f"number out of range: {text!r}") from exc
+    if not math.isfinite(value) or not math.isfinite(half):
+        raise BadValue(f"number out of range: {text!r}")
+    return RangeValue(prefix, value - half, value + half, value)
+
+
+def _uri_value(raw: str, modifier: str | None) -> UriValue:
+    return UriValue(raw)
+
+
+_PARSERS = {
+    "token": _token_value,
+    "string": _string_value,
+    "reference": _reference_value,
+    "date": _date_value,
+    "number": _number_value,
+    "uri": _uri_value,
+}
+

@@ -1,0 +1,140 @@
+"""The search parameters fhirstudy serves, loaded once from data under ``mappings/``.
+
+``mappings/fhir-r5-search-parameters.json`` holds the official R5 definitions;
+``mappings/search-parameters-local.json`` holds the ones fhirstudy defines itself (full
+SearchParameter resources).  A definition is served for a resource type when its type is one the
+index supports and the branches of its expression that start from that type compile in the
+FHIRPath subset (:mod:`fhirstudy.search.fhirpath`).  Anything else is left out, and listed by
+:meth:`Registry.unsupported` with the reason.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from fhirstudy.search.fhirpath import (Expression, Item, UnsupportedExpression, compile_expression,
+                                       first_step, split_union)
+
+MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
+DEFINITION_FILES = (
+    MAPPINGS_DIR / "fhir-r5-search-parameters.json",
+    MAPPINGS_DIR / "search-parameters-local.json",
+)
+SERVED_TYPES = (
+    "ResearchStudy", "PlanDefinition", "EvidenceVariable", "Group", "Location", "Organization",
+    "Practitioner", "CodeSystem", "Provenance",
+)
+# Parameters defined on Resource that we serve on every type (``_in``, ``_list``, ``_has``... are not).
+COMMON_PARAMETERS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source", "_language")
+# Parameter types the index can answer, and the modifiers each accepts.
+MODIFIERS = {
+    "token": ("missing", "not", "text"),
+    "string": ("missing", "exact", "contains"),
+    "reference": ("missing",),  # plus a target type name, e.g. site:Location=x
+    "date": ("missing",),
+    "number": ("missing",),
+    "uri": ("missing",),
+}
+PREFIXED_TYPES = ("date", "number")
+# Codes whose definition asks for matching we do not do (the generic string search would lie).
+UNSERVED_CODES = {"phonetic": "phonetic matching is not implemented"}
+_ANY_RESOURCE = ("Resource", "DomainResource")
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One served search parameter of one resource type."""
+
+    code: str
+    type: str
+    url: str
+    resource_type: str
+    expression: Expression
+    target: tuple[str, ...] = ()
+    description: str | None = field(default=None, compare=False)
+
+    def evaluate(self, resource: dict) -> list[Item]:
+        """The items of ``resource`` this parameter indexes."""
+        return self.expression.evaluate(resource)
+
+    @property
+    def modifiers(self) -> tuple[str, ...]:
+        """The modifiers this parameter accepts (besides target types of references)."""
+        return MODIFIERS[self.type]
+
+
+class Registry:
+    """Served search parameters by resource type and code."""
+
+    def __init__(self, definitions: list[dict], served_types: tuple[str, ...] = SERVED_TYPES):
+        self.served_types = served_types
+        self._params: dict[str, dict[str, SearchParam]] = {t: {} for t in served_types}
+        self._unsupported: dict[str, dict[str, str]] = {t: {} for t in served_types}
+        for definition in definitions:
+            for resource_type in self._types_of(definition):
+                self._add(resource_type, definition)
+
+    def _types_of(self, definition: dict) -> list[str]:
+        bases = definition.get("base") or []
+        if any(base in _ANY_RESOURCE for base in bases):
+            return list(self.served_types) if definition["code"] in COMMON_PARAMETERS else []
+        return [base for base in bases if base in self.served_types]
+
+    def _add(self, resource_type: str, definition: dict) -> None:
+        code = definition["code"]
+        if code in self._params[resource_type]:
+            return  # the first definition of a code wins (the package repeats a few examples)
+        reason = UNSERVED_CODES.get(code)
+        expression = None
+        if reason:
+            pass
+        elif definition["type"] not in MODIFIERS:
+            reason = f"type {definition['type']} is not supported"
+        else:
+            branches = [b for b in split_union(definition.get("expression") or "")
+                        if first_step(b) in (resource_type, *_ANY_RESOURCE)]
+            if not branches:
+                reason = f"no expression for {resource_type}"
+            else:
+                try:
+                    expression = compile_expression(" | ".join(branches))
+                except UnsupportedExpression as exc:
+                    reason = f"expression not supported: {exc}"
+        if reason:
+            self._unsupported[resource_type].setdefault(code, reason)
+            return
+        self._unsupported[resource_type].pop(code, None)
+        self._params[resource_type][code] = SearchParam(
+            code=code, type=definition["type"], url=definition["url"], resource_type=resource_type,
+            expression=expression, target=tuple(definition.get("target") or ()),
+            description=definition.get("description"),
+        )
+
+    def params(self, resource_type: str) -> dict[str, SearchParam]:
+        """Served parameters of ``resource_type`` by code (empty for a type we do not serve)."""
+        return self._params.get(resource_type, {})
+
+    def get(self, resource_type: str, code: str) -> SearchParam | None:
+        """The parameter ``code`` of ``resource_type``, or None when not served."""
+        return self.params(resource_type).get(code)
+
+    def unsupported(self, resource_type: str) -> dict[str, str]:
+        """Parameters defined for ``resource_type`` that we do not serve, with the reason."""
+        return dict(self._unsupported.get(resource_type, {}))
+
+
+def read_definitions(paths=DEFINITION_FILES) -> list[dict]:
+    """Every SearchParameter definition in ``paths`` (each file: ``{"parameters": [...]}``)."""
+    definitions: list[dict] = []
+    for path in paths:
+        with Path(path).open(encoding="utf-8") as fh:
+            definitions.extend(json.load(fh)["parameters"])
+    return definitions
+
+
+@lru_cache(maxsize=1)
+def load_registry() -> Registry:
+    """The registry built from the definition files under ``mappings/`` (loaded once)."""
+    return Registry(read_definitions())

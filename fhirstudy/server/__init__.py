@@ -1,0 +1,44 @@
+"""The FHIR REST server (Flask): ``create_app`` builds it, ``init_store`` opens its store.
+
+Config keys: ``DATABASE_URL`` (default ``sqlite:///fhirstudy.db``; the environment variable
+``FHIRSTUDY_DATABASE_URL`` overrides the default) and ``BASE_URL`` (the public base URL used in
+``fullUrl`` and links; derived from each request when not set).
+"""
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+from fhirstudy.store import DEFAULT_URL, open_store
+
+STORE_EXTENSION = "fhirstudy.store"
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the Flask app: config, store, the error handler and the FHIR routes."""
+    from fhirstudy.server import outcome, routes
+
+    app = Flask(__name__)
+    app.config.from_mapping(
+        DATABASE_URL=os.environ.get("FHIRSTUDY_DATABASE_URL", DEFAULT_URL),
+        BASE_URL=os.environ.get("FHIRSTUDY_BASE_URL"),
+    )
+    if test_config:
+        app.config.from_mapping(test_config)
+    init_store(app)
+    outcome.init_app(app)
+    app.register_blueprint(routes.bp)
+    return app
+
+
+def init_store(app: Flask) -> None:
+    """Open the store at ``app.config["DATABASE_URL"]`` for ``app`` (one engine per app)."""
+    app.extensions[STORE_EXTENSION] = open_store(app.config["DATABASE_URL"])
+
+
+def close_store(app: Flask) -> None:
+    """Close the store of ``app`` (for tests and shutdown)."""
+    store = app.extensions.pop(STORE_EXTENSION, None)
+    if store is not None:
+        store.close()

