@@ -167,8 +167,14 @@ def _parties(trial: Trial) -> tuple[list[dict], list[dict]]:
 def _related_artifacts(trial: Trial) -> list[dict]:
     out = []
     if trial.nct_id:
-        out.append({"type": "documentation", "label": "ClinicalTrials.gov record",
-                    "document": {"url": f"https://clinicaltrials.gov/study/{trial.nct_id}"}})
+        record = f"https://clinicaltrials.gov/study/{trial.nct_id}"
+        verified = f"Status last verified {trial.status_verified_date}" if trial.status_verified_date else None
+        out.append(compact({"type": "documentation", "label": "ClinicalTrials.gov record", "display": verified,
+                            "document": {"url": record}, "publicationDate": trial.first_posted_date}))
+        if trial.has_results:
+            out.append(compact({"type": "documentation", "label": "ClinicalTrials.gov results",
+                                "document": {"url": f"{record}?tab=results"},
+                                "publicationDate": trial.results_first_posted_date}))
     for ref in trial.references:
         url = ref.url or (f"https://pubmed.ncbi.nlm.nih.gov/{ref.pmid}/" if ref.pmid else None)
         kind = (ref.type or "").lower()
