@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,10 +47,13 @@ def _convert_stream(args: argparse.Namespace, label: str):
     from .pipeline import convert
 
     counts = {"converted": 0, "failed": 0, "warnings": 0}
+    unmapped: Counter[str] = Counter()
+    counts["unmapped"] = unmapped
 
     def run():
         with _progress(label) as tick:
-            for item in convert(args.inputs, format=args.format):
+            for item in convert(args.inputs, format=args.format, jobs=args.jobs):
+                unmapped.update(item.unmapped)
                 for p in item.problems:
                     if p.severity == "warning" and args.quiet:
                         continue
@@ -83,9 +87,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
             (out_dir / f"{item.study_id}.json").write_bytes(orjson.dumps(item.bundle, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
     where = "stdout" if to_stdout else str(out_dir)
-    print(f"converted {counts['converted']}, failed {counts['failed']}, warnings {counts['warnings']} -> {where}",
-          file=sys.stderr)
+    if args.report:
+        _write_report(args.report, counts)
+    print(f"converted {counts['converted']}, failed {counts['failed']}, warnings {counts['warnings']}, "
+          f"unmapped source fields {len(counts['unmapped'])} -> {where}", file=sys.stderr)
     return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+def _write_report(path: str, counts: dict) -> None:
+    """The run's report: record counts and every source field that did not reach FHIR, with how
+    many records held it (fields on the documented ignore list are not reported)."""
+    unmapped = counts["unmapped"]
+    report = {
+        "records": counts["converted"] + counts["failed"],
+        "converted": counts["converted"],
+        "failed": counts["failed"],
+        "warnings": counts["warnings"],
+        "unmappedFields": dict(sorted(unmapped.items())),
+        "ignoreList": "mappings/ctgov-ignored-fields.json",
+    }
+    Path(path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -156,6 +177,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     from .sources import FORMATS
 
@@ -167,11 +195,15 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="a file or a folder of records")
         p.add_argument("--format", choices=FORMATS, help="skip detection and read INPUT as this format")
         p.add_argument("-q", "--quiet", action="store_true", help="do not print warnings")
+        p.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N",
+                       help="map and validate in N processes (default 1)")
 
     p = sub.add_parser("convert", help="convert records to one FHIR transaction Bundle per trial")
     inputs(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="folder for <ResearchStudy id>.json files, or - for NDJSON on stdout")
+    p.add_argument("--report", metavar="FILE",
+                   help="write a JSON report: counts and every source field not mapped, with counts")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("load", help="convert records and store them in the database")

@@ -6,6 +6,8 @@ loader consume the stream.
 """
 from __future__ import annotations
 
+import multiprocessing
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,10 @@ from .errors import Problem, ValidationFailed
 from .mappers import map_trial
 from .sources import Record, iter_records
 from .validation import validate_bundle
+
+
+CHUNK = 32  # records per task sent to a worker process
+IN_FLIGHT = 4  # chunks per worker queued at most: bounds memory whatever the input size
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,7 @@ class Converted:
     record: int
     bundle: dict | None
     problems: tuple[Problem, ...]
+    unmapped: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -38,18 +45,49 @@ class Converted:
 def convert_record(record: Record) -> Converted:
     """Map and validate one record read by a source."""
     if record.trial is None:
-        return Converted(record.file, record.record, None, record.problems)
+        return Converted(record.file, record.record, None, record.problems, record.unmapped)
     bundle = map_trial(record.trial)
     try:
         validate_bundle(bundle)
     except ValidationFailed as exc:
         placed = tuple(Problem(reason=i.reason, field=i.field, file=record.file, record=record.record)
                        for i in exc.issues)
-        return Converted(record.file, record.record, None, record.problems + placed)
-    return Converted(record.file, record.record, bundle, record.problems)
+        return Converted(record.file, record.record, None, record.problems + placed, record.unmapped)
+    return Converted(record.file, record.record, bundle, record.problems, record.unmapped)
 
 
-def convert(inputs: Iterable[str | Path], format: str | None = None) -> Iterator[Converted]:
-    """Convert every record of the inputs (files or folders), in order, streaming."""
-    for record in iter_records(inputs, format=format):
-        yield convert_record(record)
+def convert(inputs: Iterable[str | Path], format: str | None = None, jobs: int = 1) -> Iterator[Converted]:
+    """Convert every record of the inputs (files or folders), in order, streaming.
+
+    With ``jobs`` > 1, reading stays in this process (one pass over the input, bounded memory) and
+    mapping and validation run in ``jobs`` worker processes; results come back in input order.
+    """
+    records = iter_records(inputs, format=format)
+    if jobs <= 1:
+        yield from map(convert_record, records)
+        return
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ctx.Pool(jobs) as pool:
+        # Pool.imap would read the whole input ahead; a window of chunks in flight bounds memory.
+        pending: deque = deque()
+        for chunk in _chunks(records, CHUNK):
+            pending.append(pool.apply_async(_convert_chunk, (chunk,)))
+            if len(pending) >= jobs * IN_FLIGHT:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _convert_chunk(records: list[Record]) -> list[Converted]:
+    return [convert_record(r) for r in records]

@@ -126,3 +126,17 @@ def test_loading_twice_makes_no_new_versions(served):
     after = requests.get(f"{base}/ResearchStudy/nct06731140", timeout=5)
     assert before.headers["ETag"] == after.headers["ETag"] == 'W/"1"'
     assert requests.get(f"{base}/ResearchStudy", params={"condition": "breast-cancer"}, timeout=5).json()["total"] == 5
+
+
+def test_jobs_give_the_same_bundles_and_the_report_counts(tmp_path):
+    one = run("convert", str(SEEDS), "-o", str(tmp_path / "one"), "--quiet")
+    two = run("convert", str(SEEDS), "-o", str(tmp_path / "two"), "--quiet", "--jobs", "2",
+              "--report", str(tmp_path / "report.json"))
+    assert one.returncode == two.returncode == 0, two.stderr
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "two").iterdir())
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["records"] == report["converted"] == 5 and report["failed"] == 0
+    assert report["unmappedFields"] == {}
