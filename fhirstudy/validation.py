@@ -55,6 +55,17 @@ def _bindings() -> dict[str, dict[str, frozenset[str]]]:
     return out
 
 
+@lru_cache(maxsize=None)
+def _required_children() -> dict[str, tuple[str, ...]]:
+    """Context path -> names of its elements with min >= 1 (choice elements as ``value[x]``)."""
+    out: dict[str, list[str]] = {}
+    for path, el in _elements().items():
+        if el["min"] >= 1:
+            parent, name = path.rsplit(".", 1)
+            out.setdefault(parent, []).append(name)
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def _is_primitive(type_code: str) -> bool:
     return type_code[:1].islower() or type_code.startswith("http://hl7.org/fhirpath/")
 
@@ -101,6 +112,14 @@ class _Walker:
         self.complex(res, rtype, where or rtype, skip=("resourceType",))
 
     def complex(self, node: dict, ctx: str, where: str, skip: tuple[str, ...] = ()) -> None:
+        for name in _required_children().get(ctx, ()):
+            if name.endswith("[x]"):
+                base = name[:-3]
+                present = any(k.startswith(base) and k[len(base):len(base) + 1].isupper() for k in node)
+            else:
+                present = name in node or f"_{name}" in node
+            if not present:
+                self.fail(f"{where}.{name}", f"missing required element '{name}' of {ctx}")
         for key, value in node.items():
             if key in skip:
                 continue
@@ -182,7 +201,18 @@ def _model_issues(resource: dict, where: str) -> list[Problem]:
 def _check(resource: dict, where: str) -> _Walker:
     walker = _Walker()
     walker.resource(resource, where)
-    if not walker.issues:  # structural problems are already named; the model would repeat them
+    if walker.issues:  # structural problems are already named; the model would repeat them
+        return walker
+    if resource.get("resourceType") == "Bundle":
+        # Each entry's resource through its own model class: measured 25% faster than the Bundle
+        # model, which resolves every entry's class dynamically (bench/convert.py).
+        shell = {k: v for k, v in resource.items() if k != "entry"}
+        walker.issues.extend(_model_issues(shell, where))
+        for i, entry in enumerate(resource.get("entry", [])):
+            res = entry.get("resource")
+            if isinstance(res, dict):
+                walker.issues.extend(_model_issues(res, f"{where}.entry[{i}].resource"))
+    else:
         walker.issues.extend(_model_issues(resource, where))
     return walker
 

@@ -42,6 +42,9 @@ BROKEN = [
     ("bad-id", lambda r: r.update(id="has space"), "id", "valid id"),
     ("unknown-element", lambda r: r.update(bogus=1), "bogus", "unknown element"),
     ("null-value", lambda r: r.update(description=None), "description", "empty"),
+    ("missing-required", lambda r: r.update(comparisonGroup=[{"description": "no name"}]), "comparisonGroup[0].name",
+     "missing required"),
+    ("missing-required-status", lambda r: r.pop("status"), "status", "missing required"),
     ("identifier-use-binding", lambda r: r.update(identifier=[{"use": "nope", "value": "x"}]), "identifier[0].use",
      "required value set"),
 ]
@@ -90,8 +93,15 @@ def test_nested_backbone_via_content_reference_is_checked():
 
 
 def test_model_errors_are_reported_when_structure_is_fine():
-    # A Reference with both reference and an invalid display type is structural; a missing required
-    # element (comparisonGroup.name, min 1) only fhir.resources checks.
+    # Primitive patterns we leave to fhir.resources: a uri has no whitespace.
     with pytest.raises(ValidationFailed) as info:
-        validate_resource(_with(lambda r: r.update(comparisonGroup=[{"description": "no name"}])))
-    assert any("comparisonGroup" in (i.field or "") for i in info.value.issues)
+        validate_resource(_with(lambda r: r.update(implicitRules="not a uri")))
+    assert any("implicitRules" in (i.field or "") for i in info.value.issues)
+
+
+def test_bundle_entries_are_checked_too():
+    bundle = transaction_bundle([STUDY, LOCATION, ELIGIBILITY])
+    del bundle["entry"][1]["request"]["url"]
+    with pytest.raises(ValidationFailed) as info:
+        validate_bundle(bundle)
+    assert [i.field for i in info.value.issues] == ["Bundle.entry[1].request.url"]
