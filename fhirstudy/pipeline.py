@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import Problem, ValidationFailed
 from .mappers import map_trial
-from .sources import Record, iter_records
+from .sources import RawRecord, Record, iter_raw, load_record
 from .validation import validate_bundle
 
 
@@ -42,8 +42,9 @@ class Converted:
         return self.bundle["entry"][0]["resource"]["id"] if self.bundle else None
 
 
-def convert_record(record: Record) -> Converted:
-    """Map and validate one record read by a source."""
+def convert_record(record: Record | RawRecord) -> Converted:
+    """Check (schema), map and validate one record read by a source."""
+    record = load_record(record)
     if record.trial is None:
         return Converted(record.file, record.record, None, record.problems, record.unmapped)
     bundle = map_trial(record.trial)
@@ -60,9 +61,10 @@ def convert(inputs: Iterable[str | Path], format: str | None = None, jobs: int =
     """Convert every record of the inputs (files or folders), in order, streaming.
 
     With ``jobs`` > 1, reading stays in this process (one pass over the input, bounded memory) and
-    mapping and validation run in ``jobs`` worker processes; results come back in input order.
+    the schema check, mapping and validation run in ``jobs`` worker processes; results come back
+    in input order.
     """
-    records = iter_records(inputs, format=format)
+    records = iter_raw(inputs, format=format)
     if jobs <= 1:
         yield from map(convert_record, records)
         return
@@ -89,5 +91,5 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _convert_chunk(records: list[Record]) -> list[Converted]:
+def _convert_chunk(records: list[Record | RawRecord]) -> list[Converted]:
     return [convert_record(r) for r in records]

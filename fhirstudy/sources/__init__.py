@@ -58,6 +58,34 @@ class Record:
         return self.trial is not None
 
 
+@dataclass(frozen=True)
+class RawRecord:
+    """A record as a reader gave it, before the Trial schema: cheap to pass to another process."""
+
+    file: str
+    record: int
+    format: str
+    data: dict | None
+    problems: tuple[Problem, ...]
+    unmapped: tuple[str, ...] = ()
+
+
+def iter_raw(inputs: Iterable[str | Path], format: str | None = None) -> Iterator[Record | RawRecord]:
+    """Like ``iter_records`` but stops before the schema: yields ``RawRecord`` for what a reader
+    read and ``Record`` for what failed before that. ``load_record`` finishes the work, in this
+    process or another."""
+    if format is not None and format not in _BY_FORMAT:
+        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    return _iter(inputs, format)
+
+
+def load_record(item: Record | RawRecord) -> Record:
+    """A RawRecord checked by the Trial schema (a Record passes through)."""
+    if isinstance(item, Record):
+        return item
+    return _record(item.file, item.record, item.format, item.data, list(item.problems), item.unmapped)
+
+
 def iter_records(inputs: Iterable[str | Path], format: str | None = None) -> Iterator[Record]:
     """Read every record of the inputs, one at a time.
 
@@ -67,12 +95,10 @@ def iter_records(inputs: Iterable[str | Path], format: str | None = None) -> Ite
     it, a field that cannot be read) come back as error Records, never as exceptions; only an
     unknown ``format`` raises ValueError, at once.
     """
-    if format is not None and format not in _BY_FORMAT:
-        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    return _iter(inputs, format)
+    return map(load_record, iter_raw(inputs, format))
 
 
-def _iter(inputs: Iterable[str | Path], format: str | None) -> Iterator[Record]:
+def _iter(inputs: Iterable[str | Path], format: str | None) -> Iterator[Record | RawRecord]:
     for item in inputs:
         for path in _files(Path(item)):
             yield from _read_file(path, format)
@@ -189,11 +215,11 @@ def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None) 
         if hasattr(reader, "read_stream"):
             with opener() as stream:
                 for number, item in enumerate(reader.read_stream(stream, file), start=1):
-                    yield _record(file, number, reader.FORMAT, *item)
+                    yield _raw(file, number, reader.FORMAT, *item)
         else:
             text = _decode(opener)
             for number, item in enumerate(reader.read(text, file), start=1):
-                yield _record(file, number, reader.FORMAT, *item)
+                yield _raw(file, number, reader.FORMAT, *item)
     except SourceError as exc:  # the reader gave up on the rest of the file
         yield Record(file, number + 1, None, tuple(_placed(p, file, number + 1) for p in exc.problems))
     except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .gz or a failing disk
@@ -202,6 +228,11 @@ def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None) 
 
 def _placed(problem: Problem, file: str, record: int) -> Problem:
     return dataclasses.replace(problem, file=problem.file or file, record=problem.record or record)
+
+
+def _raw(file: str, number: int, format: str, data: dict | None, problems: list[Problem],
+         unmapped: Iterable[str] = ()) -> RawRecord:
+    return RawRecord(file, number, format, data, tuple(problems), tuple(unmapped))
 
 
 def _record(file: str, number: int, format: str, data: dict | None, problems: list[Problem],
