@@ -7,6 +7,7 @@ ends with a one-line summary on stderr; on a terminal a progress bar shows the w
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -166,7 +167,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the FHIR REST endpoint: gunicorn by default, Flask's server with --dev."""
     from .server import create_app
 
-    app = create_app({"DATABASE_URL": args.db})
+    config = {"DATABASE_URL": args.db}
+    if args.write_token:
+        config["WRITE_TOKEN"] = args.write_token
+    app = create_app(config)
     print(f"serving FHIR R5 at http://{args.host}:{args.port}/ from {args.db}", file=sys.stderr)
     if args.dev:
         app.run(host=args.host, port=args.port)
@@ -217,6 +221,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"database URL (default {DEFAULT_DB})")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     p.add_argument("--dev", action="store_true", help="use Flask's development server instead of gunicorn")
+    p.add_argument("--write-token", metavar="TOKEN", default=os.environ.get("FHIRSTUDY_WRITE_TOKEN"),
+                   help="accept writes (PUT, POST, DELETE) from clients presenting this bearer token "
+                        "(default: $FHIRSTUDY_WRITE_TOKEN; without one, writes are refused)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="validate FHIR R5 JSON files")

@@ -113,8 +113,8 @@ def _progress(trial: Trial) -> list[dict]:
     status = trial.last_known_status if unknown else trial.overall_status
     state = terminology.coding("overallStatus", status)
     text = (f"Last known status {status.replace('_', ' ').lower()}; the registry's overall status is unknown"
-            if unknown and status else None)
-    if state or status:
+            if unknown and status else "Unknown: the registry has not verified the status" if unknown else None)
+    if state or status or unknown:
         out.append({"state": concept(state, text=text or (None if state else status)), "actual": not unknown})
     if trial.start_date or trial.completion_date:
         dates = [d for d in (trial.start_date, trial.completion_date) if d]
