@@ -6,11 +6,22 @@
     +-- TrialError                      a Trial failed its schema (field path -> messages)
     +-- ValidationFailed                FHIR output failed validation (list of issues)
     +-- StoreError                      the database refused or failed an operation
+    |   +-- WriteConflict               a concurrent write won the race for the same rows, and
+    |                                   running the write again did not help (HTTP 409)
     +-- FhirError                       a FHIR REST problem with an HTTP status and an
         |                               OperationOutcome issue code (client mistakes are 4xx)
-        +-- NotFound                    404: unknown type or id
         +-- InvalidRequest              400: bad parameter, bad body
+        +-- Unauthorized                401: no or wrong bearer token (``headers``: WWW-Authenticate)
+        +-- Forbidden                   403: the server refuses (writes disabled)
+        +-- NotFound                    404: unknown type, id or version
+        +-- MethodNotAllowed            405: the interaction is not offered here
         +-- NotAcceptable               406: a format we do not produce
+        +-- Conflict                    409: the request contradicts the stored state
+        +-- Gone                        410: the resource was deleted
+        +-- PreconditionFailed          412: If-Match or a conditional operation's criteria failed
+        +-- UnsupportedMediaType        415: a body that is not FHIR JSON
+        +-- BundleEntryFailed           an entry of a transaction failed: the entry's status, and
+                                        ``index`` and ``cause`` (the entry's own error)
 
 Each error carries what a caller needs to report it: where it happened (``file``, ``record``,
 ``field``/``expression``) and why (``reason``), never a stack trace.
@@ -74,6 +85,10 @@ class StoreError(FhirStudyError):
     """The database refused or failed an operation."""
 
 
+class WriteConflict(StoreError):
+    """A concurrent write changed the same resource and retrying did not get past it."""
+
+
 class FhirError(FhirStudyError):
     """A FHIR REST problem: ``status`` is the HTTP status, ``code`` the OperationOutcome issue type,
     ``expression`` where in the request the problem is."""
@@ -81,11 +96,15 @@ class FhirError(FhirStudyError):
     status = 500
     code = "exception"
 
+    headers: dict[str, str] = {}
+
     def __init__(self, diagnostics: str, expression: str | None = None, status: int | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(diagnostics)
         self.diagnostics = diagnostics
         self.expression = expression
+        if headers is not None:
+            self.headers = headers
         if status is not None:
             self.status = status
         if code is not None:
@@ -105,3 +124,51 @@ class InvalidRequest(FhirError):
 class NotAcceptable(FhirError):
     status = 406
     code = "not-supported"
+
+
+class Unauthorized(FhirError):
+    status = 401
+    code = "login"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(FhirError):
+    status = 403
+    code = "forbidden"
+
+
+class MethodNotAllowed(FhirError):
+    status = 405
+    code = "not-supported"
+
+
+class Conflict(FhirError):
+    status = 409
+    code = "conflict"
+
+
+class Gone(FhirError):
+    status = 410
+    code = "deleted"
+
+
+class PreconditionFailed(FhirError):
+    status = 412
+    code = "conflict"
+
+
+class UnsupportedMediaType(FhirError):
+    status = 415
+    code = "not-supported"
+
+
+class BundleEntryFailed(FhirError):
+    """Entry ``index`` of a transaction failed with ``cause``; the transaction wrote nothing."""
+
+    def __init__(self, index: int, cause: FhirStudyError, request: str = ""):
+        super().__init__(f"Transaction failed at Bundle.entry[{index}] {request}; nothing was written".replace(" ;", ";"),
+                         expression=f"Bundle.entry[{index}]",
+                         status=cause.status if isinstance(cause, FhirError) else None,
+                         code=cause.code if isinstance(cause, FhirError) else None)
+        self.index = index
+        self.cause = cause

@@ -121,10 +121,12 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Criterion:
-    """One eligibility criterion; ``exclude`` is True for exclusion criteria."""
+    """One eligibility criterion; ``exclude`` is True for exclusion criteria. ``note`` marks text
+    of the criteria list that is not a criterion (a disclaimer), kept rather than dropped."""
 
     text: str
     exclude: bool = False
+    note: bool = False
 
 
 @dataclass(frozen=True)
@@ -355,6 +357,7 @@ class CriterionSchema(_Base):
     model = Criterion
     text = _text(required=True)
     exclude = fields.Boolean()
+    note = fields.Boolean()
 
 
 class MeshTermSchema(_Base):

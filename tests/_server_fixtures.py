@@ -150,3 +150,70 @@ def pg_url(pg_server):
     yield admin.replace("/postgres?", f"/{name}?")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+# --- writes: one app per database kind, a write token, a real HTTP server -----------------------
+
+WRITE_TOKEN = "test-write-token"
+WRITE_BASE = "https://fhir.example.org/r5"
+AUTH = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+FHIR_HEADERS = {**AUTH, "Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """The URL of a fresh database: a SQLite file, or a fresh PostgreSQL database (which needs the
+    test module to import ``pg_server`` and ``pg_url`` too)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'write.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def write_app(db_url):
+    """The app on ``db_url`` with writes enabled (``WRITE_TOKEN``), loaded with the sample
+    resources (version 1 each, at ``FIXED_INSTANT``)."""
+    from fhirstudy.server import STORE_EXTENSION, close_store, create_app
+
+    app = create_app({"TESTING": True, "DATABASE_URL": db_url, "BASE_URL": WRITE_BASE,
+                      "WRITE_TOKEN": WRITE_TOKEN})
+    store = app.extensions[STORE_EXTENSION]
+    store.clock = fixed_clock
+    store.put_many(sample_resources())
+    store.clock = _ticking_clock()
+    yield app
+    close_store(app)
+
+
+def _ticking_clock():
+    """A clock that moves one millisecond per call from 2025-02-01, so versions get distinct,
+    increasing lastUpdated values."""
+    from datetime import datetime, timedelta, timezone
+
+    from fhirstudy.search.index import format_instant
+
+    start = datetime(2025, 2, 1, tzinfo=timezone.utc)
+    ticks = iter(range(10 ** 9))
+    return lambda: format_instant(start + timedelta(milliseconds=next(ticks))) + "Z"
+
+
+@pytest.fixture
+def write_client(write_app):
+    """A Flask test client of ``write_app``."""
+    return write_app.test_client()
+
+
+@pytest.fixture
+def live_write_server(write_app):
+    """``write_app`` served over real HTTP on 127.0.0.1 (threaded); yields its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, write_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+    server.server_close()

@@ -55,7 +55,8 @@ def test_capability_statement_tells_what_works(client):
     resources = {r["type"]: r for r in rest["resource"]}
     assert set(resources) == set(load_registry().served_types)
     for resource in resources.values():
-        assert [i["code"] for i in resource["interaction"]] == ["read", "search-type"]
+        assert [i["code"] for i in resource["interaction"]] == [
+            "read", "vread", "history-instance", "history-type", "search-type"]
     study = {p["name"]: p for p in resources["ResearchStudy"]["searchParam"]}
     assert study["condition"] == {"name": "condition", "type": "token",
                                   "definition": "http://hl7.org/fhir/SearchParameter/ResearchStudy-condition"}
@@ -269,8 +270,9 @@ ERRORS = [
     ("GET", "/Patient/1", {}, 404, "not-found", None, "Patient"),
     ("GET", "/Patient?name=x", {}, 404, "not-found", None, "Patient"),
     ("GET", "/a/b/c", {}, 404, "not-found", None, "not found"),
-    ("DELETE", "/ResearchStudy/rs-1", {}, 405, "not-supported", None, "not allowed"),
-    ("POST", "/ResearchStudy", {}, 405, "not-supported", None, "not allowed"),
+    ("PATCH", "/ResearchStudy/rs-1", {}, 405, "not-supported", None, "not allowed"),
+    ("POST", "/ResearchStudy/rs-1", {}, 405, "not-supported", None, "not allowed"),
+    ("DELETE", "/ResearchStudy/rs-1", {}, 403, "forbidden", None, "disabled"),
     ("GET", "/ResearchStudy?_format=xml", {}, 406, "not-supported", "_format", "xml"),
     ("GET", "/metadata?_format=application/fhir%2Bxml", {}, 406, "not-supported", "_format", "xml"),
     ("GET", "/ResearchStudy/rs-1", {"Accept": "application/fhir+xml"}, 406, "not-supported", None, "xml"),

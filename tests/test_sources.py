@@ -246,7 +246,7 @@ def test_seeds_000_and_003_infer_nothing():
 
 
 def test_formats():
-    assert FORMATS == ("text-webpage", "text-bulleted", "text-registry-export")
+    assert FORMATS == ("ctgov-json", "ctgov-csv", "ctgov-xml", "text-webpage", "text-bulleted", "text-registry-export")
 
 
 # (file, field, words in the reason): bad input is an error Record, never an exception.

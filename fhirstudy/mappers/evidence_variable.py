@@ -78,12 +78,12 @@ def _eligibility(trial: Trial, sid: str) -> dict:
         "status": "active",
         "title": f"Eligibility criteria: {trial.brief_title}",
         "description": trial.study_population,
-        "note": [{"text": n} for n in notes if n],
+        "note": [{"text": n} for n in notes if n] + [{"text": c.text} for c in trial.criteria if c.note],
         "actual": False,
         "relatedArtifact": [{"type": "documentation", "resourceReference": reference("ResearchStudy", sid)}],
         "characteristic": _computable(trial) + [
             {"description": c.text, "definitionCodeableConcept": {"text": c.text}, "exclude": c.exclude}
-            for c in trial.criteria
+            for c in trial.criteria if not c.note
         ],
     })
 

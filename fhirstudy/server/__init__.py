@@ -1,8 +1,13 @@
 """The FHIR REST server (Flask): ``create_app`` builds it, ``init_store`` opens its store.
 
 Config keys: ``DATABASE_URL`` (default ``sqlite:///fhirstudy.db``; the environment variable
-``FHIRSTUDY_DATABASE_URL`` overrides the default) and ``BASE_URL`` (the public base URL used in
-``fullUrl`` and links; derived from each request when not set).
+``FHIRSTUDY_DATABASE_URL`` overrides the default), ``BASE_URL`` (the public base URL used in
+``fullUrl`` and links; derived from each request when not set) and ``WRITE_TOKEN`` (the bearer
+token writes must present; default from ``FHIRSTUDY_WRITE_TOKEN``; without one the server is
+read-only and refuses writes with 403).
+
+Blueprints: ``routes`` (metadata, read, search), ``history`` (history, vread; 304/410 on read)
+and ``write`` (create, update, delete, conditional ones, transaction/batch, ``$validate``).
 """
 from __future__ import annotations
 
@@ -16,19 +21,23 @@ STORE_EXTENSION = "fhirstudy.store"
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """Build the Flask app: config, store, the error handler and the FHIR routes."""
-    from fhirstudy.server import outcome, routes
+    """Build the Flask app: config, store, the error handler, the FHIR read, history and write routes."""
+    from fhirstudy.server import auth, history, outcome, routes, write
 
     app = Flask(__name__)
     app.config.from_mapping(
         DATABASE_URL=os.environ.get("FHIRSTUDY_DATABASE_URL", DEFAULT_URL),
         BASE_URL=os.environ.get("FHIRSTUDY_BASE_URL"),
+        **{auth.TOKEN_CONFIG: os.environ.get(auth.TOKEN_ENV)},
     )
     if test_config:
         app.config.from_mapping(test_config)
     init_store(app)
     outcome.init_app(app)
     app.register_blueprint(routes.bp)
+    app.register_blueprint(history.bp)
+    app.register_blueprint(write.bp)
+    history.init_app(app)
     return app
 
 

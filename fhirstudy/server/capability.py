@@ -1,19 +1,37 @@
 """The CapabilityStatement, generated from the search-parameter registry: it claims only what works
-(read and search-type on the served types, and the parameters the registry could compile)."""
+(read, vread, history and search-type on the served types, with the parameters the registry could
+compile; create, update, delete, conditional ones, transaction and batch only when writes are
+enabled, i.e. a write token is configured)."""
 from __future__ import annotations
+
+from flask import current_app, has_app_context
 
 from fhirstudy import __version__
 from fhirstudy.search.registry import Registry
 
 FHIR_VERSION = "5.0.0"
 FORMATS = ["json", "application/fhir+json"]
-INTERACTIONS = ("read", "search-type")
+READ_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
+WRITE_INTERACTIONS = ("create", "update", "delete")
+WRITE_TOKEN_CONFIG = "WRITE_TOKEN"  # fhirstudy.server.auth.TOKEN_CONFIG (auth imports Flask request state)
+VALIDATE_OPERATION = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
 # A fixed date: the statement describes this software version, not the moment it was asked for.
 STATEMENT_DATE = "2025-01-01"
 
 
-def capability_statement(registry: Registry, base_url: str) -> dict:
-    """A CapabilityStatement (R5) for the server at ``base_url``."""
+def capability_statement(registry: Registry, base_url: str, writable: bool | None = None) -> dict:
+    """A CapabilityStatement (R5) for the server at ``base_url``; ``writable`` (default: whether
+    the current app has a write token) adds the write interactions."""
+    if writable is None:
+        writable = has_app_context() and bool(current_app.config.get(WRITE_TOKEN_CONFIG))
+    rest = {
+        "mode": "server",
+        "resource": [_resource(registry, rtype, writable) for rtype in registry.served_types],
+        "interaction": [{"code": code} for code in
+                        (("transaction", "batch") if writable else ()) + ("history-system",)],
+    }
+    if writable:
+        rest["security"] = {"description": "Writes need 'Authorization: Bearer <token>'; reads are open."}
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -21,26 +39,30 @@ def capability_statement(registry: Registry, base_url: str) -> dict:
         "publisher": "fhirstudy",
         "kind": "instance",
         "software": {"name": "fhirstudy", "version": __version__},
-        "implementation": {"description": "fhirstudy FHIR R5 server (read and search)", "url": base_url},
+        "implementation": {"description": "fhirstudy FHIR R5 server (read, search, history"
+                                          + (", write" if writable else "") + ")", "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": FORMATS,
-        "rest": [{
-            "mode": "server",
-            "resource": [_resource(registry, rtype) for rtype in registry.served_types],
-        }],
+        "rest": [rest],
     }
 
 
-def _resource(registry: Registry, rtype: str) -> dict:
+def _resource(registry: Registry, rtype: str, writable: bool) -> dict:
     params = registry.params(rtype)
-    return {
+    interactions = READ_INTERACTIONS + (WRITE_INTERACTIONS if writable else ())
+    resource = {
         "type": rtype,
-        "interaction": [{"code": code} for code in INTERACTIONS],
-        "versioning": "versioned",
-        "readHistory": False,
-        "updateCreate": False,
-        "searchParam": [
-            {"name": code, "definition": params[code].url, "type": params[code].type}
-            for code in sorted(params)
-        ],
+        "interaction": [{"code": code} for code in interactions],
+        "versioning": "versioned-update" if writable else "versioned",
+        "readHistory": True,
+        "updateCreate": writable,
+        "conditionalRead": "not-match",
     }
+    if writable:
+        resource.update(conditionalCreate=True, conditionalUpdate=True, conditionalDelete="single")
+    resource["searchParam"] = [
+        {"name": code, "definition": params[code].url, "type": params[code].type}
+        for code in sorted(params)
+    ]
+    resource["operation"] = [VALIDATE_OPERATION]
+    return resource

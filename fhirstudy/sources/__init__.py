@@ -32,10 +32,11 @@ from typing import BinaryIO
 
 from ..errors import Problem, SourceError, TrialError
 from ..trial import Trial, load_trial
-from . import ctgov_json, text_bulleted, text_registry_export, text_webpage
+from . import ctgov_csv, ctgov_json, ctgov_xml, text_bulleted, text_registry_export, text_webpage
 
 # Detection order: the most specific layout first; the first reader that recognises a file wins.
-READERS: tuple[ModuleType, ...] = (ctgov_json, text_webpage, text_bulleted, text_registry_export)
+READERS: tuple[ModuleType, ...] = (ctgov_json, ctgov_csv, ctgov_xml, text_webpage, text_bulleted,
+                                   text_registry_export)
 FORMATS: tuple[str, ...] = tuple(r.FORMAT for r in READERS)
 _BY_FORMAT = {r.FORMAT: r for r in READERS}
 ENCODING = "utf-8-sig"

@@ -1,9 +1,19 @@
 """The FHIR resource store on SQLAlchemy Core: one implementation, SQLite or PostgreSQL by URL.
 
-Tables: ``resource`` (type, id, version, last_updated, deleted, content_hash and the stored JSON
-bytes with ``meta.versionId``/``meta.lastUpdated`` set) and one index table per search-parameter
-type (``idx_token``, ``idx_string``, ``idx_reference``, ``idx_date``, ``idx_number``,
-``idx_uri``), filled at write time from :func:`fhirstudy.search.index.index_rows`.
+Tables: ``resource`` (the current version of each resource: type, id, version, last_updated,
+deleted, content_hash and the stored JSON bytes with ``meta.versionId``/``meta.lastUpdated`` set),
+``resource_history`` (every version, the current one included, with the REST method that made it;
+a delete is a version without content) and one index table per search-parameter type
+(``idx_token``, ``idx_string``, ``idx_reference``, ``idx_date``, ``idx_number``, ``idx_uri``),
+filled at write time from :func:`fhirstudy.search.index.index_rows`.  The current row, its
+history row and its index rows are always written in one transaction.
+
+Writes go through :meth:`SqlStore.write`: ``work(tx)`` runs in one database transaction with a
+:class:`Tx` (read the current state with a row lock, find matches, put, delete).  SQLite write
+transactions start with ``BEGIN IMMEDIATE`` (writers queue instead of failing on a stale
+snapshot); on PostgreSQL rows are locked with ``SELECT ... FOR UPDATE`` and two writers creating
+the same id meet the unique constraints: the loser's transaction is rolled back and ``work`` is
+run again (:data:`WRITE_RETRIES` times, then :class:`WriteConflict`).
 
 Searches are answered in SQL from the index tables (a count and a page query); results carry the
 stored JSON bytes untouched.  Database errors are translated to :class:`StoreError` at this one
@@ -14,14 +24,14 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import StaticPool
 
-from fhirstudy.errors import StoreError
+from fhirstudy.errors import StoreError, WriteConflict
 from fhirstudy.search.index import index_rows, now_instant
 from fhirstudy.search.query import (Clause, RangeValue, ReferenceValue, SearchQuery, SortKey,
                                     StringValue, TokenValue, UriValue)
@@ -29,6 +39,9 @@ from fhirstudy.search.registry import Registry, load_registry
 
 DEFAULT_URL = "sqlite:///fhirstudy.db"
 CHUNK = 500  # rows per IN (...) list and per executemany batch
+WRITE_RETRIES = 3  # times a write transaction is run again after losing a race
+HISTORY_COUNT = 50  # history entries per page unless asked otherwise
+T = TypeVar("T")
 _MAX_CHAR = "\U0010ffff"  # upper bound for starts-with range scans
 _ID = sa.String(64)
 _KEY = sa.String(255)
@@ -48,6 +61,20 @@ resource = sa.Table(
     sa.Column("content_hash", sa.String(64), nullable=False),
     sa.Column("content", sa.LargeBinary, nullable=False),
     sa.UniqueConstraint("type", "id", name="uq_resource_type_id"),
+)
+
+history = sa.Table(
+    "resource_history", metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("id", _ID, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_updated", sa.String(32), nullable=False),
+    sa.Column("method", sa.String(8), nullable=False),        # POST, PUT or DELETE
+    sa.Column("created", sa.Boolean, nullable=False),         # this version (re)created the resource
+    sa.Column("content", sa.LargeBinary, nullable=True),      # None for a delete
+    sa.UniqueConstraint("type", "id", "version", name="uq_history_type_id_version"),
+    sa.Index("ix_history_type_pk", "type", "pk"),
 )
 
 
@@ -111,6 +138,56 @@ class StoredResource(NamedTuple):
     json: bytes
 
 
+class Head(NamedTuple):
+    """The current state of a resource, deleted or not (no content)."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: str
+    deleted: bool
+
+
+class HistoryEntry(NamedTuple):
+    """One version of a resource: ``json`` is None for a delete."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: str
+    method: str
+    created: bool
+    json: bytes | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.json is None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """The number of versions matching a history request and the requested page, newest first."""
+
+    total: int
+    entries: list[HistoryEntry]
+
+
+class WriteResult(NamedTuple):
+    """What a write did: ``outcome`` is created, updated, unchanged or deleted; ``json`` the
+    stored bytes of the (new or unchanged) current version, None after a delete."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: str
+    outcome: str
+    json: bytes | None
+
+    @property
+    def created(self) -> bool:
+        return self.outcome == "created"
+
+
 class PutResult(NamedTuple):
     """What ``put_many`` did with one resource."""
 
@@ -133,13 +210,28 @@ class SearchResult:
         return [entry.json for entry in self.entries]
 
 
+# SQLSTATEs of a lost race on PostgreSQL: unique_violation, serialization_failure, deadlock_detected
+_CONFLICT_STATES = {"23505", "40001", "40P01"}
+
+
+def _lost_race(exc: sa_exc.SQLAlchemyError) -> bool:
+    """Whether ``exc`` means another transaction wrote the same rows first (run again to fix)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in _CONFLICT_STATES:
+        return True
+    return isinstance(exc, sa_exc.IntegrityError) and "UNIQUE constraint failed" in str(orig)
+
+
 @contextmanager
 def _db_errors() -> Iterator[None]:
     try:
         yield
     except sa_exc.SQLAlchemyError as exc:
+        detail = exc.orig if getattr(exc, "orig", None) else exc
+        if _lost_race(exc):
+            raise WriteConflict(f"a concurrent write changed the same resource: {detail}") from exc
         message = next(text for kind, text in _ERRORS if isinstance(exc, kind))
-        raise StoreError(f"{message}: {exc.orig if getattr(exc, 'orig', None) else exc}") from exc
+        raise StoreError(f"{message}: {detail}") from exc
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -155,10 +247,21 @@ def engine_for(url: str) -> sa.Engine:
     if engine.dialect.name == "sqlite":
         memory = engine.url.database in (None, "", ":memory:")
         sa.event.listen(engine, "connect", lambda conn, _: _sqlite_pragmas(conn, memory))
+        sa.event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
+def _sqlite_begin(conn: sa.Connection) -> None:
+    """Start SQLite transactions ourselves: ``BEGIN IMMEDIATE`` for writes, so that a writer
+    takes the write lock before reading what it will change (pysqlite's own BEGIN is deferred)."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) else "BEGIN")
+
+
+_WRITE_OPTION = "fhirstudy_write"
+
+
 def _sqlite_pragmas(connection, memory: bool) -> None:
+    connection.isolation_level = None  # transactions are begun by _sqlite_begin
     cursor = connection.cursor()
     if not memory:
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -187,7 +290,8 @@ def _with_meta(resource: dict, version: int, last_updated: str) -> dict:
 
 
 class SqlStore:
-    """FHIR resources and their search index in one SQL database (SQLite or PostgreSQL)."""
+    """FHIR resources, their history and their search index in one SQL database (SQLite or
+    PostgreSQL)."""
 
     def __init__(self, engine: sa.Engine, registry: Registry | None = None,
                  clock: Callable[[], str] = now_instant):
@@ -195,13 +299,43 @@ class SqlStore:
         self.registry = registry or load_registry()
         self.clock = clock
         with _db_errors():
+            had_history = sa.inspect(engine).has_table(history.name)
             metadata.create_all(engine)
+            if not had_history:
+                self._backfill_history()
         # no pooled connection may survive into a forked worker (gunicorn forks after create_app);
         # an in-memory database lives in its one static connection, so it is kept
         if not isinstance(engine.pool, StaticPool):
             engine.dispose()
 
+    def _backfill_history(self) -> None:
+        """Give every current version of a database made before history was kept its history row."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(history).from_select(
+                ["type", "id", "version", "last_updated", "method", "created", "content"],
+                sa.select(resource.c.type, resource.c.id, resource.c.version, resource.c.last_updated,
+                          sa.literal("PUT"), resource.c.version == 1, resource.c.content)
+                .where(resource.c.deleted.is_(False))))
+
     # -- writing ------------------------------------------------------------------------------
+
+    def write(self, work: Callable[[Tx], T], retries: int = WRITE_RETRIES) -> T:
+        """Run ``work(tx)`` in one database transaction and commit; return what it returns.
+
+        Any exception rolls everything back and propagates.  When a concurrent writer won a race
+        for the same rows, ``work`` is run again from the start (up to ``retries`` times), then
+        :class:`WriteConflict` is raised; ``work`` must therefore depend only on its ``tx``.
+        """
+        writer = self.engine.execution_options(**{_WRITE_OPTION: True})
+        attempt = 0
+        while True:
+            try:
+                with _db_errors(), writer.begin() as conn:
+                    return work(Tx(self, conn, self.clock()))
+            except WriteConflict:
+                attempt += 1
+                if attempt > retries:
+                    raise
 
     def put_many(self, resources: Iterable[dict]) -> list[PutResult]:
         """Create or update ``resources`` in one transaction; unchanged content keeps its version.
@@ -209,100 +343,58 @@ class SqlStore:
         Each resource needs ``resourceType`` and ``id``.  Returns one :class:`PutResult` per
         resource, in order.  Raises :class:`StoreError` (and changes nothing) on failure.
         """
-        batch = [(r, content_hash(r)) for r in resources]
-        for r, _ in batch:
-            if not isinstance(r.get("resourceType"), str) or not isinstance(r.get("id"), str) or not r["id"]:
-                raise StoreError("every resource needs a resourceType and an id")
-        with _db_errors(), self.engine.begin() as conn:
-            known = self._known(conn, {(r["resourceType"], r["id"]) for r, _ in batch})
-            now = self.clock()
-            inserts: dict[tuple, dict] = {}
-            updates: dict[tuple, dict] = {}
-            results = []
-            for r, digest in batch:
-                key = (r["resourceType"], r["id"])
-                state = inserts.get(key) or updates.get(key) or known.get(key)
-                if state and state["content_hash"] == digest:
-                    results.append(PutResult(*key, state["version"], False))
-                    continue
-                version = state["version"] + 1 if state else 1
-                doc = _with_meta(r, version, now)
-                row = {"type": key[0], "id": key[1], "version": version, "last_updated": now,
-                       "deleted": False, "content_hash": digest, "content": orjson.dumps(doc), "doc": doc}
-                if key in inserts or key not in known:
-                    results.append(PutResult(*key, version, key not in inserts))
-                    inserts[key] = row
-                else:
-                    results.append(PutResult(*key, version, False))
-                    updates[key] = {**row, "pk": known[key]["pk"]}
-            self._write(conn, list(inserts.values()), list(updates.values()))
-        return results
-
-    def _known(self, conn: sa.Connection, keys: set[tuple[str, str]]) -> dict[tuple, dict]:
-        known = {}
-        by_type: dict[str, list[str]] = {}
-        for rtype, rid in keys:
-            by_type.setdefault(rtype, []).append(rid)
-        for rtype, ids in by_type.items():
-            for chunk in _chunks(sorted(ids)):
-                rows = conn.execute(
-                    sa.select(resource.c.pk, resource.c.id, resource.c.version, resource.c.content_hash)
-                    .where(resource.c.type == rtype, resource.c.id.in_(chunk)))
-                for row in rows:
-                    known[(rtype, row.id)] = row._asdict()
-        return known
-
-    def _write(self, conn: sa.Connection, inserts: list[dict], updates: list[dict]) -> None:
-        columns = ("type", "id", "version", "last_updated", "deleted", "content_hash", "content")
-        if updates:
-            for chunk in _chunks([u["pk"] for u in updates]):
-                for table in INDEX_TABLES.values():
-                    conn.execute(sa.delete(table).where(table.c.resource_pk.in_(chunk)))
-            conn.execute(
-                sa.update(resource).where(resource.c.pk == sa.bindparam("b_pk"))
-                .values({c: sa.bindparam(f"b_{c}") for c in columns}),
-                [{"b_pk": u["pk"], **{f"b_{c}": u[c] for c in columns}} for u in updates])
-        if inserts:
-            pks = conn.execute(
-                sa.insert(resource).returning(resource.c.pk, sort_by_parameter_order=True),
-                [{c: row[c] for c in columns} for row in inserts]).scalars().all()
-            for row, pk in zip(inserts, pks):
-                row["pk"] = pk
-        pending: dict[str, list[dict]] = {kind: [] for kind in INDEX_TABLES}
-        for row in [*updates, *inserts]:
-            params = self.registry.params(row["type"]).values()
-            for kind, rows in index_rows(row["doc"], params).items():
-                pending[kind].extend({**r, "resource_pk": row["pk"], "rtype": row["type"]} for r in rows)
-        for kind, rows in pending.items():
-            for chunk in _chunks(rows):
-                conn.execute(sa.insert(INDEX_TABLES[kind]), chunk)
+        batch = list(resources)
+        _check_keys(batch)
+        results = self.write(lambda tx: tx.put(batch))
+        return [PutResult(r.type, r.id, r.version, r.created) for r in results]
 
     # -- reading ------------------------------------------------------------------------------
 
     def read_entry(self, rtype: str, rid: str) -> StoredResource | None:
-        """The stored resource ``rtype/rid`` with its version and lastUpdated, or None."""
+        """The stored resource ``rtype/rid`` with its version and lastUpdated, or None (also when
+        it was deleted)."""
         with _db_errors(), self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(resource.c.type, resource.c.id, resource.c.version, resource.c.last_updated,
-                          resource.c.content)
-                .where(resource.c.type == rtype, resource.c.id == rid, resource.c.deleted.is_(False))
-            ).first()
-        return StoredResource(row.type, row.id, row.version, row.last_updated, bytes(row.content)) if row else None
+            return _read_entry(conn, rtype, rid)
 
     def read(self, rtype: str, rid: str) -> bytes | None:
         """The stored JSON bytes of ``rtype/rid``, or None when there is no such resource."""
         entry = self.read_entry(rtype, rid)
         return entry.json if entry else None
 
+    def head(self, rtype: str, rid: str) -> Head | None:
+        """The current version of ``rtype/rid`` and whether it is deleted, or None if never stored."""
+        with _db_errors(), self.engine.connect() as conn:
+            return _head(conn, rtype, rid)
+
+    def read_version(self, rtype: str, rid: str, version: int) -> HistoryEntry | None:
+        """Version ``version`` of ``rtype/rid`` (``json`` None if that version is a delete), or None."""
+        with _db_errors(), self.engine.connect() as conn:
+            row = conn.execute(_history_select().where(
+                history.c.type == rtype, history.c.id == rid, history.c.version == version)).first()
+        return _history_entry(row) if row else None
+
+    def history(self, rtype: str | None = None, rid: str | None = None, since: str | None = None,
+                count: int = HISTORY_COUNT, offset: int = 0) -> HistoryPage:
+        """Versions of one resource (``rtype`` and ``rid``), of a type (``rtype``) or of everything,
+        newest first; ``since`` (an instant as stored, e.g. ``2025-01-02T03:04:05.678Z``) keeps
+        those written at or after it.  Returns the total and the page ``offset..offset+count``."""
+        where = []
+        if rtype is not None:
+            where.append(history.c.type == rtype)
+        if rid is not None:
+            where.append(history.c.id == rid)
+        if since is not None:
+            where.append(history.c.last_updated >= since)
+        with _db_errors(), self.engine.connect() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(history).where(*where)).scalar_one()
+            rows = conn.execute(_history_select().where(*where).order_by(history.c.pk.desc())
+                                .limit(count).offset(offset)).all() if count and offset < total else []
+        return HistoryPage(total, [_history_entry(row) for row in rows])
+
     def search(self, query: SearchQuery) -> SearchResult:
         """Answer ``query`` from the index: total count and the page ``offset``..``offset+count``,
         ordered by the sort keys then by id.  Three queries: count, page keys, page content."""
-        clauses = [_clause_condition(query.resource_type, clause) for clause in query.clauses]
-        where = [*clauses, resource.c.deleted.is_(False)]
-        if not any(_narrows(clause) for clause in query.clauses):
-            # index rows already carry the type; matching on it here too would make SQLite scan
-            # every resource of the type instead of looking up the matches by primary key
-            where.append(resource.c.type == query.resource_type)
+        where = _search_conditions(query)
         with _db_errors(), self.engine.connect() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(resource).where(*where)).scalar_one()
             entries: list[StoredResource] = []
@@ -321,6 +413,169 @@ class SqlStore:
     def close(self) -> None:
         """Release every database connection."""
         self.engine.dispose()
+
+
+class Tx:
+    """Reads and writes inside one database transaction (see :meth:`SqlStore.write`).
+
+    Every version written in it gets the same lastUpdated (``now``).  Rows read with
+    :meth:`head` stay locked until the transaction ends (PostgreSQL ``FOR UPDATE``; a SQLite write
+    transaction holds the database's write lock anyway).
+    """
+
+    def __init__(self, store: SqlStore, conn: sa.Connection, now: str):
+        self.store = store
+        self.conn = conn
+        self.now = now
+
+    def head(self, rtype: str, rid: str) -> Head | None:
+        """The current version of ``rtype/rid`` (locked), deleted or not; None if never stored."""
+        return _head(self.conn, rtype, rid, lock=True)
+
+    def read_entry(self, rtype: str, rid: str) -> StoredResource | None:
+        """The current stored resource, as this transaction sees it (None if absent or deleted)."""
+        return _read_entry(self.conn, rtype, rid)
+
+    def match(self, query: SearchQuery, limit: int = 2) -> list[str]:
+        """Ids of at most ``limit`` resources matching ``query``'s criteria (for conditional
+        operations: zero, one, or more than one), seeing this transaction's own writes."""
+        statement = (sa.select(resource.c.id).where(*_search_conditions(query))
+                     .order_by(resource.c.id).limit(limit))
+        return list(self.conn.execute(statement).scalars())
+
+    def put(self, resources: Iterable[dict], method: str = "PUT") -> list[WriteResult]:
+        """Create or update each resource (``resourceType`` and ``id`` required) as a new version
+        made by ``method``; unchanged content keeps its version (outcome ``unchanged``)."""
+        batch = [(r, content_hash(r)) for r in resources]
+        _check_keys([r for r, _ in batch])
+        known = self._known({(r["resourceType"], r["id"]) for r, _ in batch})
+        pending: dict[tuple, dict] = {}
+        versions: list[dict] = []
+        results = []
+        for r, digest in batch:
+            key = (r["resourceType"], r["id"])
+            state = pending.get(key) or known.get(key)
+            if state and not state["deleted"] and state["content_hash"] == digest:
+                results.append(WriteResult(*key, state["version"], state["last_updated"], "unchanged",
+                                           bytes(state["content"])))
+                continue
+            version = state["version"] + 1 if state else 1
+            content = orjson.dumps(_with_meta(r, version, self.now))
+            created = state is None or state["deleted"]
+            pending[key] = {"pk": state["pk"] if state else None, "type": key[0], "id": key[1],
+                            "version": version, "last_updated": self.now, "deleted": False,
+                            "content_hash": digest, "content": content, "doc": orjson.loads(content)}
+            versions.append({"type": key[0], "id": key[1], "version": version, "last_updated": self.now,
+                             "method": method, "created": created, "content": content})
+            results.append(WriteResult(*key, version, self.now, "created" if created else "updated", content))
+        self._write(list(pending.values()), versions)
+        return results
+
+    def delete(self, rtype: str, rid: str) -> WriteResult | None:
+        """Delete ``rtype/rid``: a new version without content, its index rows removed.  None when
+        there is nothing to delete (never stored, or already deleted)."""
+        state = self._known({(rtype, rid)}).get((rtype, rid))
+        if state is None or state["deleted"]:
+            return None
+        version = state["version"] + 1
+        for table in INDEX_TABLES.values():
+            self.conn.execute(sa.delete(table).where(table.c.resource_pk == state["pk"]))
+        self.conn.execute(sa.update(resource).where(resource.c.pk == state["pk"]).values(
+            version=version, last_updated=self.now, deleted=True, content_hash="", content=b""))
+        self.conn.execute(sa.insert(history).values(
+            type=rtype, id=rid, version=version, last_updated=self.now, method="DELETE", created=False,
+            content=None))
+        return WriteResult(rtype, rid, version, self.now, "deleted", None)
+
+    def _known(self, keys: set[tuple[str, str]]) -> dict[tuple, dict]:
+        """Current rows of ``keys`` (deleted ones too), locked, in a fixed order against deadlocks."""
+        known = {}
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in keys:
+            by_type.setdefault(rtype, []).append(rid)
+        for rtype in sorted(by_type):
+            for chunk in _chunks(sorted(by_type[rtype])):
+                rows = self.conn.execute(
+                    sa.select(resource.c.pk, resource.c.id, resource.c.version, resource.c.last_updated,
+                              resource.c.deleted, resource.c.content_hash, resource.c.content)
+                    .where(resource.c.type == rtype, resource.c.id.in_(chunk))
+                    .order_by(resource.c.id).with_for_update())
+                for row in rows:
+                    known[(rtype, row.id)] = row._asdict()
+        return known
+
+    def _write(self, rows: list[dict], versions: list[dict]) -> None:
+        conn = self.conn
+        columns = ("type", "id", "version", "last_updated", "deleted", "content_hash", "content")
+        updates = [row for row in rows if row["pk"] is not None]
+        inserts = [row for row in rows if row["pk"] is None]
+        if updates:
+            for chunk in _chunks([u["pk"] for u in updates]):
+                for table in INDEX_TABLES.values():
+                    conn.execute(sa.delete(table).where(table.c.resource_pk.in_(chunk)))
+            conn.execute(
+                sa.update(resource).where(resource.c.pk == sa.bindparam("b_pk"))
+                .values({c: sa.bindparam(f"b_{c}") for c in columns}),
+                [{"b_pk": u["pk"], **{f"b_{c}": u[c] for c in columns}} for u in updates])
+        if inserts:
+            pks = conn.execute(
+                sa.insert(resource).returning(resource.c.pk, sort_by_parameter_order=True),
+                [{c: row[c] for c in columns} for row in inserts]).scalars().all()
+            for row, pk in zip(inserts, pks):
+                row["pk"] = pk
+        pending: dict[str, list[dict]] = {kind: [] for kind in INDEX_TABLES}
+        for row in rows:
+            params = self.store.registry.params(row["type"]).values()
+            for kind, index in index_rows(row["doc"], params).items():
+                pending[kind].extend({**r, "resource_pk": row["pk"], "rtype": row["type"]} for r in index)
+        for kind, index in pending.items():
+            for chunk in _chunks(index):
+                conn.execute(sa.insert(INDEX_TABLES[kind]), chunk)
+        for chunk in _chunks(versions):
+            conn.execute(sa.insert(history), chunk)
+
+
+def _check_keys(resources: list[dict]) -> None:
+    for r in resources:
+        if not isinstance(r.get("resourceType"), str) or not isinstance(r.get("id"), str) or not r["id"]:
+            raise StoreError("every resource needs a resourceType and an id")
+
+
+def _read_entry(conn: sa.Connection, rtype: str, rid: str) -> StoredResource | None:
+    row = conn.execute(
+        sa.select(resource.c.type, resource.c.id, resource.c.version, resource.c.last_updated,
+                  resource.c.content)
+        .where(resource.c.type == rtype, resource.c.id == rid, resource.c.deleted.is_(False))
+    ).first()
+    return StoredResource(row.type, row.id, row.version, row.last_updated, bytes(row.content)) if row else None
+
+
+def _head(conn: sa.Connection, rtype: str, rid: str, lock: bool = False) -> Head | None:
+    statement = (sa.select(resource.c.type, resource.c.id, resource.c.version, resource.c.last_updated,
+                           resource.c.deleted)
+                 .where(resource.c.type == rtype, resource.c.id == rid))
+    row = conn.execute(statement.with_for_update() if lock else statement).first()
+    return Head(row.type, row.id, row.version, row.last_updated, bool(row.deleted)) if row else None
+
+
+def _history_select() -> sa.Select:
+    return sa.select(history.c.type, history.c.id, history.c.version, history.c.last_updated,
+                     history.c.method, history.c.created, history.c.content)
+
+
+def _history_entry(row) -> HistoryEntry:
+    return HistoryEntry(row.type, row.id, row.version, row.last_updated, row.method, bool(row.created),
+                        bytes(row.content) if row.content is not None else None)
+
+
+def _search_conditions(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
+    clauses = [_clause_condition(query.resource_type, clause) for clause in query.clauses]
+    where = [*clauses, resource.c.deleted.is_(False)]
+    if not any(_narrows(clause) for clause in query.clauses):
+        # index rows already carry the type; matching on it here too would make SQLite scan
+        # every resource of the type instead of looking up the matches by primary key
+        where.append(resource.c.type == query.resource_type)
+    return where
 
 
 def open_store(url: str = DEFAULT_URL, registry: Registry | None = None,

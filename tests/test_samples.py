@@ -1,0 +1,189 @@
+"""The real ClinicalTrials.gov samples (API v2 JSON, legacy XML, CSV export), converted as a user
+would, checked on the FHIR a user gets: the facts per sample, the peer's validation, and the
+report of source fields that did not reach FHIR."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from conftest import SAMPLES
+
+pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"the samples folder {SAMPLES} is missing")
+SAMPLE_FILES = ["NCT00055081.xml", "NCT00763412.json", "NCT01065844.xml", "NCT02210780.json", "NCT02513394.xml",
+                "NCT03064438.json", "NCT03630471.json", "NCT05594173.json", "ctgov-export-mixed.csv"]
+RESULT_SECTIONS = ("resultsSection", "annotationSection", "documentSection", "clinical_results")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """All samples through `fhirstudy convert --report`: {study id: bundle}, the report, stderr."""
+    out = tmp_path_factory.mktemp("samples")
+    report = out / "report.json"
+    result = subprocess.run([sys.executable, "-m", "fhirstudy.cli", "convert",
+                             *[str(SAMPLES / f) for f in SAMPLE_FILES], "-o", str(out / "bundles"),
+                             "--report", str(report), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    bundles = {p.stem: json.loads(p.read_text()) for p in (out / "bundles").glob("*.json")}
+    return bundles, json.loads(report.read_text()), out / "bundles"
+
+
+def _codes(cc: dict | None) -> list[str]:
+    return [c["code"] for c in (cc or {}).get("coding", [])]
+
+
+def _facts(bundle: dict) -> dict:
+    res: dict[str, list[dict]] = {}
+    for e in bundle["entry"]:
+        res.setdefault(e["resource"]["resourceType"], []).append(e["resource"])
+    rs = res["ResearchStudy"][0]
+    eligibility = [ev for ev in res.get("EvidenceVariable", []) if ev["id"].endswith("-eligibility")]
+    criteria = [c for c in eligibility[0]["characteristic"] if "definitionCodeableConcept" in c] if eligibility else []
+    computable = {c["description"] for c in eligibility[0]["characteristic"]
+                  if "definitionByTypeAndValue" in c} if eligibility else set()
+
+    def actions(items):
+        for a in items:
+            yield from actions(a["action"]) if "action" in a else [(a["code"]["text"], a["title"])]
+
+    plans = res.get("PlanDefinition", [])
+    return {
+        "nct": [i["value"] for i in rs["identifier"] if i.get("system") == "https://clinicaltrials.gov"],
+        "title": rs["title"],
+        "state": _codes(rs["progressStatus"][0]["state"]),
+        "phase": _codes(rs.get("phase")),
+        "enrollment": (rs.get("recruitment", {}).get("targetNumber"), rs.get("recruitment", {}).get("actualNumber")),
+        "sponsor": [p["name"] for p in rs["associatedParty"] if _codes(p["role"]) == ["lead-sponsor"]],
+        "mesh": sorted(c["code"] for cond in rs.get("condition", []) for c in cond.get("coding", [])
+                       if c["system"] == "https://www.nlm.nih.gov/mesh"),
+        "breast": any("breast-cancer" in _codes(c) for c in rs.get("condition", [])),
+        "outcomes": dict(Counter(_codes(om["type"][0])[0] for om in rs.get("outcomeMeasure", []))),
+        "sites": len(rs.get("site", [])),
+        "locations": len(res.get("Location", [])),
+        "criteria": (sum(not c["exclude"] for c in criteria), sum(c["exclude"] for c in criteria)),
+        "computable": computable,
+        "interventions": sorted(set(actions(plans[0]["action"]))) if plans else [],
+    }
+
+
+# The facts, read by hand from the source files.
+FACTS = {
+    "nct02513394": dict(  # PALLAS, legacy XML: breast cancer, 233 locations
+        nct=["NCT02513394"], title="PALbociclib CoLlaborative Adjuvant Study", state=["active-but-not-recruiting"],
+        phase=["phase-3"], enrollment=(None, 5796), sponsor=["Alliance Foundation Trials, LLC."], breast=True,
+        outcomes={"primary": 1, "secondary": 1}, sites=233, locations=233, criteria=(21, 13),
+        interventions=[("Drug", "Palbociclib"), ("Drug", "Standard Adjuvant Endocrine Therapy")]),
+    "nct00763412": dict(
+        nct=["NCT00763412"], state=["completed"], phase=["n-a"], enrollment=(None, 31),
+        sponsor=["Arbelaez, Ana Maria"], breast=False, outcomes={"primary": 3, "secondary": 6}, sites=1,
+        criteria=(5, 6), interventions=[("Drug", "placebo"), ("Drug", "repaglinide")],
+        mesh=["D000003550", "D000005355", "D000010188", "D000011236", "D000018149", "D000003920"]),
+    "nct02210780": dict(
+        nct=["NCT02210780"], state=["completed"], phase=["phase-2"], enrollment=(None, 194),
+        sponsor=["Regeneron Pharmaceuticals"], outcomes={"primary": 1, "secondary": 10}, sites=42, locations=42,
+        criteria=(5, 7), interventions=[("Drug", "Dupilumab"), ("Drug", "Placebo")],
+        mesh=["D000003872", "D000003876", "D000004485"]),
+    "nct03064438": dict(
+        state=["completed"], phase=["phase-2"], enrollment=(None, 40), sponsor=["Accuitis, Inc."],
+        outcomes={"primary": 1, "secondary": 7, "exploratory": 2}, sites=2, criteria=(9, 11),
+        interventions=[("Drug", "ACCU-D1"), ("Drug", "Vehicle")], mesh=["D000012393"]),
+    "nct03630471": dict(
+        state=["completed"], phase=["n-a"], enrollment=(None, 250), sponsor=["Sangath"],
+        outcomes={"primary": 2, "secondary": 9}, sites=1, criteria=(9, 8), mesh=["D000010554", "D000019966"],
+        interventions=[("Behavioral", "Enhanced usual care"), ("Behavioral", "PRIDE 'Step 1' problem-solving intervention")]),
+    "nct05594173": dict(  # observational: no phase
+        state=["completed"], phase=[], enrollment=(None, 20), sponsor=["University Health Network, Toronto"],
+        outcomes={"primary": 2}, sites=1, criteria=(1, 7), mesh=["D000003680"],
+        interventions=[("Other", "Food texture modification")], computable={"Accepts healthy volunteers", "Age 18 Years to 60 Years"}),
+    "nct01065844": dict(
+        state=["active-but-not-recruiting"], phase=["phase-2"], enrollment=(None, 15), sponsor=["University of Iowa"],
+        outcomes={"primary": 1, "secondary": 1}, sites=1, criteria=(8, 6), interventions=[("Drug", "Nelfinavir")]),
+    "nct00055081": dict(
+        state=["completed"], phase=["n-a"], enrollment=(None, 320), outcomes={"primary": 1}, sites=1,
+        interventions=[("Behavioral", "Critical Time Intervention")]),
+    # CSV export rows (the export gives enrollment without ACTUAL/ESTIMATED: read as a target)
+    "nct06702449": dict(state=["recruiting"], phase=["phase-1-phase-2"], enrollment=(448, None),
+                        sponsor=["GlaxoSmithKline"], outcomes={"primary": 12, "secondary": 3}, sites=32),
+    "nct06668220": dict(state=["not-yet-recruiting"], phase=["phase-1"], sites=0, computable={"Sex: Male"},
+                        interventions=[("Drug", "Bupivacain"), ("Drug", "Dexmedetomidine")]),
+    "nct01398852": dict(state=["terminated"], phase=["phase-3"], sites=13,
+                        interventions=[("Device", "VEGA UV-A Illumination System"), ("Drug", "Riboflavin")]),
+    "nct04989114": dict(state=[], phase=["n-a"], sites=1),  # UNKNOWN, no last known status in the export
+    "nct01361386": dict(state=["completed"], phase=[], enrollment=(13011, None), sites=109, interventions=[]),
+}
+
+
+@pytest.mark.parametrize("study_id", sorted(FACTS))
+def test_sample_facts(converted, study_id):
+    bundles, _, _ = converted
+    facts = _facts(bundles[study_id])
+    expected = FACTS[study_id]
+    for key, value in expected.items():
+        got = facts[key]
+        if key == "mesh":
+            got, value = sorted(got), sorted(value)
+        if key == "computable":
+            assert value <= got, (key, got)
+            continue
+        assert got == value, (key, got)
+
+
+def test_every_sample_record_converted(converted):
+    bundles, report, _ = converted
+    assert report["failed"] == 0 and report["converted"] == len(bundles) == 18
+
+
+def test_criteria_notes_and_sub_items(converted):
+    bundles, _, _ = converted
+    [elig] = [e["resource"] for e in bundles["nct02210780"]["entry"] if e["resource"]["id"].endswith("-eligibility")]
+    assert any(n["text"].startswith("The information listed above") for n in elig["note"])
+    [elig] = [e["resource"] for e in bundles["nct03064438"]["entry"] if e["resource"]["id"].endswith("-eligibility")]
+    [face] = [c for c in elig["characteristic"] if "following within the specified period" in c["description"]]
+    assert face["description"].endswith("A cutaneous malignancy; 180 days / Experienced a sunburn; 14 days")
+
+
+def test_unknown_status_is_said(converted):
+    bundles, _, _ = converted
+    rs = bundles["nct04989114"]["entry"][0]["resource"]
+    state = rs["progressStatus"][0]
+    assert state["actual"] is False and "unknown" in state["state"]["text"].lower()
+
+
+def test_no_protocol_field_left_unmapped(converted):
+    """Every source field outside the results sections reaches FHIR or is on the documented ignore
+    list (mappings/ctgov-ignored-fields.json, with reasons)."""
+    _, report, _ = converted
+    left = [f for f in report["unmappedFields"] if not f.startswith(RESULT_SECTIONS)]
+    assert left == []
+    assert any(f.startswith("resultsSection") for f in report["unmappedFields"]), "results are reported, not hidden"
+
+
+def test_ignore_list_gives_reasons():
+    from fhirstudy.terminology import load_mapping
+
+    table = load_mapping("ctgov-ignored-fields.json")
+    for fmt in ("ctgov-json", "ctgov-xml", "ctgov-csv"):
+        for field, reason in table[fmt].items():
+            assert isinstance(reason, str) and len(reason) > 10, f"{fmt} {field}: no reason"
+            assert not field.startswith("resultsSection"), "results are reported as unmapped, not ignored"
+
+
+def test_provenance_records_the_source(converted):
+    bundles, _, _ = converted
+    provenance = bundles["nct02210780"]["entry"][-1]["resource"]
+    assert provenance["resourceType"] == "Provenance"
+    assert "NCT02210780.json" in provenance["entity"][0]["what"]["display"]
+    assert provenance.get("occurredDateTime"), "the source version date"
+    assert bundles["nct02210780"]["entry"][0]["resource"]["meta"]["source"].startswith("urn:fhirstudy:source:ctgov-json:")
+
+
+@pytest.mark.peer
+def test_every_sample_bundle_passes_the_peer_validator(converted, peer_validate):
+    _, _, folder = converted
+    files = sorted(str(p) for p in folder.glob("*.json"))
+    result = subprocess.run([str(peer_validate), "r5", *files], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "INVALID" not in result.stdout
