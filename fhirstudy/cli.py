@@ -1,4 +1,4 @@
-"""The ``fhirstudy`` command: convert, load, serve, validate.
+"""The ``fhirstudy`` command: convert, load, serve, validate, push.
 
 Exit codes: 0 when every record converted (or every file is valid), 1 when some failed (each
 reported on stderr with file, record number, field and reason), 2 on usage errors. Every command
@@ -53,7 +53,8 @@ def _convert_stream(args: argparse.Namespace, label: str):
 
     def run():
         with _progress(label) as tick:
-            for item in convert(args.inputs, format=args.format, jobs=args.jobs):
+            for item in convert(args.inputs, format=args.format, jobs=args.jobs,
+                                unmapped=bool(getattr(args, "report", None))):
                 unmapped.update(item.unmapped)
                 for p in item.problems:
                     if p.severity == "warning" and args.quiet:
@@ -90,8 +91,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     where = "stdout" if to_stdout else str(out_dir)
     if args.report:
         _write_report(args.report, counts)
-    print(f"converted {counts['converted']}, failed {counts['failed']}, warnings {counts['warnings']}, "
-          f"unmapped source fields {len(counts['unmapped'])} -> {where}", file=sys.stderr)
+    unmapped = f", unmapped source fields {len(counts['unmapped'])}" if args.report else ""
+    print(f"converted {counts['converted']}, failed {counts['failed']}, warnings {counts['warnings']}"
+          f"{unmapped} -> {where}", file=sys.stderr)
     return EXIT_FAILED if counts["failed"] else EXIT_OK
 
 
@@ -181,6 +183,123 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _push_auth(args: argparse.Namespace, parser_error):
+    """The auth of ``push``: --token, or SMART Backend Services from --client-id/--private-key/--token-url."""
+    smart = (args.client_id, args.private_key, args.token_url)
+    if any(smart) and not all(smart):
+        parser_error("SMART Backend Services needs --client-id, --private-key and --token-url together")
+    if all(smart):
+        if args.token:
+            parser_error("give --token or SMART Backend Services options, not both")
+        from .push import SmartBackendAuth
+
+        return SmartBackendAuth(args.token_url, args.client_id, Path(args.private_key), scope=args.scope)
+    return None
+
+
+def _db_trials(db: str) -> Iterator[list[dict]]:
+    """The trials a fhirstudy store holds: each ResearchStudy with the resources whose ids hang off
+    it (``<study id>-...``, see fhirstudy.mappers.ids), ResearchStudy first, Provenance last."""
+    from .search import load_registry, parse_search
+    from .store import open_store
+
+    order = ("ResearchStudy", "PlanDefinition", "EvidenceVariable", "Location", "Provenance")
+    store = open_store(db)
+    try:
+        def every(rtype: str) -> list[dict]:
+            out, offset = [], 0
+            while True:
+                query = parse_search(rtype, [("_count", "500"), ("_offset", str(offset))], load_registry())
+                page = store.search(query)
+                docs = [orjson.loads(e.json) if hasattr(e, "json") else orjson.loads(e) for e in page.entries]
+                out.extend(docs)
+                offset += len(docs)
+                if not docs or offset >= page.total:
+                    return out
+
+        studies = sorted(every("ResearchStudy"), key=lambda r: r["id"])
+        members: dict[str, list[dict]] = {s["id"]: [] for s in studies}
+        for rtype in order[1:]:
+            for r in every(rtype):
+                owner = next((sid for sid in _prefixes(r["id"]) if sid in members), None)
+                if owner is not None:
+                    members[owner].append(r)
+        for study in studies:
+            rest = sorted(members[study["id"]], key=lambda r: (order.index(r["resourceType"]), _natural(r["id"])))
+            yield [_without_server_meta(r) for r in [study, *rest]]
+    finally:
+        store.close()
+
+
+def _prefixes(rid: str) -> list[str]:
+    parts = rid.split("-")
+    return ["-".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
+
+
+def _natural(text: str) -> list:
+    import re
+
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
+
+
+def _without_server_meta(resource: dict) -> dict:
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    return {"resourceType": out.pop("resourceType"), "id": out.pop("id"), **({"meta": meta} if meta else {}), **out}
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Push trials (converted from INPUTs, or read from the store with --from-db) to a FHIR server."""
+    from .push import FhirClient, Journal, install_search_parameters
+    from .push.push import Pusher
+
+    if bool(args.inputs) == bool(args.from_db):
+        args.parser.error("give INPUT files or --from-db (not both)")
+    auth = _push_auth(args, args.parser.error)
+    client = FhirClient(args.to, token=args.token, auth=auth)
+    version = None if args.fhir_version == "auto" else args.fhir_version
+    journal = Journal(args.resume) if args.resume else None
+    failed_conversion = 0
+    try:
+        version = version or client.fhir_version()
+        if args.install_search_parameters and not args.dry_run:
+            for url in install_search_parameters(client, version):
+                print(f"installed SearchParameter {url}", file=sys.stderr)
+        if args.from_db:
+            trials = _db_trials(args.db)
+        else:
+            stream, counts = _convert_stream(args, "converting")
+            trials = ([e["resource"] for e in item.bundle["entry"]] for item in stream if item.ok)
+        with _progress(f"pushing to {args.to}") as tick:
+            def on_trial(result) -> None:
+                tick()
+                if result.outcome == "failed":
+                    print(f"error: {result.trial}: {result.status or ''} {result.error}".replace("  ", " "),
+                          file=sys.stderr)
+
+            pusher = Pusher(client, version, journal, dry_run=args.dry_run, on_trial=on_trial,
+                            chunk_trials=args.chunk)
+            report = pusher.run(trials, jobs=args.jobs)
+        if not args.from_db:
+            failed_conversion = counts["failed"]
+    finally:
+        client.close()
+        if journal:
+            journal.close()
+    data = report.to_dict()
+    data["conversionFailed"] = failed_conversion
+    if args.report:
+        Path(args.report).write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    c = report.counts
+    what = "would push" if args.dry_run else "pushed"
+    print(f"{what} to {args.to} (FHIR {report.fhir_version}): created {c['created']}, updated {c['updated']}, "
+          f"unchanged {c['unchanged']}, failed {c['failed']}"
+          + (f", not converted {failed_conversion}" if failed_conversion else "")
+          + f" ({report.resources['created'] + report.resources['updated']} resources sent, {report.seconds:.1f} s)",
+          file=sys.stderr)
+    return EXIT_FAILED if c["failed"] or failed_conversion else EXIT_OK
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -225,6 +344,31 @@ def _parser() -> argparse.ArgumentParser:
                    help="accept writes (PUT, POST, DELETE) from clients presenting this bearer token "
                         "(default: $FHIRSTUDY_WRITE_TOKEN; without one, writes are refused)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("push", help="push trials to a FHIR server (R4 or R5), idempotently")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="a file or a folder of records")
+    p.add_argument("--from-db", action="store_true", help="push what the store at --db holds instead of INPUTs")
+    p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"database URL for --from-db (default {DEFAULT_DB})")
+    p.add_argument("--format", choices=FORMATS, help="skip detection and read INPUT as this format")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print conversion warnings")
+    p.add_argument("--to", required=True, metavar="URL", help="the FHIR server's base URL")
+    p.add_argument("--fhir-version", choices=("auto", "4.0", "5.0"), default="auto",
+                   help="the FHIR version to send (default auto: the server's /metadata fhirVersion)")
+    p.add_argument("--token", metavar="T", default=os.environ.get("FHIRSTUDY_PUSH_TOKEN"),
+                   help="bearer token (default $FHIRSTUDY_PUSH_TOKEN)")
+    p.add_argument("--client-id", metavar="ID", help="SMART Backend Services client id")
+    p.add_argument("--private-key", metavar="KEY.pem", help="SMART Backend Services private key (RSA: RS384, EC: ES384)")
+    p.add_argument("--token-url", metavar="URL", help="SMART Backend Services token endpoint")
+    p.add_argument("--scope", default="system/*.write", help="SMART scope to ask for (default system/*.write)")
+    p.add_argument("--dry-run", action="store_true", help="read the server and report what would change; write nothing")
+    p.add_argument("--resume", metavar="JOURNAL", help="journal file (SQLite): skip what arrived, record what arrives")
+    p.add_argument("--report", metavar="FILE", help="write the run's report as JSON")
+    p.add_argument("--install-search-parameters", action="store_true",
+                   help="send the SearchParameters the server needs (R4: ResearchStudy condition) first")
+    p.add_argument("--chunk", type=_positive, default=20, metavar="N", help="trials per transaction at most (default 20)")
+    p.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N",
+                   help="send N transactions at a time (default 1)")
+    p.set_defaults(func=cmd_push, parser=p)
 
     p = sub.add_parser("validate", help="validate FHIR R5 JSON files")
     p.add_argument("files", nargs="+", metavar="FILE")

@@ -57,14 +57,15 @@ def convert_record(record: Record | RawRecord) -> Converted:
     return Converted(record.file, record.record, bundle, record.problems, record.unmapped)
 
 
-def convert(inputs: Iterable[str | Path], format: str | None = None, jobs: int = 1) -> Iterator[Converted]:
+def convert(inputs: Iterable[str | Path], format: str | None = None, jobs: int = 1,
+            unmapped: bool = True) -> Iterator[Converted]:
     """Convert every record of the inputs (files or folders), in order, streaming.
 
     With ``jobs`` > 1, reading stays in this process (one pass over the input, bounded memory) and
     the schema check, mapping and validation run in ``jobs`` worker processes; results come back
-    in input order.
+    in input order. ``unmapped=False`` skips the (costly) listing of source fields not mapped.
     """
-    records = iter_raw(inputs, format=format)
+    records = iter_raw(inputs, format=format, unmapped=unmapped)
     if jobs <= 1:
         yield from map(convert_record, records)
         return

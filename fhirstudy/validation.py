@@ -70,6 +70,7 @@ def _is_primitive(type_code: str) -> bool:
     return type_code[:1].islower() or type_code.startswith("http://hl7.org/fhirpath/")
 
 
+@lru_cache(maxsize=65536)
 def _element(ctx: str, key: str) -> tuple[str, dict, str] | None:
     """Find the definition of JSON key ``key`` in context ``ctx``: (definition path, element, type)."""
     elements = _elements()

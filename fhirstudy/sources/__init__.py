@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from ..errors import Problem, SourceError, TrialError
 from ..trial import Trial, load_trial
-from . import ctgov_csv, ctgov_json, ctgov_xml, text_bulleted, text_registry_export, text_webpage
+from . import _fields, ctgov_csv, ctgov_json, ctgov_xml, text_bulleted, text_registry_export, text_webpage
 
 # Detection order: the most specific layout first; the first reader that recognises a file wins.
 READERS: tuple[ModuleType, ...] = (ctgov_json, ctgov_csv, ctgov_xml, text_webpage, text_bulleted,
@@ -71,12 +71,15 @@ class RawRecord:
     unmapped: tuple[str, ...] = ()
 
 
-def iter_raw(inputs: Iterable[str | Path], format: str | None = None) -> Iterator[Record | RawRecord]:
+def iter_raw(inputs: Iterable[str | Path], format: str | None = None,
+             unmapped: bool = True) -> Iterator[Record | RawRecord]:
     """Like ``iter_records`` but stops before the schema: yields ``RawRecord`` for what a reader
     read and ``Record`` for what failed before that. ``load_record`` finishes the work, in this
-    process or another."""
+    process or another. ``unmapped=False`` skips listing the source fields not carried into the
+    Trial (only ``convert --report`` needs them; on results-heavy records it is most of the read)."""
     if format is not None and format not in _BY_FORMAT:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    _fields.set_accounting(unmapped)
     return _iter(inputs, format)
 
 

@@ -13,6 +13,14 @@ from typing import Any
 
 from ..terminology import load_mapping
 
+_accounting = True  # set by sources.iter_raw: the report is the only consumer, and it costs
+
+
+def set_accounting(enabled: bool) -> None:
+    """Turn the computation of unmapped fields on or off for the readers of this process."""
+    global _accounting
+    _accounting = enabled
+
 
 class Fields:
     """A read-tracking view of one record (a tree of dicts and lists), or of a part of it."""
@@ -59,8 +67,12 @@ class Fields:
     def unmapped(self, ignored: Iterable[str] = ()) -> list[str]:
         """Leaf paths of the record neither used nor ignored (a path is covered by any used or
         ignored path that equals it or is one of its prefixes), sorted, without duplicates."""
+        if not _accounting:
+            return []
         covered = self._used | set(ignored)
-        return sorted({p for p in _leaf_paths(self.value, self.path) if not _covered(p, covered)})
+        if self.path and _covered(self.path, covered):
+            return []
+        return sorted(_uncovered([self.value], self.path, covered))
 
 
 def _covered(path: str, covered: set[str]) -> bool:
@@ -72,15 +84,27 @@ def _covered(path: str, covered: set[str]) -> bool:
         path = path.rsplit(".", 1)[0]
 
 
-def _leaf_paths(value: Any, path: str) -> Iterator[str]:
-    if isinstance(value, dict):
-        for key, child in value.items():
-            yield from _leaf_paths(child, f"{path}.{key}" if path else key)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _leaf_paths(item, path)
-    elif value is not None:
+def _uncovered(values: list, path: str, covered: set[str]) -> Iterator[str]:
+    """Leaf paths below ``path`` not covered, walking each distinct path once: the values found at
+    one path (in every item of every list) are walked together, and a covered path is not entered."""
+    children: dict[str, list] = {}
+    leaf = False
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key, child in value.items():
+                children.setdefault(key, []).append(child)
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif value is not None:
+            leaf = True
+    if leaf and path:
         yield path
+    for key, group in children.items():
+        child_path = f"{path}.{key}" if path else key
+        if child_path not in covered:
+            yield from _uncovered(group, child_path, covered)
 
 
 def ignored_fields(format: str) -> frozenset[str]:
