@@ -22,6 +22,17 @@
         +-- UnsupportedMediaType        415: a body that is not FHIR JSON
         +-- BundleEntryFailed           an entry of a transaction failed: the entry's status, and
                                         ``index`` and ``cause`` (the entry's own error)
+    +-- PushError                       pushing to another FHIR server failed (``url``)
+        +-- TransportError              the server could not be reached or dropped the connection,
+        |                               and retrying did not help (``cause``: the requests error)
+        +-- RemoteError                 the server answered with an error status: ``status``,
+        |   |                           ``outcome`` (its OperationOutcome, when it sent one),
+        |   |                           ``response`` (the requests.Response)
+        |   +-- RemoteRejected          4xx: the server refused this request (do not send it again)
+        |   +-- AuthenticationFailed    no access token: the token endpoint refused the client, or
+        |                               the server refused the token (401/403)
+        +-- UnsupportedServer           /metadata is missing or names a FHIR version we do not send
+        +-- JournalError                the push journal cannot be read or written (``path``)
 
 Each error carries what a caller needs to report it: where it happened (``file``, ``record``,
 ``field``/``expression``) and why (``reason``), never a stack trace.
@@ -172,3 +183,50 @@ class BundleEntryFailed(FhirError):
                          code=cause.code if isinstance(cause, FhirError) else None)
         self.index = index
         self.cause = cause
+
+
+class PushError(FhirStudyError):
+    """Pushing to another FHIR server failed; ``url`` is the request's URL when there was one."""
+
+    def __init__(self, message: str, url: str | None = None):
+        super().__init__(message)
+        self.url = url
+
+
+class TransportError(PushError):
+    """The server could not be reached, timed out or dropped the connection, after the retries."""
+
+    def __init__(self, message: str, url: str | None = None, cause: Exception | None = None):
+        super().__init__(message, url)
+        self.cause = cause
+
+
+class RemoteError(PushError):
+    """The server answered with an error status (after the retries, for 429/502/503/504)."""
+
+    def __init__(self, message: str, url: str | None = None, status: int = 0, outcome: dict | None = None,
+                 response=None):
+        super().__init__(message, url)
+        self.status = status
+        self.outcome = outcome
+        self.response = response
+
+
+class RemoteRejected(RemoteError):
+    """4xx: the server refused the request as it is; sending it again would not help."""
+
+
+class AuthenticationFailed(RemoteError):
+    """No access token: the token endpoint refused the client, or the server refused the token."""
+
+
+class UnsupportedServer(PushError):
+    """The server's /metadata is missing or names a FHIR version fhirstudy does not send."""
+
+
+class JournalError(PushError):
+    """The push journal at ``path`` cannot be read or written."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path
