@@ -4,6 +4,8 @@ from __future__ import annotations
 import threading
 from urllib.parse import parse_qsl, urlsplit
 
+import json
+
 import orjson
 import pytest
 import requests
@@ -11,6 +13,7 @@ from werkzeug.serving import make_server
 
 from _server_fixtures import FILLER_STUDIES, fixed_clock, sample_resources
 from fhirstudy.search import load_registry
+from fhirstudy.search.registry import DEFINITION_FILES
 from fhirstudy.server import STORE_EXTENSION, close_store, create_app
 
 BASE = "https://fhir.example.org/r5"
@@ -62,7 +65,12 @@ def test_capability_statement_tells_what_works(client):
                                   "definition": "http://hl7.org/fhir/SearchParameter/ResearchStudy-condition"}
     assert study["recruitment-status"]["definition"] == \
         "https://fhirstudy.org/fhir/SearchParameter/ResearchStudy-recruitment-status"
-    assert "progress-status-state-actual" not in study  # composite: not supported, not claimed
+    assert study["progress-status-state-actual"] == {  # composite: defined locally, with working components
+        "name": "progress-status-state-actual", "type": "composite",
+        "definition": "https://fhirstudy.org/fhir/SearchParameter/ResearchStudy-progress-status-state-actual"}
+    assert "ResearchStudy:protocol" in resources["ResearchStudy"]["searchInclude"]
+    assert "ResearchStudy:protocol" in resources["PlanDefinition"]["searchRevInclude"]
+    assert "ResearchStudy:outcome-measure" in resources["EvidenceVariable"]["searchRevInclude"]
     assert "near" not in {p["name"] for p in resources["Location"]["searchParam"]}
     assert set(study) == set(load_registry().params("ResearchStudy"))
 
@@ -185,33 +193,65 @@ def test_entries_carry_full_url_and_stored_resource(client, app):
     assert orjson.dumps(entry["resource"]) == app.extensions[STORE_EXTENSION].read("ResearchStudy", "rs-1")
 
 
-def test_paging_links_walk_every_result_once(client):
-    total = 3 + FILLER_STUDIES
-    url = "/ResearchStudy?_count=10"
+def _walk(client, url: str) -> tuple[list[str], int]:
     seen, pages = [], 0
     while url:
         bundle = client.get(url).get_json()
-        assert bundle["total"] == total
-        seen += [entry["resource"]["id"] for entry in bundle["entry"]]
-        links = _links(bundle)
+        seen += [entry["resource"]["id"] for entry in bundle.get("entry", [])]
         pages += 1
-        url = links.get("next", "").replace(BASE, "") or None
-        if pages > 1:
-            assert "previous" in links
+        url = _links(bundle).get("next", "").replace(BASE, "") or None
+    return seen, pages
+
+
+def test_paging_links_walk_every_result_once(client):
+    total = 3 + FILLER_STUDIES
+    seen, pages = _walk(client, "/ResearchStudy?_count=10")
     assert pages == 3
     assert seen == sorted(seen) and len(set(seen)) == total
 
 
+@pytest.mark.parametrize("sort", ["", "&_sort=-title", "&_sort=status,-_id", "&_sort=recruitment-target,title"])
+def test_paging_survives_concurrent_writes(client, app, sort):
+    """A match created before the next page, or one deleted from the first page, shifts no other
+    match: every resource that did not change is seen exactly once (keyset paging)."""
+    store = app.extensions[STORE_EXTENSION]
+    url = f"/ResearchStudy?_count=5{sort}"
+    before, _ = _walk(client, url)
+    first = client.get(url).get_json()
+    on_first_page = [e["resource"]["id"] for e in first["entry"]]
+    store.put_many([{"resourceType": "ResearchStudy", "id": "rs-0", "status": "active", "title": "A new one"}])
+    store.write(lambda tx: tx.delete("ResearchStudy", on_first_page[0]))
+    seen, _ = _walk(client, _links(first)["next"].replace(BASE, ""))
+    seen = on_first_page + [i for i in seen if i != "rs-0"]
+    assert seen == before
+
+
 def test_link_urls(client):
-    bundle = client.get("/ResearchStudy?condition=asthma&_count=5&_offset=5").get_json()
+    bundle = client.get("/ResearchStudy?condition=asthma&_count=5").get_json()
     links = _links(bundle)
-    assert set(links) == {"self", "next", "previous"}
-    for relation, offset in (("self", "5"), ("next", "10"), ("previous", "0")):
-        parts = urlsplit(links[relation])
-        assert f"{parts.scheme}://{parts.netloc}{parts.path}" == f"{BASE}/ResearchStudy"
-        assert parse_qsl(parts.query) == [("condition", "asthma"), ("_count", "5"), ("_offset", offset)]
+    assert set(links) == {"self", "next"}
+    parts = urlsplit(links["next"])
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == f"{BASE}/ResearchStudy"
+    query = parse_qsl(parts.query)
+    assert query[:2] == [("condition", "asthma"), ("_count", "5")] and query[2][0] == "_cursor"
+    second = client.get(links["next"].replace(BASE, "")).get_json()
+    assert set(_links(second)) == {"self", "first", "next"}
+    assert _links(second)["first"] == f"{BASE}/ResearchStudy?condition=asthma&_count=5"
     last = client.get("/ResearchStudy?condition=asthma&_count=5&_offset=20").get_json()
     assert "next" not in _links(last) and len(last["entry"]) == 2
+
+
+def test_count_has_a_maximum(client):
+    from fhirstudy.search.query import MAX_COUNT
+    bundle = client.get("/ResearchStudy?_count=100000").get_json()
+    assert parse_qsl(urlsplit(_links(bundle)["self"]).query) == [("_count", str(MAX_COUNT))]
+
+
+def test_total_none_and_accurate(client):
+    none = client.get("/ResearchStudy?status=completed&_total=none&_count=2").get_json()
+    assert "total" not in none and len(none["entry"]) == 2 and "next" in _links(none)
+    accurate = client.get("/ResearchStudy?status=completed&_total=accurate&_count=2").get_json()
+    assert accurate["total"] == 1 + FILLER_STUDIES
 
 
 def test_count_zero_gives_the_total_only(client):
@@ -229,6 +269,204 @@ def test_default_page_size_is_20(client):
 def test_sort_descending(client):
     bundle = client.get("/ResearchStudy?_sort=-_id&_count=2").get_json()
     assert [e["resource"]["id"] for e in bundle["entry"]] == ["rs-filler-21", "rs-filler-20"]
+
+
+@pytest.mark.parametrize("sort,expected", [
+    ("status,-title", ["rs-1", "rs-3", "rs-2"]),
+    ("-status,title", ["rs-2", "rs-3", "rs-1"]),
+    ("-recruitment-target", ["rs-2", "rs-1", "rs-3"]),
+    ("phase", ["rs-3", "rs-1", "rs-2"]),
+    ("-date,_id", ["rs-1", "rs-2", "rs-3"]),  # rs-3 has no period: missing values sort last
+])
+def test_sort_several_keys(client, sort, expected):
+    bundle = client.get(f"/ResearchStudy?_id=rs-1,rs-2,rs-3&_sort={sort}").get_json()
+    assert [e["resource"]["id"] for e in bundle["entry"]] == expected
+
+
+# --- _include, _revinclude, _summary, _elements, POST ---------------------------------------------
+
+def _modes(bundle: dict) -> dict[str, str]:
+    return {f'{e["resource"]["resourceType"]}/{e["resource"]["id"]}': e["search"]["mode"]
+            for e in bundle.get("entry", [])}
+
+
+INCLUDES = [
+    ("ResearchStudy?_id=rs-1&_include=ResearchStudy:protocol",
+     {"ResearchStudy/rs-1": "match", "PlanDefinition/pd-1": "include"}),
+    ("ResearchStudy?_id=rs-1,rs-2&_include=ResearchStudy:site&_include=ResearchStudy:eligibility",
+     {"ResearchStudy/rs-1": "match", "ResearchStudy/rs-2": "match", "Location/loc-1": "include",
+      "Location/loc-2": "include", "Organization/org-1": "include", "EvidenceVariable/ev-1": "include"}),
+    ("ResearchStudy?_id=rs-2&_include=ResearchStudy:site:Location",
+     {"ResearchStudy/rs-2": "match", "Location/loc-2": "include"}),
+    ("ResearchStudy?_id=rs-1&_include=ResearchStudy:*",
+     {"ResearchStudy/rs-1": "match", "PlanDefinition/pd-1": "include", "Location/loc-1": "include",
+      "EvidenceVariable/ev-1": "include"}),
+    ("PlanDefinition?_revinclude=ResearchStudy:protocol",
+     {"PlanDefinition/pd-1": "match", "PlanDefinition/pd-2": "match", "ResearchStudy/rs-1": "include"}),
+    ("EvidenceVariable?_id=ev-1&_revinclude=ResearchStudy:eligibility",
+     {"EvidenceVariable/ev-1": "match", "ResearchStudy/rs-1": "include"}),
+    ("Location?_id=loc-2&_revinclude=ResearchStudy:site&_include:iterate=ResearchStudy:protocol",
+     {"Location/loc-2": "match", "ResearchStudy/rs-2": "include"}),
+    ("Location?_id=loc-1&_revinclude=ResearchStudy:site&_include:iterate=ResearchStudy:protocol",
+     {"Location/loc-1": "match", "ResearchStudy/rs-1": "include", "PlanDefinition/pd-1": "include"}),
+    ("ResearchStudy?_id=rs-3&_include=ResearchStudy:protocol", {"ResearchStudy/rs-3": "match"}),
+]
+
+
+@pytest.mark.parametrize("query,expected", INCLUDES)
+def test_include_and_revinclude(client, query, expected):
+    bundle = client.get(f"/{query}").get_json()
+    assert _modes(bundle) == expected
+    assert bundle["total"] == sum(1 for mode in expected.values() if mode == "match")
+    modes = [e["search"]["mode"] for e in bundle["entry"]]
+    assert modes == sorted(modes, key=["match", "include"].index)  # matches first
+
+
+def test_outcome_measure_include(client, app):
+    store = app.extensions[STORE_EXTENSION]
+    study = next(r for r in sample_resources() if r["id"] == "rs-1")
+    study["outcomeMeasure"][0]["reference"] = {"reference": "EvidenceVariable/ev-2"}
+    store.put_many([study])
+    forward = client.get("/ResearchStudy?_id=rs-1&_include=ResearchStudy:outcome-measure").get_json()
+    assert _modes(forward) == {"ResearchStudy/rs-1": "match", "EvidenceVariable/ev-2": "include"}
+    back = client.get("/EvidenceVariable?_id=ev-2&_revinclude=ResearchStudy:outcome-measure").get_json()
+    assert _modes(back) == {"EvidenceVariable/ev-2": "match", "ResearchStudy/rs-1": "include"}
+
+
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+
+
+@pytest.mark.parametrize("query,keys", [
+    ("_summary=true", {"resourceType", "id", "meta", "identifier", "title", "status", "phase", "condition",
+                       "period", "site", "protocol", "recruitment", "keyword"}),
+    ("_summary=text", {"resourceType", "id", "meta", "status"}),
+    ("_elements=title,keyword", {"resourceType", "id", "meta", "status", "title", "keyword"}),
+])
+def test_subsets_are_tagged(client, query, keys):
+    bundle = client.get(f"/ResearchStudy?_id=rs-1&{query}").get_json()
+    resource = bundle["entry"][0]["resource"]
+    assert set(resource) == keys
+    assert any(tag.items() >= SUBSETTED.items() for tag in resource["meta"]["tag"])
+
+
+def test_summary_data_drops_text_and_false_keeps_all(client, app):
+    store = app.extensions[STORE_EXTENSION]
+    study = next(r for r in sample_resources() if r["id"] == "rs-2")
+    study["text"] = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'}
+    store.put_many([study])
+    data = client.get("/ResearchStudy?_id=rs-2&_summary=data").get_json()["entry"][0]["resource"]
+    assert "text" not in data and data["title"] and data["meta"]["tag"][-1]["code"] == "SUBSETTED"
+    full = client.get("/ResearchStudy?_id=rs-2&_summary=false").get_json()["entry"][0]["resource"]
+    assert full["text"]["status"] == "generated" and "tag" not in full["meta"]
+
+
+def test_summary_count(client):
+    bundle = client.get("/ResearchStudy?condition=breast-cancer&_summary=count&_count=10").get_json()
+    assert bundle["total"] == 2 and "entry" not in bundle
+
+
+def test_post_search_takes_a_form_body(client):
+    response = client.post("/ResearchStudy/_search?status=active",
+                           data={"condition": "breast-cancer", "_count": "1"})
+    assert response.status_code == 200
+    bundle = response.get_json()
+    assert bundle["total"] == 2 and [e["resource"]["id"] for e in bundle["entry"]] == ["rs-1"]
+    assert client.post("/ResearchStudy/_search", data={"bogus": "1"}).status_code == 400
+
+
+COMPOSITES = [
+    ("progress-status-state-actual=recruiting$true", {"rs-1"}),
+    ("progress-status-state-actual=recruiting$false", {"rs-p"}),
+    ("progress-status-state-actual=http://hl7.org/fhir/research-study-status|recruiting$true,x$true", {"rs-1"}),
+    ("progress-status-state-period=overall-study$ge2020", {"rs-p"}),
+    ("progress-status-state-period=overall-study$lt2020", set()),
+    ("progress-status-state-period=recruiting$ge2020", set()),  # the period is on another state
+    ("progress-status-state-period-actual=overall-study$2021$false", {"rs-p"}),
+    ("progress-status-state-period-actual=overall-study$2021$true", set()),
+]
+
+
+@pytest.mark.parametrize("query,expected", COMPOSITES)
+def test_composite_search(client, app, query, expected):
+    app.extensions[STORE_EXTENSION].put_many([{
+        "resourceType": "ResearchStudy", "id": "rs-p", "status": "active",
+        "progressStatus": [
+            {"state": {"coding": [{"system": "http://hl7.org/fhir/research-study-status", "code": "recruiting"}]},
+             "actual": False},
+            {"state": {"coding": [{"system": "http://hl7.org/fhir/research-study-status",
+                                   "code": "overall-study"}]},
+             "actual": False, "period": {"start": "2021-01-01", "end": "2021-12-31"}}]}])
+    bundle = client.get(f"/ResearchStudy?{query.replace('|', '%7C').replace('$', '%24')}").get_json()
+    assert _ids(bundle) == expected
+
+
+def test_local_search_parameters_are_published(client):
+    resource = client.get("/SearchParameter/ResearchStudy-progress-status-state-actual").get_json()
+    assert resource["resourceType"] == "SearchParameter" and resource["type"] == "composite"
+    assert [c["definition"] for c in resource["component"]] == [
+        "https://fhirstudy.org/fhir/SearchParameter/ResearchStudy-recruitment-status",
+        "https://fhirstudy.org/fhir/SearchParameter/ResearchStudy-progress-status-actual"]
+    listed = client.get("/SearchParameter").get_json()
+    urls = {e["resource"]["url"] for e in listed["entry"]}
+    for component in resource["component"]:
+        assert component["definition"] in urls
+    assert client.get("/SearchParameter/nope").status_code == 404
+
+
+# --- the CapabilityStatement is the truth: every declared parameter works, nothing else does ---
+
+_VALUES = {"token": "x", "string": "x", "date": "ge2024-01-01", "number": "gt1", "uri": "http://x.org/y",
+           "reference": "x"}
+
+
+def _statement() -> dict:
+    from fhirstudy.server.capability import capability_statement
+    return capability_statement(load_registry(), BASE, writable=False)
+
+
+def _value_for(rtype: str, code: str, kind: str) -> str:
+    if kind == "composite":
+        param = load_registry().get(rtype, code)
+        return "$".join(_VALUES[c.type].replace("ge", "") for c in param.components)
+    return _VALUES[kind]
+
+
+DECLARED = [(r["type"], p["name"], p["type"]) for r in _statement()["rest"][0]["resource"] for p in r["searchParam"]]
+
+
+def test_every_declared_parameter_works(client):
+    for rtype, code, kind in DECLARED:
+        response = client.get(f"/{rtype}", query_string={code: _value_for(rtype, code, kind)})
+        assert response.status_code == 200, (rtype, code, response.get_json())
+        for modifier in load_registry().get(rtype, code).modifiers:
+            value = "true" if modifier == "missing" else _value_for(rtype, code, kind)
+            response = client.get(f"/{rtype}", query_string={f"{code}:{modifier}": value})
+            assert response.status_code == 200, (rtype, code, modifier, response.get_json())
+    for resource in _statement()["rest"][0]["resource"]:
+        for include in resource["searchInclude"]:
+            assert client.get(f"/{resource['type']}?_include={include}").status_code == 200, include
+        for include in resource["searchRevInclude"]:
+            assert client.get(f"/{resource['type']}?_revinclude={include}").status_code == 200, include
+
+
+def _undeclared() -> list[tuple[str, str]]:
+    official = json.loads(DEFINITION_FILES[0].read_text(encoding="utf-8"))["parameters"]
+    declared = {(rtype, code) for rtype, code, _ in DECLARED}
+    out = set()
+    for definition in official:
+        for base in definition["base"]:
+            types = load_registry().served_types if base == "Resource" else [base]
+            out.update((t, definition["code"]) for t in types if t in load_registry().served_types)
+    return sorted(out - declared) + [("ResearchStudy", "_has:Group:member:_id"), ("ResearchStudy", "site.name")]
+
+
+def test_nothing_undeclared_is_accepted(client):
+    undeclared = _undeclared()
+    assert ("Location", "near") in undeclared and ("ResearchStudy", "_text") in undeclared
+    for rtype, code in undeclared:
+        response = client.get(f"/{rtype}", query_string={code: "x"})
+        assert response.status_code == 400, (rtype, code)
+        assert response.get_json()["issue"][0]["expression"] == [code]
 
 
 def test_base_url_comes_from_the_request_when_not_configured(tmp_path):
@@ -265,7 +503,8 @@ ERRORS = [
     ("GET", "/ResearchStudy?_count=abc", {}, 400, "invalid", "_count", "abc"),
     ("GET", "/ResearchStudy?date=notadate", {}, 400, "invalid", "date", "notadate"),
     ("GET", "/ResearchStudy?recruitment-target=lots", {}, 400, "invalid", "recruitment-target", "lots"),
-    ("GET", "/ResearchStudy?_include=ResearchStudy:site", {}, 400, "invalid", "_include", "_include"),
+    ("GET", "/ResearchStudy?_include=ResearchStudy:title", {}, 400, "invalid", "_include", "_include"),
+    ("GET", "/ResearchStudy?_revinclude=ResearchStudy:site:Patient", {}, 400, "invalid", "_revinclude", "Patient"),
     ("GET", "/ResearchStudy/nope", {}, 404, "not-found", None, "ResearchStudy/nope"),
     ("GET", "/Patient/1", {}, 404, "not-found", None, "Patient"),
     ("GET", "/Patient?name=x", {}, 404, "not-found", None, "Patient"),

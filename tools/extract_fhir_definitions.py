@@ -8,8 +8,9 @@ peer FHIR server installs under ``~/.cache/peer-fhir/node_modules/hl7.fhir.r5.co
   the resource types fhirstudy serves (code, base, type, expression, url, and for composites the
   components), copied from the package unchanged.
 - ``mappings/fhir-r5-elements.json``: for the same types and the datatypes they use, every
-  element path with its type codes, maximum cardinality and content reference, so that validation
-  can check JSON types and find the datatype of every node.
+  element path with its type codes, maximum cardinality, content reference and ``isSummary`` flag
+  (only when true), so that validation can check JSON types and find the datatype of every node,
+  and search can answer ``_summary=true``.
 - ``mappings/fhir-r5-codesystems.json``: the codes and displays of every official CodeSystem that
   ``mappings/ctgov-to-fhir.json`` uses, so that a test can prove each mapped code exists.
 - ``mappings/fhir-r5-required-bindings.json``: for the same types, every element with a
@@ -133,6 +134,8 @@ def _elements(pkg: Path) -> dict:
                      "min": el.get("min", 0)}
             if "contentReference" in el:
                 entry["contentReference"] = el["contentReference"].split("#", 1)[1]
+            if el.get("isSummary"):
+                entry["isSummary"] = True  # part of _summary=true (FHIR R5 3.2.1.7.5)
             out[el["path"]] = entry
     return out
 

@@ -401,6 +401,10 @@ class Expression:
         root = Item(resource, resource.get("resourceType"), resource.get("resourceType"))
         return [item for item in self._evaluator([root], root) if not isinstance(item.value, _Resolved)]
 
+    def evaluate_on(self, item: Item) -> list[Item]:
+        """The items the expression selects starting from ``item`` (a composite's component)."""
+        return [found for found in self._evaluator([item], item) if not isinstance(found.value, _Resolved)]
+
 
 def compile_expression(text: str) -> Expression:
     """Compile ``text``; raises :class:`UnsupportedExpression` for FHIRPath outside the subset."""

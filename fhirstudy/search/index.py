@@ -14,6 +14,9 @@ Row shapes (``param`` is the search parameter code):
 - date:      param, low, high            (UTC instants, ``YYYY-MM-DDTHH:MM:SS.mmm``)
 - number:    param, value
 - uri:       param, uri
+- composite: param, grp, comp, system, code, text, low, high, num   (one row per value of each
+             component ``comp`` of item ``grp`` of the composite's expression; the columns of
+             the component's type are set, the others None)
 """
 from __future__ import annotations
 
@@ -226,14 +229,42 @@ ROWS_BY_TYPE = {
 }
 
 
+_COMPOSITE_EMPTY = {"system": None, "code": None, "text": None, "low": None, "high": None, "num": None}
+
+
+def _composite_rows(param: SearchParam, resource: dict) -> Iterable[dict]:
+    for group, item in enumerate(param.evaluate(resource)):
+        for number, component in enumerate(param.components):
+            seen = set()
+            for value in component.expression.evaluate_on(item):
+                try:
+                    rows = list(ROWS_BY_TYPE[component.type](value))
+                except BadValue:
+                    continue
+                for row in rows:
+                    if component.type == "number":
+                        row = {"num": row["value"]}
+                    elif component.type == "string":
+                        row = {"text": row["value"]}
+                    elif component.type in ("uri", "reference"):
+                        row = {"code": row.get("uri") or row.get("url")}
+                    key = tuple(sorted(row.items()))
+                    if key not in seen:
+                        seen.add(key)
+                        yield {**_COMPOSITE_EMPTY, **row, "grp": group, "comp": number}
+
+
 def index_rows(resource: dict, params: Iterable[SearchParam]) -> dict[str, list[dict]]:
     """Index rows of ``resource`` for ``params``, by parameter type (= index table).
 
     Each row carries ``param`` (the code).  Values that cannot be read (a malformed date) are
     skipped: validation is not the index's job.  Duplicate rows are dropped.
     """
-    tables: dict[str, list[dict]] = {kind: [] for kind in ROWS_BY_TYPE}
+    tables: dict[str, list[dict]] = {kind: [] for kind in (*ROWS_BY_TYPE, "composite")}
     for param in params:
+        if param.type == "composite":
+            tables["composite"].extend({"param": param.code, **row} for row in _composite_rows(param, resource))
+            continue
         seen = set()
         for item in param.evaluate(resource):
             try:

@@ -4,13 +4,23 @@ A repeated parameter is AND (one :class:`Clause` per occurrence); a comma inside
 (several values in one clause).  Values are parsed here according to the parameter type, so the
 store only ever sees well-formed criteria; anything malformed raises
 :class:`fhirstudy.errors.InvalidRequest` naming the parameter.
+
+Result parameters: ``_count`` (capped at :data:`MAX_COUNT`), ``_offset``, ``_sort`` (several keys,
+``-`` for descending), ``_total`` (``none``, ``estimate``, ``accurate``), ``_summary`` (``true``,
+``text``, ``data``, ``count``, ``false``), ``_elements``, ``_include`` and ``_revinclude`` (with
+``:iterate``) and ``_cursor``, the opaque keyset position the server writes into ``next`` links
+(see :mod:`fhirstudy.server.routes`).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
+
+import orjson
 
 from fhirstudy.errors import InvalidRequest
 from fhirstudy.search.index import (BadValue, date_range, normalize, split_reference,
@@ -21,7 +31,12 @@ DEFAULT_COUNT = 20
 MAX_COUNT = 500
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # Result parameters we honour; ``_format`` and ``_pretty`` are the server's business.
-RESULT_PARAMETERS = ("_count", "_offset", "_sort", "_total", "_summary", "_format", "_pretty")
+RESULT_PARAMETERS = ("_count", "_offset", "_sort", "_total", "_summary", "_format", "_pretty", "_elements",
+                     "_include", "_revinclude", "_include:iterate", "_revinclude:iterate", "_cursor")
+SUMMARY_VALUES = ("true", "text", "data", "count", "false")
+TOTAL_VALUES = ("none", "estimate", "accurate")
+# Element names for _elements: a top-level element of the resource (no paths into it).
+_ELEMENT_RE = re.compile(r"^[a-z][A-Za-z0-9]*$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -68,6 +83,25 @@ class UriValue:
 
 
 @dataclass(frozen=True)
+class CompositeValue:
+    """One value of a composite parameter: one value per component, in order (``a$b``)."""
+
+    parts: tuple
+
+
+@dataclass(frozen=True)
+class Include:
+    """``_include`` (``reverse`` False: resources the matches point at with ``param``) or
+    ``_revinclude`` (``reverse`` True: resources of ``param.resource_type`` pointing at them
+    with ``param``); ``target_type`` restricts the type pointed at."""
+
+    param: SearchParam
+    target_type: str | None = None
+    reverse: bool = False
+    iterate: bool = False
+
+
+@dataclass(frozen=True)
 class Clause:
     """One occurrence of a search parameter: the values are ORed."""
 
@@ -95,8 +129,18 @@ class SearchQuery:
     offset: int = 0
     sort: list[SortKey] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
-    # the accepted search parameters as given, to rebuild self/next/previous links
+    # the accepted search parameters as given, to rebuild self/next links
     echo: list[tuple[str, str]] = field(default_factory=list)
+    total: str = "accurate"
+    summary: str | None = None
+    elements: tuple[str, ...] | None = None
+    includes: list[Include] = field(default_factory=list)
+    cursor: tuple | None = None  # the sort values and id of the last entry of the previous page
+
+    @property
+    def subsetted(self) -> bool:
+        """Whether matched resources are returned in part (``_summary`` or ``_elements``)."""
+        return self.summary in ("true", "text", "data") or self.elements is not None
 
 
 def parse_search(resource_type: str, args: Iterable[tuple[str, str]], registry: Registry,
@@ -109,7 +153,7 @@ def parse_search(resource_type: str, args: Iterable[tuple[str, str]], registry: 
     query = SearchQuery(resource_type)
     for name, raw in args:
         if name in RESULT_PARAMETERS:
-            _result_parameter(query, name, raw, registry)
+            _result_parameter(query, name, raw, registry, lenient)
             continue
         code, _, modifier = name.partition(":")
         param = registry.get(resource_type, code)
@@ -121,6 +165,8 @@ def parse_search(resource_type: str, args: Iterable[tuple[str, str]], registry: 
             raise InvalidRequest(f"Unknown search {what} {name!r} for {resource_type}", expression=name)
         query.clauses.append(_clause(param, modifier or None, raw, name))
         query.echo.append((name, raw))
+    if query.summary == "count":
+        query.count, query.total = 0, "accurate"
     return query
 
 
@@ -130,20 +176,83 @@ def _modifier_ok(param: SearchParam, modifier: str) -> bool:
     return param.type == "reference" and re.fullmatch(r"[A-Z][A-Za-z]+", modifier) is not None
 
 
-def _result_parameter(query: SearchQuery, name: str, raw: str, registry: Registry) -> None:
+def _result_parameter(query: SearchQuery, name: str, raw: str, registry: Registry, lenient: bool) -> None:
     if name == "_count":
         query.count = min(_non_negative(name, raw), MAX_COUNT)
     elif name == "_offset":
         query.offset = _non_negative(name, raw)
     elif name == "_sort":
         query.sort = [_sort_key(query.resource_type, key, registry) for key in raw.split(",") if key]
-        query.echo.append((name, raw))
     elif name == "_summary":
-        if raw != "count":
-            raise InvalidRequest(f"_summary={raw} is not supported (only _summary=count)", expression=name)
-        query.count = 0
-    elif name == "_total" and raw not in ("none", "estimate", "accurate"):
-        raise InvalidRequest(f"_total must be none, estimate or accurate, not {raw!r}", expression=name)
+        if raw not in SUMMARY_VALUES:
+            raise InvalidRequest(f"_summary must be one of {', '.join(SUMMARY_VALUES)}, not {raw!r}",
+                                 expression=name)
+        query.summary = None if raw == "false" else raw
+        if raw == "count":
+            query.count, query.total = 0, "accurate"
+    elif name == "_total":
+        if raw not in TOTAL_VALUES:
+            raise InvalidRequest(f"_total must be none, estimate or accurate, not {raw!r}", expression=name)
+        if query.summary != "count":
+            query.total = raw
+    elif name == "_elements":
+        names = tuple(part.strip() for part in raw.split(",") if part.strip())
+        bad = [n for n in names if not _ELEMENT_RE.match(n)]
+        if bad:
+            raise InvalidRequest(f"_elements takes top-level element names, not {', '.join(bad)}",
+                                 expression=name)
+        query.elements = (query.elements or ()) + names
+    elif name in ("_include", "_revinclude", "_include:iterate", "_revinclude:iterate"):
+        query.includes.extend(_includes(query.resource_type, name, raw, registry, lenient))
+    elif name == "_cursor":
+        query.cursor = decode_cursor(raw)
+        return  # the server writes it into next links itself
+    if name not in ("_format", "_pretty", "_count", "_offset"):  # links set _count themselves
+        query.echo.append((name, raw))
+
+
+def _includes(resource_type: str, name: str, raw: str, registry: Registry, lenient: bool) -> list[Include]:
+    """``Source:param[:Target]`` or ``Source:*`` of ``_include``/``_revinclude`` (``:iterate``)."""
+    reverse = name.startswith("_revinclude")
+    iterate = name.endswith(":iterate")
+    parts = raw.split(":")
+    source = parts[0]
+    code = parts[1] if len(parts) > 1 else ""
+    target = parts[2] if len(parts) > 2 else None
+    if code == "*":
+        params = [p for p in registry.params(source).values() if p.type == "reference"]
+    else:
+        param = registry.get(source, code)
+        params = [param] if param is not None and param.type == "reference" else []
+    problem = None
+    if len(parts) not in (2, 3) or not params:
+        problem = f"{name}={raw}: no reference search parameter {code!r} on {source!r}"
+    elif not reverse and not iterate and source != resource_type:
+        problem = f"{name}={raw}: {source} is not the type searched ({resource_type}); use {name}:iterate"
+    elif target is not None and params[0].target and target not in params[0].target and code != "*":
+        problem = f"{name}={raw}: {code} does not point at {target}"
+    if problem:
+        if lenient:
+            return []
+        raise InvalidRequest(problem, expression=name)
+    return [Include(param, target, reverse, iterate) for param in params]
+
+
+def encode_cursor(values: tuple) -> str:
+    """The opaque ``_cursor`` value for a page that starts after ``values`` (sort values, id)."""
+    return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode("ascii").rstrip("=")
+
+
+def decode_cursor(raw: str) -> tuple:
+    """The sort values and id a ``_cursor`` value holds; InvalidRequest when it is not ours."""
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise InvalidRequest("_cursor is not a value this server wrote", expression="_cursor") from exc
+    if not isinstance(values, list) or not values or not all(
+            v is None or isinstance(v, (str, int, float)) for v in values):
+        raise InvalidRequest("_cursor is not a value this server wrote", expression="_cursor")
+    return tuple(values)
 
 
 def _non_negative(name: str, raw: str) -> int:
@@ -166,7 +275,10 @@ def _clause(param: SearchParam, modifier: str | None, raw: str, name: str) -> Cl
         if raw not in ("true", "false"):
             raise InvalidRequest(f"{name} must be true or false, not {raw!r}", expression=name)
         return Clause(param, modifier, (), missing=raw == "true")
-    values = tuple(_value(param, modifier, part, name) for part in _split_or(raw))
+    if param.type == "composite":
+        values = tuple(_composite_value(param, part, name) for part in _split_or(raw))
+    else:
+        values = tuple(_value(param, modifier, part, name) for part in _split_or(raw))
     if not values:
         raise InvalidRequest(f"{name} needs a value", expression=name)
     return Clause(param, modifier, values)
@@ -188,6 +300,18 @@ def _split_or(raw: str) -> list[str]:
             current.append(char)
     parts.append("".join(current))
     return [p for p in parts if p != ""]
+
+
+def _composite_value(param: SearchParam, raw: str, name: str) -> CompositeValue:
+    parts = raw.split("$")
+    if len(parts) != len(param.components):
+        codes = "$".join(c.code for c in param.components)
+        raise InvalidRequest(f"{name} takes {len(param.components)} values joined by '$' ({codes}), "
+                             f"not {raw!r}", expression=name)
+    try:
+        return CompositeValue(tuple(_PARSERS[c.type](part, None) for c, part in zip(param.components, parts)))
+    except BadValue as exc:
+        raise InvalidRequest(f"Bad value for {name}: {exc}", expression=name) from exc
 
 
 def _value(param: SearchParam, modifier: str | None, raw: str, name: str):

@@ -36,11 +36,22 @@ MODIFIERS = {
     "date": ("missing",),
     "number": ("missing",),
     "uri": ("missing",),
+    "composite": (),
 }
 PREFIXED_TYPES = ("date", "number")
 # Codes whose definition asks for matching we do not do (the generic string search would lie).
 UNSERVED_CODES = {"phonetic": "phonetic matching is not implemented"}
 _ANY_RESOURCE = ("Resource", "DomainResource")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One component of a composite parameter: its type, code and expression relative to the
+    composite's items."""
+
+    type: str
+    code: str
+    expression: Expression
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class SearchParam:
     expression: Expression
     target: tuple[str, ...] = ()
     description: str | None = field(default=None, compare=False)
+    components: tuple[Component, ...] = ()
 
     def evaluate(self, resource: dict) -> list[Item]:
         """The items of ``resource`` this parameter indexes."""
@@ -72,6 +84,8 @@ class Registry:
         self.served_types = served_types
         self._params: dict[str, dict[str, SearchParam]] = {t: {} for t in served_types}
         self._unsupported: dict[str, dict[str, str]] = {t: {} for t in served_types}
+        self._by_url = {d["url"]: d for d in definitions if d.get("url")}
+        self.definitions = list(definitions)
         for definition in definitions:
             for resource_type in self._types_of(definition):
                 self._add(resource_type, definition)
@@ -87,7 +101,7 @@ class Registry:
         if code in self._params[resource_type]:
             return  # the first definition of a code wins (the package repeats a few examples)
         reason = UNSERVED_CODES.get(code)
-        expression = None
+        expression, components = None, ()
         if reason:
             pass
         elif definition["type"] not in MODIFIERS:
@@ -100,6 +114,7 @@ class Registry:
             else:
                 try:
                     expression = compile_expression(" | ".join(branches))
+                    components = self._components(definition)
                 except UnsupportedExpression as exc:
                     reason = f"expression not supported: {exc}"
         if reason:
@@ -109,8 +124,24 @@ class Registry:
         self._params[resource_type][code] = SearchParam(
             code=code, type=definition["type"], url=definition["url"], resource_type=resource_type,
             expression=expression, target=tuple(definition.get("target") or ()),
-            description=definition.get("description"),
+            description=definition.get("description"), components=components,
         )
+
+    def _components(self, definition: dict) -> tuple[Component, ...]:
+        """The components of a composite (empty for other types); UnsupportedExpression when one
+        cannot be served."""
+        if definition["type"] != "composite":
+            return ()
+        components = []
+        for component in definition.get("component") or []:
+            target = self._by_url.get(component.get("definition"))
+            if target is None or target["type"] not in MODIFIERS or target["type"] == "composite":
+                raise UnsupportedExpression(f"component {component.get('definition')} is not defined")
+            components.append(Component(target["type"], target["code"],
+                                        compile_expression(component["expression"])))
+        if not components:
+            raise UnsupportedExpression("a composite without components")
+        return tuple(components)
 
     def params(self, resource_type: str) -> dict[str, SearchParam]:
         """Served parameters of ``resource_type`` by code (empty for a type we do not serve)."""
@@ -119,6 +150,10 @@ class Registry:
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         """The parameter ``code`` of ``resource_type``, or None when not served."""
         return self.params(resource_type).get(code)
+
+    def definition(self, url: str) -> dict | None:
+        """The definition (a SearchParameter resource, or the package's extract) at ``url``."""
+        return self._by_url.get(url)
 
     def unsupported(self, resource_type: str) -> dict[str, str]:
         """Parameters defined for ``resource_type`` that we do not serve, with the reason."""

@@ -1,6 +1,6 @@
 """The CapabilityStatement, generated from the search-parameter registry: it claims only what works
 (read, vread, history and search-type on the served types, with the parameters the registry could
-compile; create, update, delete, conditional ones, transaction and batch only when writes are
+compile, and the _include/_revinclude values its reference parameters allow; create, update, delete, conditional ones, transaction and batch only when writes are
 enabled, i.e. a write token is configured)."""
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ def _resource(registry: Registry, rtype: str, writable: bool) -> dict:
     }
     if writable:
         resource.update(conditionalCreate=True, conditionalUpdate=True, conditionalDelete="single")
+    resource["searchInclude"] = [f"{rtype}:{code}" for code in sorted(params) if params[code].type == "reference"]
+    resource["searchRevInclude"] = sorted(
+        f"{other}:{code}" for other in registry.served_types
+        for code, param in registry.params(other).items()
+        if param.type == "reference" and (not param.target or rtype in param.target))
     resource["searchParam"] = [
         {"name": code, "definition": params[code].url, "type": params[code].type}
         for code in sorted(params)

@@ -1,7 +1,17 @@
-"""FHIR REST routes: ``GET /metadata``, ``GET /{type}/{id}`` (read), ``GET /{type}?...`` (search).
+"""FHIR REST routes: ``GET /metadata``, ``GET /{type}/{id}`` (read), ``GET /{type}?...`` and
+``POST /{type}/_search`` (search), and the SearchParameter resources fhirstudy defines itself
+(``GET /SearchParameter/{id}``, ``GET /SearchParameter``).
 
-Stored resources are never parsed on the way out: a read returns the stored bytes, and a search
-Bundle is assembled by splicing the stored bytes into an envelope serialised with orjson.
+Stored resources are not parsed on the way out: a read returns the stored bytes, and a search
+Bundle is assembled by splicing the stored bytes into an envelope serialised with orjson.  The
+one exception is a subset (``_summary=true|text|data``, ``_elements``), which needs the JSON.
+
+Paging: the ``next`` link carries ``_cursor``, the sort values and id of the page's last entry, so
+the next page starts right after it whatever was written in between (keyset paging; an offset
+would shift when a match is created or deleted before the page, repeating or skipping one).  It
+needs no state on the server, so it holds across gunicorn workers and machines sharing one
+PostgreSQL.  A resource whose own sort value changes between two pages may move, as in any
+search that is not a stored snapshot.
 """
 from __future__ import annotations
 
@@ -14,7 +24,8 @@ from werkzeug.http import http_date
 
 from fhirstudy.errors import NotAcceptable, NotFound
 from fhirstudy.search import load_registry, parse_search
-from fhirstudy.search.query import SearchQuery
+from fhirstudy.search.query import SearchQuery, encode_cursor
+from fhirstudy.search.subset import subset
 from fhirstudy.server import STORE_EXTENSION
 from fhirstudy.server.capability import capability_statement
 from fhirstudy.server.outcome import FHIR_JSON
@@ -77,40 +88,87 @@ def read(rtype: str, rid: str) -> Response:
     return response
 
 
+@bp.get("/SearchParameter/<rid>")
+def search_parameter(rid: str) -> Response:
+    """A SearchParameter fhirstudy defines itself (``mappings/search-parameters-local.json``)."""
+    for definition in _local_search_parameters():
+        if definition["id"] == rid:
+            return _fhir_response(orjson.dumps(definition))
+    raise NotFound(f"SearchParameter/{rid} is not known")
+
+
+@bp.get("/SearchParameter")
+def search_parameters() -> Response:
+    """Every SearchParameter fhirstudy defines itself, as a searchset (no criteria taken)."""
+    base = base_url()
+    definitions = _local_search_parameters()
+    return _fhir_response(orjson.dumps({
+        "resourceType": "Bundle", "type": "searchset", "total": len(definitions),
+        "link": [{"relation": "self", "url": f"{base}/SearchParameter"}],
+        "entry": [{"fullUrl": f"{base}/SearchParameter/{d['id']}", "resource": d, "search": {"mode": "match"}}
+                  for d in definitions],
+    }))
+
+
+def _local_search_parameters() -> list[dict]:
+    return [d for d in load_registry().definitions if d.get("resourceType") == "SearchParameter"]
+
+
 @bp.get("/<rtype>")
 def search(rtype: str) -> Response:
     """A searchset Bundle for the search in the query string."""
+    return _search(rtype, list(request.args.items(multi=True)))
+
+
+@bp.post("/<rtype>/_search")
+def search_post(rtype: str) -> Response:
+    """The same search with its parameters in a form-encoded body (and/or the query string)."""
+    return _search(rtype, list(request.args.items(multi=True)) + list(request.form.items(multi=True)))
+
+
+def _search(rtype: str, args: list[tuple[str, str]]) -> Response:
     _served(rtype)
     lenient = LENIENT in request.headers.get("Prefer", "").replace(" ", "")
-    query = parse_search(rtype, list(request.args.items(multi=True)), load_registry(), lenient)
+    query = parse_search(rtype, args, load_registry(), lenient)
     result = get_store().search(query)
     return _fhir_response(searchset_bytes(query, result, base_url()))
 
 
 def searchset_bytes(query: SearchQuery, result: SearchResult, base: str) -> bytes:
-    """The searchset Bundle: an orjson envelope with the stored resource bytes spliced in."""
-    envelope = orjson.dumps({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": result.total,
-        "link": _links(query, result.total, f"{base}/{query.resource_type}"),
-    })
-    entries = b",".join(
-        b'{"fullUrl":' + orjson.dumps(f"{base}/{e.type}/{e.id}") + b',"resource":' + e.json
-        + b',"search":{"mode":"match"}}'
-        for e in result.entries)
-    return envelope[:-1] + b',"entry":[' + entries + b"]}" if result.entries else envelope
+    """The searchset Bundle: an orjson envelope with the stored resource bytes spliced in (matches
+    first, then what ``_include``/``_revinclude`` added); matches subsetted when asked."""
+    head = {"resourceType": "Bundle", "type": "searchset"}
+    if result.total is not None:
+        head["total"] = result.total
+    head["link"] = _links(query, result, f"{base}/{query.resource_type}")
+    envelope = orjson.dumps(head)
+    entries = [_entry(base, e, b"match", query) for e in result.entries]
+    entries += [_entry(base, e, b"include", None) for e in result.included]
+    return envelope[:-1] + b',"entry":[' + b",".join(entries) + b"]}" if entries else envelope
 
 
-def _links(query: SearchQuery, total: int, url: str) -> list[dict]:
-    def page(offset: int) -> str:
-        return url + "?" + urlencode([*query.echo, ("_count", query.count), ("_offset", offset)])
+def _entry(base: str, stored, mode: bytes, query: SearchQuery | None) -> bytes:
+    body = stored.json
+    if query is not None and query.subsetted:
+        body = orjson.dumps(subset(orjson.loads(body), query.summary, query.elements))
+    return (b'{"fullUrl":' + orjson.dumps(f"{base}/{stored.type}/{stored.id}") + b',"resource":' + body
+            + b',"search":{"mode":"' + mode + b'"}}')
 
-    links = [{"relation": "self", "url": page(query.offset)}]
-    if query.count and query.offset + query.count < total:
-        links.append({"relation": "next", "url": page(query.offset + query.count)})
-    if query.count and query.offset > 0:
-        links.append({"relation": "previous", "url": page(max(0, query.offset - query.count))})
+
+def _links(query: SearchQuery, result: SearchResult, url: str) -> list[dict]:
+    def page(*extra: tuple[str, object]) -> str:
+        return url + "?" + urlencode([*query.echo, ("_count", query.count), *extra])
+
+    here = []
+    if query.offset:
+        here.append(("_offset", query.offset))
+    if query.cursor is not None:
+        here.append(("_cursor", encode_cursor(query.cursor)))
+    links = [{"relation": "self", "url": page(*here)}]
+    if query.cursor is not None or query.offset:
+        links.append({"relation": "first", "url": page()})
+    if query.count and result.next_cursor is not None:
+        links.append({"relation": "next", "url": page(("_cursor", encode_cursor(result.next_cursor)))})
     return links
 
 

@@ -4,7 +4,8 @@ Tables: ``resource`` (the current version of each resource: type, id, version, l
 deleted, content_hash and the stored JSON bytes with ``meta.versionId``/``meta.lastUpdated`` set),
 ``resource_history`` (every version, the current one included, with the REST method that made it;
 a delete is a version without content) and one index table per search-parameter type
-(``idx_token``, ``idx_string``, ``idx_reference``, ``idx_date``, ``idx_number``, ``idx_uri``),
+(``idx_token``, ``idx_string``, ``idx_reference``, ``idx_date``, ``idx_number``, ``idx_uri``,
+``idx_composite``),
 filled at write time from :func:`fhirstudy.search.index.index_rows`.  The current row, its
 history row and its index rows are always written in one transaction.
 
@@ -15,15 +16,18 @@ snapshot); on PostgreSQL rows are locked with ``SELECT ... FOR UPDATE`` and two 
 the same id meet the unique constraints: the loser's transaction is rolled back and ``work`` is
 run again (:data:`WRITE_RETRIES` times, then :class:`WriteConflict`).
 
-Searches are answered in SQL from the index tables (a count and a page query); results carry the
-stored JSON bytes untouched.  Database errors are translated to :class:`StoreError` at this one
+Searches are answered in SQL from the index tables (a count unless ``_total=none``, a page query,
+then the included resources); results carry the stored JSON bytes untouched.  Pages are cut by
+keyset, not by offset: a page starts after the sort values and id of the previous page's last
+entry (``SearchQuery.cursor``), so a write between two page requests neither repeats nor skips a
+resource that did not itself change (an offset would shift every later match by one).  Database errors are translated to :class:`StoreError` at this one
 boundary (``_ERRORS``).
 """
 from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import orjson
@@ -31,16 +35,18 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import StaticPool
 
-from fhirstudy.errors import StoreError, WriteConflict
+from fhirstudy.errors import InvalidRequest, StoreError, WriteConflict
 from fhirstudy.search.index import index_rows, now_instant
-from fhirstudy.search.query import (Clause, RangeValue, ReferenceValue, SearchQuery, SortKey,
-                                    StringValue, TokenValue, UriValue)
+from fhirstudy.search.query import (Clause, CompositeValue, Include, RangeValue, ReferenceValue,
+                                    SearchQuery, SortKey, StringValue, TokenValue, UriValue)
 from fhirstudy.search.registry import Registry, load_registry
 
 DEFAULT_URL = "sqlite:///fhirstudy.db"
 CHUNK = 500  # rows per IN (...) list and per executemany batch
 WRITE_RETRIES = 3  # times a write transaction is run again after losing a race
 HISTORY_COUNT = 50  # history entries per page unless asked otherwise
+ITERATE_ROUNDS = 3  # rounds of _include:iterate / _revinclude:iterate after the first
+MAX_INCLUDED = 1000  # included resources per page at most
 T = TypeVar("T")
 _MAX_CHAR = "\U0010ffff"  # upper bound for starts-with range scans
 _ID = sa.String(64)
@@ -115,6 +121,11 @@ INDEX_TABLES = {
     "number": _index_table("idx_number", sa.Column("value", sa.Float), indexes=[("value",)],
                            sort=("value",)),
     "uri": _index_table("idx_uri", sa.Column("uri", _SORTABLE), indexes=[("uri",)], sort=("uri",)),
+    "composite": _index_table(
+        "idx_composite", sa.Column("grp", sa.Integer, nullable=False), sa.Column("comp", sa.Integer, nullable=False),
+        sa.Column("system", _SORTABLE), sa.Column("code", _SORTABLE), sa.Column("text", _SORTABLE),
+        sa.Column("low", sa.String(32)), sa.Column("high", sa.String(32)), sa.Column("num", sa.Float),
+        indexes=[("comp", "code"), ("comp", "low", "high")]),
 }
 # Columns of ``resource`` that answer a parameter directly when sorting.
 _RESOURCE_COLUMNS = {"Resource.id": resource.c.id, "Resource.meta.lastUpdated": resource.c.last_updated}
@@ -199,10 +210,14 @@ class PutResult(NamedTuple):
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The total number of matches and the requested page of them (in order)."""
+    """The total number of matches (None for ``_total=none``), the requested page of them (in
+    order), the resources ``_include``/``_revinclude`` added, and the cursor of the next page
+    (None on the last page)."""
 
-    total: int
+    total: int | None
     entries: list[StoredResource]
+    included: list[StoredResource] = field(default_factory=list)
+    next_cursor: tuple | None = None
 
     @property
     def resources(self) -> list[bytes]:
@@ -392,23 +407,34 @@ class SqlStore:
         return HistoryPage(total, [_history_entry(row) for row in rows])
 
     def search(self, query: SearchQuery) -> SearchResult:
-        """Answer ``query`` from the index: total count and the page ``offset``..``offset+count``,
-        ordered by the sort keys then by id.  Three queries: count, page keys, page content."""
+        """Answer ``query`` from the index: the total (unless ``_total=none``), the page of
+        ``count`` matches after ``query.cursor`` (then after ``offset`` more) ordered by the sort
+        keys then by id, the included resources, and the next page's cursor."""
         where = _search_conditions(query)
         with _db_errors(), self.engine.connect() as conn:
-            total = conn.execute(sa.select(sa.func.count()).select_from(resource).where(*where)).scalar_one()
+            total = None
+            if query.total != "none":
+                total = conn.execute(sa.select(sa.func.count()).select_from(resource).where(*where)).scalar_one()
             entries: list[StoredResource] = []
-            if query.count and query.offset < total:
-                # order and cut on keys only, then fetch the page's content by primary key
-                keys = _sorted(sa.select(resource.c.pk).where(*where), query.resource_type, query.sort)
-                page = conn.execute(keys.limit(query.count).offset(query.offset)).scalars().all()
-                rows = {r.pk: r for r in conn.execute(
-                    sa.select(resource.c.pk, resource.c.type, resource.c.id, resource.c.version,
-                              resource.c.last_updated, resource.c.content)
-                    .where(resource.c.pk.in_(page)))}
-                entries = [StoredResource(rows[pk].type, rows[pk].id, rows[pk].version,
-                                          rows[pk].last_updated, bytes(rows[pk].content)) for pk in page]
-        return SearchResult(total, entries)
+            included: list[StoredResource] = []
+            next_cursor = None
+            if query.count and total != 0:
+                statement, keys = _sorted(sa.select(resource.c.pk, resource.c.id).where(*where),
+                                          query.resource_type, query.sort)
+                if query.cursor is not None:
+                    statement = statement.where(_after(keys, query.cursor))
+                statement = statement.add_columns(*(column.label(f"k{n}") for n, (column, _) in enumerate(keys)))
+                # order and cut on keys only (one row more: is there a next page?), then fetch
+                # the page's content by primary key
+                rows = conn.execute(statement.limit(query.count + 1).offset(query.offset)).all()
+                page = rows[:query.count]
+                if len(rows) > query.count:
+                    last = page[-1]
+                    next_cursor = tuple(getattr(last, f"k{n}") for n in range(len(keys)))
+                entries = _load(conn, [row.pk for row in page])
+                if query.includes:
+                    included = _included(conn, query, entries)
+        return SearchResult(total, entries, included, next_cursor)
 
     def close(self) -> None:
         """Release every database connection."""
@@ -596,12 +622,56 @@ def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
 
 
 def _clause_condition(rtype: str, clause: Clause) -> sa.ColumnElement[bool]:
+    if clause.param.type == "composite":
+        return sa.or_(*(_composite_condition(rtype, clause, value) for value in clause.values))
     table = INDEX_TABLES[clause.param.type]
     rows = sa.select(table.c.resource_pk).where(table.c.rtype == rtype, table.c.param == clause.param.code)
     if clause.modifier == "missing":
         return resource.c.pk.not_in(rows) if clause.missing else resource.c.pk.in_(rows)
     matches = rows.where(sa.or_(*(_value_condition(table, clause.modifier, v) for v in clause.values)))
     return resource.c.pk.not_in(matches) if clause.modifier == "not" else resource.c.pk.in_(matches)
+
+
+def _composite_condition(rtype: str, clause: Clause, value: CompositeValue) -> sa.ColumnElement[bool]:
+    """Resources with one item of the composite whose components all match (same ``grp``)."""
+    table = INDEX_TABLES["composite"]
+    aliases = [table.alias(f"comp_{n}") for n in range(len(value.parts))]
+    first = aliases[0]
+    statement = sa.select(first.c.resource_pk)
+    conditions = []
+    for number, (alias, component, part) in enumerate(zip(aliases, clause.param.components, value.parts)):
+        conditions += [alias.c.rtype == rtype, alias.c.param == clause.param.code, alias.c.comp == number,
+                       _component_condition(alias.c, component.type, part)]
+        if number:
+            conditions += [alias.c.resource_pk == first.c.resource_pk, alias.c.grp == first.c.grp]
+    return resource.c.pk.in_(statement.select_from(*aliases).where(*conditions))
+
+
+def _component_condition(c, kind: str, value) -> sa.ColumnElement[bool]:
+    if kind == "token":
+        return _token_condition(c, value)
+    if kind == "date":
+        return _date_condition(c.low, c.high, value)
+    if kind == "number":
+        return _number_condition(c.num, value)
+    if kind == "string":
+        return _starts_with(c.text, value.normalized)
+    if kind == "uri":
+        return c.code == value.uri
+    return c.code == (value.url or f"{value.target_type}/{value.target_id}")  # reference
+
+
+def _token_condition(c, value: TokenValue) -> sa.ColumnElement[bool]:
+    if value.text is not None:
+        return _starts_with(c.text, value.text)
+    parts = []
+    if value.code is not None:
+        parts.append(c.code == value.code)
+    if value.system is not None:
+        parts.append(c.system == value.system)
+    elif value.no_system:
+        parts.append(c.system.is_(None))
+    return sa.and_(*parts) if parts else sa.false()
 
 
 def _narrows(clause: Clause) -> bool:
@@ -612,16 +682,7 @@ def _narrows(clause: Clause) -> bool:
 def _value_condition(table: sa.Table, modifier: str | None, value) -> sa.ColumnElement[bool]:
     c = table.c
     if isinstance(value, TokenValue):
-        if value.text is not None:
-            return _starts_with(c.text, value.text)
-        parts = []
-        if value.code is not None:
-            parts.append(c.code == value.code)
-        if value.system is not None:
-            parts.append(c.system == value.system)
-        elif value.no_system:
-            parts.append(c.system.is_(None))
-        return sa.and_(*parts) if parts else sa.false()
+        return _token_condition(c, value)
     if isinstance(value, StringValue):
         if modifier == "exact":
             return c.exact == value.exact
@@ -684,17 +745,106 @@ def _number_condition(column, v: RangeValue) -> sa.ColumnElement[bool]:
     }[v.prefix]()
 
 
-def _sorted(statement: sa.Select, rtype: str, keys: list[SortKey]) -> sa.Select:
-    """``statement`` ordered by ``keys`` then by id; a key on an index table joins that table's
-    per-resource minimum (maximum when descending), and resources without a value sort last."""
+def _load(conn: sa.Connection, pks: list[int]) -> list[StoredResource]:
+    """The stored resources with primary keys ``pks``, in that order."""
+    if not pks:
+        return []
+    rows = {r.pk: r for r in conn.execute(
+        sa.select(resource.c.pk, resource.c.type, resource.c.id, resource.c.version,
+                  resource.c.last_updated, resource.c.content)
+        .where(resource.c.pk.in_(pks)))}
+    return [StoredResource(rows[pk].type, rows[pk].id, rows[pk].version, rows[pk].last_updated,
+                           bytes(rows[pk].content)) for pk in pks if pk in rows]
+
+
+def _included(conn: sa.Connection, query: SearchQuery, matches: list[StoredResource]) -> list[StoredResource]:
+    """The resources ``query.includes`` add to the page ``matches`` (each once, none of the
+    matches); ``:iterate`` ones are applied again to what was added, up to ITERATE_ROUNDS times."""
+    seen = {(e.type, e.id) for e in matches}
+    added: list[StoredResource] = []
+    sources = matches
+    for round_number in range(1 + ITERATE_ROUNDS):
+        includes = [i for i in query.includes if round_number == 0 or i.iterate]
+        found: list[int] = []
+        for include in includes:
+            found.extend(_include_pks(conn, include, sources))
+        fresh = [r for r in _load(conn, list(dict.fromkeys(found))) if (r.type, r.id) not in seen]
+        fresh = fresh[:MAX_INCLUDED - len(added)]
+        if not fresh:
+            break
+        seen.update((r.type, r.id) for r in fresh)
+        added.extend(fresh)
+        sources = fresh
+        if not any(i.iterate for i in query.includes) or len(added) >= MAX_INCLUDED:
+            break
+    return added
+
+
+def _include_pks(conn: sa.Connection, include: Include, sources: list[StoredResource]) -> list[int]:
+    ref = INDEX_TABLES["reference"]
+    param = include.param
+    if not include.reverse:
+        source_ids = [s.id for s in sources if s.type == param.resource_type]
+        if not source_ids:
+            return []
+        source_pks = sa.select(resource.c.pk).where(resource.c.type == param.resource_type,
+                                                      resource.c.id.in_(source_ids))
+        targets = (sa.select(ref.c.target_type, ref.c.target_id)
+                   .where(ref.c.resource_pk.in_(source_pks), ref.c.rtype == param.resource_type,
+                          ref.c.param == param.code, ref.c.target_id.is_not(None)))
+        if include.target_type:
+            targets = targets.where(ref.c.target_type == include.target_type)
+        by_type: dict[str, list[str]] = {}
+        for target_type, target_id in conn.execute(targets):
+            by_type.setdefault(target_type, []).append(target_id)
+        pks: list[int] = []
+        for target_type, ids in sorted(by_type.items()):
+            for chunk in _chunks(sorted(set(ids))):
+                pks.extend(conn.execute(sa.select(resource.c.pk).where(
+                    resource.c.type == target_type, resource.c.id.in_(chunk),
+                    resource.c.deleted.is_(False)).order_by(resource.c.id)).scalars())
+        return pks
+    pks = []
+    by_type = {}
+    for s in sources:
+        if include.target_type in (None, s.type) and (not param.target or s.type in param.target):
+            by_type.setdefault(s.type, []).append(s.id)
+    for target_type, ids in sorted(by_type.items()):
+        pks.extend(conn.execute(
+            sa.select(ref.c.resource_pk).distinct()
+            .where(ref.c.rtype == param.resource_type, ref.c.param == param.code,
+                   ref.c.target_type == target_type, ref.c.target_id.in_(ids))
+            .order_by(ref.c.resource_pk)).scalars())
+    return pks
+
+
+def _after(keys: list[tuple[sa.ColumnElement, bool]], values: tuple) -> sa.ColumnElement[bool]:
+    """Rows strictly after ``values`` in the order ``keys`` (column, descending), nulls last."""
+    if len(values) != len(keys):
+        raise InvalidRequest("_cursor does not belong to this search", expression="_cursor")
+    alternatives, equal = [], []
+    for (column, descending), value in zip(keys, values):
+        if value is None:
+            later = sa.false()  # nothing sorts after a missing value
+        else:
+            later = sa.or_(column < value if descending else column > value, column.is_(None))
+        alternatives.append(sa.and_(*equal, later))
+        equal.append(column.is_(None) if value is None else column == value)
+    return sa.or_(*alternatives)
+
+
+def _sorted(statement: sa.Select, rtype: str, keys: list[SortKey]) -> tuple[sa.Select, list]:
+    """``statement`` ordered by ``keys`` then by id, and the (column, descending) pairs it is
+    ordered by; a key on an index table joins that table's per-resource minimum (maximum when
+    descending; a date by the start of its range either way), and resources without a value
+    sort last."""
     order = []
+    columns = []
     for number, key in enumerate(keys):
         column = _RESOURCE_COLUMNS.get(key.param.expression.text)
         if column is None:
             table = INDEX_TABLES[key.param.type]
             source = table.c[_SORT_COLUMNS[key.param.type]]
-            if key.param.type == "date" and key.descending:
-                source = table.c.high
             aggregate = sa.func.max(source) if key.descending else sa.func.min(source)
             values = (sa.select(table.c.resource_pk, aggregate.label("value"))
                       .where(table.c.rtype == rtype, table.c.param == key.param.code)
@@ -704,4 +854,8 @@ def _sorted(statement: sa.Select, rtype: str, keys: list[SortKey]) -> sa.Select:
             column = values.c.value
             order.append(column.is_(None))
         order.append(column.desc() if key.descending else column.asc())
-    return statement.order_by(*order, resource.c.id)
+        columns.append((column, key.descending))
+    if not any(column is resource.c.id for column, _ in columns):
+        order.append(resource.c.id)
+        columns.append((resource.c.id, False))
+    return statement.order_by(*order), columns

