@@ -581,3 +581,25 @@ def test_real_http_server(live_server):
         assert read.headers["ETag"] == 'W/"1"' and read.json()["title"] == "Étude du cancer du poumon"
         missing = session.get(f"{live_server}/ResearchStudy?bogus=1", timeout=10)
         assert missing.status_code == 400 and missing.json()["issue"][0]["expression"] == ["bogus"]
+
+
+def test_search_cache_never_serves_a_stale_answer(tmp_path):
+    """Repeated searches are served from the per-app cache only while nothing was written: a write
+    by another process (another store on the same database file) is seen by the next search."""
+    from fhirstudy.server import create_app
+    from fhirstudy.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'cache.db'}"
+    app = create_app({"DATABASE_URL": url, "TESTING": True})
+    client = app.test_client()
+    other = open_store(url)  # stands in for another gunicorn worker or a loader
+    study = {"resourceType": "ResearchStudy", "id": "c1", "status": "active", "title": "Cache one"}
+    other.put_many([study])
+    first = client.get("/ResearchStudy?title=cache").get_json()
+    assert first["total"] == 1
+    assert client.get("/ResearchStudy?title=cache").get_json() == first
+    other.put_many([{**study, "id": "c2", "title": "Cache two"}])
+    assert client.get("/ResearchStudy?title=cache").get_json()["total"] == 2
+    other.put_many([{**study, "title": "Renamed"}])
+    assert client.get("/ResearchStudy?title=cache").get_json()["total"] == 1
+    other.close()

@@ -27,11 +27,13 @@ from fhirstudy.search import load_registry, parse_search
 from fhirstudy.search.query import SearchQuery, encode_cursor
 from fhirstudy.search.subset import subset
 from fhirstudy.server import STORE_EXTENSION
+from fhirstudy.server.cache import ResponseCache
 from fhirstudy.server.capability import capability_statement
 from fhirstudy.server.outcome import FHIR_JSON
 from fhirstudy.store import SearchResult
 
 bp = Blueprint("fhir", __name__)
+CACHE_EXTENSION = "fhirstudy.search_cache"
 
 JSON_FORMATS = ("json", "application/json", "application/fhir+json")
 JSON_MIMETYPES = ["application/fhir+json", "application/json"]
@@ -129,9 +131,16 @@ def search_post(rtype: str) -> Response:
 def _search(rtype: str, args: list[tuple[str, str]]) -> Response:
     _served(rtype)
     lenient = LENIENT in request.headers.get("Prefer", "").replace(" ", "")
-    query = parse_search(rtype, args, load_registry(), lenient)
-    result = get_store().search(query)
-    return _fhir_response(searchset_bytes(query, result, base_url()))
+    store, base = get_store(), base_url()
+    key = (rtype, tuple(args), lenient, base)
+    generation = store.generation()
+    cache = current_app.extensions.setdefault(CACHE_EXTENSION, ResponseCache())  # one per app (database)
+    body = cache.get(key, generation)
+    if body is None:
+        query = parse_search(rtype, args, load_registry(), lenient)
+        body = searchset_bytes(query, store.search(query), base)
+        cache.put(key, generation, body)
+    return _fhir_response(body)
 
 
 def searchset_bytes(query: SearchQuery, result: SearchResult, base: str) -> bytes:

@@ -406,6 +406,12 @@ class SqlStore:
                                 .limit(count).offset(offset)).all() if count and offset < total else []
         return HistoryPage(total, [_history_entry(row) for row in rows])
 
+    def generation(self) -> int:
+        """A number that grows with every write (the newest history row): equal generations mean
+        the same stored content, across processes and machines sharing the database."""
+        with _db_errors(), self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(history.c.pk))).scalar() or 0
+
     def search(self, query: SearchQuery) -> SearchResult:
         """Answer ``query`` from the index: the total (unless ``_total=none``), the page of
         ``count`` matches after ``query.cursor`` (then after ``offset`` more) ordered by the sort
