@@ -11,7 +11,6 @@ transaction per chunk, plain requests, no reads); "push" is the whole push (read
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import socket
 import subprocess

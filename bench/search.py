@@ -21,7 +21,6 @@ Target: at least 60% of the baseline's requests/s and p99 under 20 ms on SQLite.
 from __future__ import annotations
 
 import argparse
-import copy
 import http.client
 import json
 import os

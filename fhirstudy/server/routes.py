@@ -51,7 +51,7 @@ def base_url() -> str:
 
 
 @bp.before_request
-def _negotiate_format() -> None:
+def negotiate_format() -> None:
     """406 unless the client accepts JSON (``_format`` wins over ``Accept``)."""
     wanted = request.args.get("_format")
     if wanted is not None:

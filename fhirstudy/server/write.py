@@ -23,10 +23,10 @@ import orjson
 from flask import Blueprint, Response, request
 from werkzeug.http import http_date
 
-from fhirstudy.errors import InvalidRequest, NotAcceptable, UnsupportedMediaType, ValidationFailed
+from fhirstudy.errors import InvalidRequest, UnsupportedMediaType, ValidationFailed
 from fhirstudy.server.auth import write_access
 from fhirstudy.server.outcome import FHIR_JSON, operation_outcome, validation_issues
-from fhirstudy.server.routes import JSON_FORMATS, JSON_MIMETYPES, base_url, get_store
+from fhirstudy.server.routes import JSON_MIMETYPES, base_url, get_store, negotiate_format
 from fhirstudy.server.transaction import (PREFER_RETURN, WriteOutcome, WriteRequest, parse_criteria,
                                           parse_etag, perform, process_bundle, require_served)
 from fhirstudy.validation import validate_resource
@@ -39,15 +39,7 @@ BLUEPRINTS = ("fhir_write", "fhir_history")  # whose responses negotiate() and p
 # request and response helpers shared with history.py
 
 
-def negotiate() -> None:
-    """406 unless the client accepts JSON (``_format`` wins over ``Accept``)."""
-    wanted = request.args.get("_format")
-    if wanted is not None:
-        if wanted.split(";")[0].strip() not in JSON_FORMATS:
-            raise NotAcceptable(f"_format={wanted} is not supported; this server speaks JSON only",
-                                expression="_format")
-    elif request.accept_mimetypes and not request.accept_mimetypes.best_match(JSON_MIMETYPES):
-        raise NotAcceptable(f"Cannot produce {request.headers.get('Accept')}; this server speaks JSON only")
+negotiate = negotiate_format  # the same 406 rule as reads and searches
 
 
 def pretty(response: Response) -> Response:
