@@ -5,6 +5,8 @@ Import the fixtures you use into the test module (pytest finds them there):
 """
 from __future__ import annotations
 
+import contextlib
+
 import shutil
 import tempfile
 import uuid
@@ -203,17 +205,26 @@ def write_client(write_app):
     return write_app.test_client()
 
 
-@pytest.fixture
-def live_write_server(write_app):
-    """``write_app`` served over real HTTP on 127.0.0.1 (threaded); yields its base URL."""
+@contextlib.contextmanager
+def serve_in_thread(app):
+    """Serve a WSGI app over real HTTP on 127.0.0.1 (a free port, threaded); yields its base URL."""
     import threading
 
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, write_app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+@pytest.fixture
+def live_write_server(write_app):
+    """``write_app`` served over real HTTP on 127.0.0.1 (threaded); yields its base URL."""
+    with serve_in_thread(write_app) as url:
+        yield url

@@ -12,13 +12,11 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
-from _server_fixtures import sample_resources
+from _server_fixtures import sample_resources, serve_in_thread
 from fhirstudy.server import STORE_EXTENSION, close_store, create_app
 
 FHIR_KIT_CLIENT = "fhir-kit-client@2.0.3"
@@ -33,13 +31,8 @@ def base_url(tmp_path_factory):
     db = tmp_path_factory.mktemp("clients") / "clients.db"
     app = create_app({"DATABASE_URL": f"sqlite:///{db}"})
     app.extensions[STORE_EXTENSION].put_many(sample_resources())
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
-    server.server_close()
+    with serve_in_thread(app) as url:
+        yield url
     close_store(app)
 
 

@@ -1,7 +1,6 @@
 """The FHIR REST server: Flask test client on a real SQLite file, and one real HTTP server."""
 from __future__ import annotations
 
-import threading
 from urllib.parse import parse_qsl, urlsplit
 
 import json
@@ -9,9 +8,8 @@ import json
 import orjson
 import pytest
 import requests
-from werkzeug.serving import make_server
 
-from _server_fixtures import FILLER_STUDIES, fixed_clock, sample_resources
+from _server_fixtures import FILLER_STUDIES, fixed_clock, sample_resources, serve_in_thread
 from fhirstudy.search import load_registry
 from fhirstudy.search.registry import DEFINITION_FILES
 from fhirstudy.server import STORE_EXTENSION, close_store, create_app
@@ -554,13 +552,8 @@ def test_odd_input_never_gives_a_500(client, query):
 def live_server(tmp_path):
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'live.db'}"})
     app.extensions[STORE_EXTENSION].put_many(sample_resources())
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
-    server.server_close()
+    with serve_in_thread(app) as url:
+        yield url
     close_store(app)
 
 
