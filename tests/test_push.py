@@ -279,3 +279,46 @@ def test_smart_token_renewed_when_expired():
     finally:
         endpoint.shutdown()
         endpoint.server_close()
+
+
+def test_killed_push_resumes_exactly_once(peer_r5, all_trials, tmp_path):
+    """A real `fhirstudy push` process is killed (SIGKILL, no clean-up) part-way through; the same
+    command with the same journal then completes the run, and the store holds every resource of
+    every trial exactly once."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    peer_r5.wipe()
+    journal = tmp_path / "journal.sqlite"
+    argv = [sys.executable, "-m", "fhirstudy.cli", "push", *map(str, sample_inputs()), "--to", peer_r5.url,
+            "--resume", str(journal), "--chunk", "1", "-q"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    arrived = 0
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists():
+                try:
+                    with sqlite3.connect(journal) as db:
+                        arrived = db.execute("SELECT count(*) FROM pushed").fetchone()[0]
+                except sqlite3.Error:
+                    arrived = 0
+            if arrived >= 3:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert 3 <= arrived < len(all_trials), f"killed after {arrived} of {len(all_trials)} trials"
+    assert cli.main(argv[3:]) == 0
+    with sqlite3.connect(journal) as db:
+        assert db.execute("SELECT count(*) FROM pushed").fetchone()[0] == len(all_trials)
+    client = FhirClient(peer_r5.url)
+    _, per_type = _expected(all_trials, peer_r5.fhir_version)
+    stored = _everything(client, per_type)
+    client.close()
+    assert Counter({t: len(v) for t, v in stored.items()}) == per_type
+    assert all(r["meta"]["versionId"] == "1" for v in stored.values() for r in v), "nothing re-versioned"
