@@ -378,7 +378,7 @@ class Pusher:
     def push_chunk(self, chunk: list[PreparedTrial]) -> list[TrialResult]:
         """Read, plan and send one chunk; every trial of it gets a result."""
         try:
-            results = self._send(chunk, replan=True)
+            results = self._send_new(chunk) if self._may_be_new(chunk) else self._send(chunk, replan=True)
         except RemoteRejected as exc:
             if len(chunk) > 1:  # find the trial the store refused: each alone
                 results = [r for t in chunk for r in self.push_chunk([t])]
@@ -396,6 +396,47 @@ class Pusher:
         outcome = getattr(exc, "outcome", None)
         return TrialResult(trial.id, "failed", error=outcome_text(outcome) or str(exc), operation_outcome=outcome,
                            status=getattr(exc, "status", None), source=trial.source)
+
+    def _may_be_new(self, chunk: list[PreparedTrial]) -> bool:
+        """Whether to try the chunk as creates first: the journal has never seen its trials (or
+        there is no journal), the store takes conditional creates, and this is not a dry run."""
+        if self.dry_run or not self.conditional:
+            return False
+        return self.journal is None or all(self.journal.get(self.client.base_url, t.id) is None for t in chunk)
+
+    def _send_new(self, chunk: list[PreparedTrial]) -> list[TrialResult]:
+        """Send the chunk as conditional creates without reading first (``ifNoneExist``: what the
+        store already holds is left as it is, so this is safe to repeat). A trial whose every
+        resource was created is done; one that met existing resources is then reconciled by the
+        careful path (read, compare, update what differs)."""
+        plans = [plan_trial(t, {}, True) for t in chunk]
+        entries = [e for p in plans for e in p.entries]
+        response = self.client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        with self._lock:
+            self.report.transactions += 1
+        response_entries = response.get("entry", [])
+        if len(response_entries) != len(entries):
+            return self._send(chunk, replan=True)
+        results, at, existing = [], 0, []
+        for plan in plans:
+            answers = response_entries[at:at + len(plan.entries)]
+            at += len(plan.entries)
+            statuses = [str((a.get("response") or {}).get("status", "")).split(" ")[0] for a in answers]
+            if any(st != "201" for st in statuses):
+                existing.append(plan.trial)
+                continue
+            server_ids = {f"{k[0]}/{k[1]}": located for (k, _), a in zip(plan.sent, answers)
+                          if (located := _location_id((a.get("response") or {}).get("location")))}
+            result = TrialResult(plan.trial.id, "created", {"created": len(plan.sent)}, server_ids,
+                                 source=plan.trial.source)
+            if self.journal:
+                self.journal.record(self.client.base_url, plan.trial.id, plan.trial.content_hash,
+                                    self.fhir_version, server_ids, "created")
+            results.append(result)
+        if existing:
+            results += self._send(existing, replan=True)
+        order = {t.id: n for n, t in enumerate(chunk)}
+        return sorted(results, key=lambda r: order[r.trial])
 
     def _send(self, chunk: list[PreparedTrial], replan: bool) -> list[TrialResult]:
         found = read_existing(self.client, chunk)
