@@ -22,8 +22,9 @@ Code systems whose URL moved between versions and the status table are data in
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+import orjson
 
 from .. import terminology
 from . import ids
@@ -359,7 +360,7 @@ def to_r4(resources: list[dict]) -> list[dict]:
     """The R4 resources of one trial from its R5 resources (ResearchStudy first, Provenance last;
     the new Group, Organization and Practitioner right after the ResearchStudy). The Provenance
     targets the new resources too."""
-    resources = copy.deepcopy(resources)
+    resources = orjson.loads(orjson.dumps(resources))  # a deep copy, several times faster than copy's
     study = next((r for r in resources if r["resourceType"] == "ResearchStudy"), None)
     eligibility = None
     if study:

@@ -25,7 +25,6 @@ For each chunk of trials (a chunk never splits a trial):
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import threading
 import time
@@ -116,7 +115,7 @@ def content_hash(resources: list[dict], fhir_version: str) -> str:
 
 def prepare_trial(resources: list[dict], fhir_version: str, source: str | None = None) -> PreparedTrial:
     """A trial's R5 resources (ResearchStudy first) made ready for a store of ``fhir_version``."""
-    converted = to_r4(resources) if fhir_version == "4.0" else copy.deepcopy(resources)
+    converted = to_r4(resources) if fhir_version == "4.0" else orjson.loads(orjson.dumps(resources))  # a deep copy
     converted = with_identifiers(converted)
     return PreparedTrial(converted[0]["id"], converted, content_hash(converted, fhir_version), source)
 
@@ -281,8 +280,7 @@ def plan_trial(trial: PreparedTrial, found: dict[_Key, dict], conditional: bool 
     unchanged: list[_Key] = []
     for r in trial.resources:
         key = _key(r)
-        expected = _rewrite({**r, "id": server_id.get(key, r["id"])}, settled)
-        if key in found and same_content(found[key], expected):
+        if key in found and same_content(found[key], _rewrite({**r, "id": server_id[key]}, settled)):
             unchanged.append(key)
         else:
             changed.append(r)
