@@ -33,8 +33,12 @@ run: install
 test: install-test
 	FHIRSTUDY_PEER_DIR='$(PEER_DIR)' $(BIN)/python -m pytest
 
+## make bench: the three benchmarks (each prints its figures beside a baseline from the same run)
 bench: install-test
 	$(BIN)/python bench/convert.py
+	$(BIN)/python bench/search.py
+	$(BIN)/python bench/push.py --fhir r4
+	$(BIN)/python bench/push.py --fhir r5
 
 clean:
 	rm -rf $(VENV) fhirstudy.db fhirstudy.db-wal fhirstudy.db-shm .pytest_cache
