@@ -160,18 +160,59 @@ def test_a_failed_write_leaves_no_version(db_url):
         store.close()
 
 
-def test_history_is_backfilled_for_a_database_made_before_history(tmp_path):
+@pytest.mark.parametrize("layout", [None, 1])
+def test_a_database_of_another_storage_layout_is_refused(tmp_path, layout):
+    """A database written by an older fhirstudy (no layout row, or layout 1) is not searched
+    with the wrong index: opening it fails with a message saying what to do, and changes nothing."""
+    from fhirstudy.errors import StoreError
+    from fhirstudy.store.sql import schema
+
     url = f"sqlite:///{tmp_path / 'old.db'}"
     store = open_store(url, clock=fixed_clock)
     store.put_many(sample_resources()[:3])
     with store.engine.begin() as conn:
-        history_table.drop(conn)
+        if layout is None:
+            schema.drop(conn)
+        else:
+            conn.execute(sa.update(schema).values(version=layout))
     store.close()
-    reopened = open_store(url, clock=fixed_clock)
+    with pytest.raises(StoreError, match=f"storage layout {layout or 1}.*load the data again"):
+        open_store(url, clock=fixed_clock)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(history_table)).scalar_one() == 3
+    engine.dispose()
+
+
+def test_the_current_version_is_stored_once_and_moves_to_history_when_superseded(tmp_path):
+    """The newest version's bytes live in ``resource`` only; an update moves them into the old
+    version's history row, a delete too; vread gives every version's bytes either way."""
+    from fhirstudy.store.sql import resource as resource_table
+
+    url = f"sqlite:///{tmp_path / 'once.db'}"
+    store = open_store(url, clock=fixed_clock)
     try:
-        assert reopened.history().total == 3
-        assert reopened.read_version("ResearchStudy", "rs-1", 1).json == reopened.read("ResearchStudy", "rs-1")
-        with reopened.engine.connect() as conn:
-            assert conn.execute(sa.select(sa.func.count()).select_from(history_table)).scalar_one() == 3
+        study = sample_resources()[0]
+        store.put_many([study])
+        first = store.read("ResearchStudy", "rs-1")
+
+        def contents():
+            with store.engine.connect() as conn:
+                return conn.execute(sa.select(history_table.c.version, history_table.c.content)
+                                    .where(history_table.c.id == "rs-1").order_by(history_table.c.version)).all()
+
+        assert contents() == [(1, None)]
+        store.put_many([{**study, "title": "Changed"}, {**study, "title": "Changed again"}])
+        assert [(v, bytes(c) if c else c) for v, c in contents()] == [
+            (1, first), (2, store.read_version("ResearchStudy", "rs-1", 2).json), (3, None)]
+        assert b"Changed again" in store.read_version("ResearchStudy", "rs-1", 3).json
+        assert b'"Changed"' in store.read_version("ResearchStudy", "rs-1", 2).json
+        store.write(lambda tx: tx.delete("ResearchStudy", "rs-1"))
+        assert contents()[2][1] is not None and contents()[3] == (4, None)
+        assert store.read_version("ResearchStudy", "rs-1", 4).deleted
+        assert b"Changed again" in store.read_version("ResearchStudy", "rs-1", 3).json
+        assert [e.version for e in store.history("ResearchStudy", "rs-1").entries] == [4, 3, 2, 1]
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.select(resource_table.c.deleted).where(resource_table.c.id == "rs-1")).scalar()
     finally:
-        reopened.close()
+        store.close()

@@ -95,7 +95,23 @@ FHIRPATH_CASES = [
     ("PlanDefinition.action.definition.ofType(canonical)", PLAN, ["https://x/ActivityDefinition/1"]),
     ("PlanDefinition.action.definition.ofType(uri)", PLAN, ["https://x/other"]),
     ("ResearchStudy.nothing.here", _by_id("ResearchStudy", "rs-1"), []),
+    # a top-level choice element is found under its typed name (the resource has no "occurred")
+    ("Provenance.occurred.ofType(dateTime)", {"resourceType": "Provenance", "occurredDateTime": "2024-01-02"},
+     ["2024-01-02"]),
+    ("Practitioner.deceased.ofType(dateTime)", {"resourceType": "Practitioner", "deceasedBoolean": True}, []),
+    ("Resource.meta.source", {"resourceType": "Location", "meta": {"source": "urn:x"}}, ["urn:x"]),
 ]
+
+
+def test_expressions_skip_resources_without_their_top_elements():
+    """An expression is not walked on a resource that has none of the elements it starts from;
+    one that may start at a choice element (occurred[x]) is walked whenever a key starts so."""
+    expression = compile_expression("Location.address.city | Location.name")
+    assert expression._roots == ("address", "name")
+    assert expression.evaluate({"resourceType": "Location", "alias": ["x"]}) == []
+    assert compile_expression("Provenance.occurred.ofType(dateTime)")._roots == ("occurred", "[x]")
+    assert compile_expression("Resource.meta.tag")._roots == ("meta",)
+    assert compile_expression("(ResearchStudy.title)")._roots == ("title",)
 
 
 @pytest.mark.parametrize("expression,resource,expected", FHIRPATH_CASES)
@@ -161,6 +177,17 @@ def test_token_rows_from_identifier_and_code():
         {"system": "https://clinicaltrials.gov", "code": "NCT06731140", "text": None}]
     assert _rows("ResearchStudy", "rs-1", "status") == [{"system": None, "code": "active", "text": None}]
     assert _rows("Organization", "org-1", "active") == [{"system": None, "code": "true", "text": None}]
+
+
+def test_string_rows_keep_the_whole_text_only_when_it_was_cut():
+    from fhirstudy.search.index import STRING_INDEX_LENGTH
+
+    study = {**_by_id("ResearchStudy", "rs-1"), "description": "Long " * 100}
+    param = load_registry().get("ResearchStudy", "description")
+    [row] = index_rows(study, [param])["string"]
+    assert len(row["value"]) == STRING_INDEX_LENGTH and row["full"] == "long " * 100
+    [short] = _rows("ResearchStudy", "rs-1", "title")
+    assert short["full"] is None and short["value"] == "her2 negative breast cancer study of drug a"
 
 
 def test_string_rows_from_address_parts():

@@ -89,7 +89,7 @@ def test_search_returns_stored_bytes_untouched(loaded):
 
 def test_index_rows_are_written(loaded):
     with loaded.engine.connect() as conn:
-        counts = {kind: conn.execute(table.select().with_only_columns(table.c.param)).all()
+        counts = {kind: conn.execute(table.select().with_only_columns(table.c.pid)).all()
                   for kind, table in INDEX_TABLES.items()}
     assert all(counts[kind] for kind in ("token", "string", "reference", "date", "number", "uri"))
 
@@ -140,3 +140,28 @@ def test_in_memory_store():
         assert _search(memory, "ResearchStudy", "status=completed").total == 1
     finally:
         memory.close()
+
+
+def test_long_strings_are_found_past_the_indexed_cut(store):
+    """``value`` keeps 200 characters; the whole text is kept in ``full`` only for longer
+    strings, and both :contains and a starts-with longer than the cut still find them."""
+    head = "Adjuvant therapy for early breast cancer " * 6  # 240 characters
+    study = {**sample_resources()[0], "description": head + "with a rare marker: zyxomab."}
+    store.put_many([study, {**sample_resources()[1], "description": "Short and zyxomab-free"}])
+    ids = lambda query: [e.id for e in _search(store, "ResearchStudy", query).entries]  # noqa: E731
+    assert ids("description:contains=zyxomab") == ["rs-1", "rs-2"]
+    assert ids("description:contains=rare marker") == ["rs-1"]
+    assert ids(f"description={head.upper()}with a rare") == ["rs-1"]
+    assert ids(f"description={head}with a common") == []
+    assert ids("description:contains=and zyxomab") == ["rs-2"]
+
+
+def test_id_is_searched_on_the_resource_row_of_its_type_only(loaded):
+    """``_id`` has no index rows: it reads ``resource.id`` and must not match another type's id."""
+    loaded.put_many([{"resourceType": "Location", "id": "rs-1", "name": "Same id, other type"}])
+    assert [e.type for e in _search(loaded, "ResearchStudy", "_id=rs-1").entries] == ["ResearchStudy"]
+    assert [e.id for e in _search(loaded, "Location", "_id=rs-1,loc-1").entries] == ["loc-1", "rs-1"]
+    assert "rs-1" not in {e.id for e in _search(loaded, "ResearchStudy", "_id:not=rs-1").entries}
+    assert _search(loaded, "ResearchStudy", "_id:missing=true").total == 0
+    assert _search(loaded, "ResearchStudy", "_id=|rs-1").total == 1
+    assert _search(loaded, "ResearchStudy", "_id=http://x|rs-1").total == 0

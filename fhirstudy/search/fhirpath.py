@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 ELEMENTS_FILE = Path(__file__).resolve().parents[2] / "mappings" / "fhir-r5-elements.json"
 _FHIRPATH_SYSTEM_PREFIX = "http://hl7.org/fhirpath/System."
@@ -32,8 +32,7 @@ class UnsupportedExpression(ValueError):
     """The expression uses FHIRPath this subset does not implement."""
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One node of an evaluation result: a JSON value and its FHIR type name (or None)."""
 
     value: Any
@@ -92,6 +91,11 @@ def _child_path_and_type(parent: Item, name: str) -> tuple[str | None, str | Non
         base = parent.type
     if base is None:
         return None, None
+    return _child_of(base, name)
+
+
+@lru_cache(maxsize=None)
+def _child_of(base: str, name: str) -> tuple[str | None, str | None]:
     path = f"{base}.{name}"
     element = _element(path)
     if element is None:
@@ -272,6 +276,8 @@ def _children(ctx: list[Item], name: str) -> list[Item]:
             path, type_name = _child_path_and_type(parent, name)
             out.extend(_items(parent.value[name], type_name, path))
             continue
+        if not _may_be_choice(parent.path or parent.type, name):
+            continue
         # a choice element: find its typed JSON name, e.g. value -> valueCodeableConcept
         for key, value in parent.value.items():
             suffix = key[len(name):]
@@ -279,6 +285,20 @@ def _children(ctx: list[Item], name: str) -> list[Item]:
                 type_name = _choice_types()[suffix]
                 out.extend(_items(value, type_name, type_name if type_name[:1].isupper() else None))
     return out
+
+
+@lru_cache(maxsize=None)
+def _may_be_choice(base: str | None, name: str) -> bool:
+    """Whether child ``name`` of ``base`` can be a choice element (``name[x]``): always when the
+    definitions do not know ``base``."""
+    if base is None or f"{base}.{name}[x]" in _elements():
+        return True
+    return base not in _known_bases()
+
+
+@lru_cache(maxsize=1)
+def _known_bases() -> frozenset[str]:
+    return frozenset(path.rsplit(".", 1)[0] for path in _elements())
 
 
 def _items(value: Any, type_name: str | None, path: str | None) -> list[Item]:
@@ -395,9 +415,16 @@ class Expression:
 
     text: str
     _evaluator: Evaluator
+    # the top-level elements the expression can reach (None: cannot tell); a resource without
+    # any of them gives nothing, and is not walked
+    _roots: tuple[str, ...] | None = None
 
     def evaluate(self, resource: dict) -> list[Item]:
         """The items the expression selects from ``resource`` (a FHIR JSON dict)."""
+        roots = self._roots
+        if roots is not None and not any(name in resource for name in roots) and not (
+                roots[-1] == _CHOICE and any(key.startswith(roots[:-1]) for key in resource)):
+            return []
         root = Item(resource, resource.get("resourceType"), resource.get("resourceType"))
         return [item for item in self._evaluator([root], root) if not isinstance(item.value, _Resolved)]
 
@@ -408,4 +435,26 @@ class Expression:
 
 def compile_expression(text: str) -> Expression:
     """Compile ``text``; raises :class:`UnsupportedExpression` for FHIRPath outside the subset."""
-    return Expression(text, _Parser(text).parse())
+    return Expression(text, _Parser(text).parse(), _top_elements(text))
+
+
+_BRANCH_HEAD = re.compile(r"^\(*\s*([A-Z][A-Za-z]*)\s*\)*\s*\.\s*([a-z][A-Za-z0-9]*)\b")
+
+
+def _top_elements(text: str) -> tuple[str, ...] | None:
+    """The first element name after the type in every branch (``address`` in
+    ``Location.address.city | Location.address.state``), or None when a branch does not start
+    ``Type.element`` (a choice element such as ``value`` covers ``valueQuantity``: prefixes)."""
+    names, choice = [], False
+    for branch in split_union(text):
+        match = _BRANCH_HEAD.match(branch)
+        if not match:
+            return None
+        names.append(match.group(2))
+        # Resource's own elements (id, meta, language) are no choices
+        choice = choice or (match.group(1) not in _ANY_RESOURCE and _may_be_choice(match.group(1), match.group(2)))
+    names = list(dict.fromkeys(names))
+    return (*names, _CHOICE) if choice else tuple(names)
+
+
+_CHOICE = "[x]"  # last of Expression._roots when a root may be a choice element (valueQuantity)

@@ -9,7 +9,8 @@ written and what is asked for always agree.
 Row shapes (``param`` is the search parameter code):
 
 - token:     param, system, code, text   (text: normalised CodeableConcept.text / Coding.display)
-- string:    param, value, full, exact   (value: normalised, cut to STRING_INDEX_LENGTH)
+- string:    param, value, full, exact   (value: normalised, cut to STRING_INDEX_LENGTH; full:
+             the whole normalised text when value was cut, else None; exact: as written)
 - reference: param, target_type, target_id, url
 - date:      param, low, high            (UTC instants, ``YYYY-MM-DDTHH:MM:SS.mmm``)
 - number:    param, value
@@ -55,6 +56,8 @@ class BadValue(ValueError):
 
 def normalize(text: str) -> str:
     """Lower-case ``text`` and strip accents (NFKD, combining marks removed)."""
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
 
@@ -184,7 +187,8 @@ def _string_rows(item: Item) -> Iterable[dict]:
     for text in texts:
         if isinstance(text, str) and text:
             full = normalize(text)
-            yield {"value": full[:STRING_INDEX_LENGTH], "full": full, "exact": text}
+            cut = full[:STRING_INDEX_LENGTH]
+            yield {"value": cut, "full": full if len(full) > len(cut) else None, "exact": text}
 
 
 def _reference_rows(item: Item) -> Iterable[dict]:

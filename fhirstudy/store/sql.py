@@ -9,6 +9,14 @@ a delete is a version without content) and one index table per search-parameter 
 filled at write time from :func:`fhirstudy.search.index.index_rows`.  The current row, its
 history row and its index rows are always written in one transaction.
 
+The JSON of a version is stored once: the current version's bytes live in ``resource`` and its
+history row has no content of its own; when a newer version (or a delete) supersedes it, the old
+bytes move into its history row.  Index rows name their parameter by ``pid``, a 32-bit hash of
+``type.code`` (:func:`param_id`, after HAPI FHIR's hash columns) instead of two strings, and
+``_id`` is answered from ``resource.id`` itself.  These keep 100,000 studies (2.8 million
+resources) in a few GB.  ``fhirstudy_schema`` holds the layout's version: a database of another
+layout is refused with a clear error rather than searched wrongly.
+
 Writes go through :meth:`SqlStore.write`: ``work(tx)`` runs in one database transaction with a
 :class:`Tx` (read the current state with a row lock, find matches, put, delete).  SQLite write
 transactions start with ``BEGIN IMMEDIATE`` (writers queue instead of failing on a stale
@@ -36,7 +44,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import StaticPool
 
 from fhirstudy.errors import InvalidRequest, StoreError, WriteConflict
-from fhirstudy.search.index import index_rows, now_instant
+from fhirstudy.search.index import STRING_INDEX_LENGTH, index_rows, now_instant
 from fhirstudy.search.query import (Clause, CompositeValue, Include, RangeValue, ReferenceValue,
                                     SearchQuery, SortKey, StringValue, TokenValue, UriValue)
 from fhirstudy.search.registry import Registry, load_registry
@@ -53,8 +61,11 @@ _ID = sa.String(64)
 _KEY = sa.String(255)
 # Indexed text columns compare byte-wise on both backends, so range scans mean "starts with".
 _SORTABLE = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
+SCHEMA_VERSION = 2  # 1: rtype/param strings in index rows, JSON in resource and history alike
 
 metadata = sa.MetaData()
+
+schema = sa.Table("fhirstudy_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
 
 resource = sa.Table(
     "resource", metadata,
@@ -86,29 +97,44 @@ history = sa.Table(
 
 def _index_table(name: str, *columns: sa.Column, indexes: Iterable[tuple[str, ...]],
                  sort: tuple[str, ...] = ()) -> sa.Table:
-    """An index table; ``indexes`` lead with (rtype, param) for searching, and the per-resource
+    """An index table; ``indexes`` lead with ``pid`` for searching, and the per-resource
     index ends with the ``sort`` columns so that sorting reads it alone."""
     table = sa.Table(
         name, metadata,
         sa.Column("resource_pk", sa.Integer, sa.ForeignKey("resource.pk", ondelete="CASCADE"),
                   nullable=False),
-        sa.Column("rtype", sa.String(64), nullable=False),
-        sa.Column("param", sa.String(64), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),  # param_id(type, code)
         *columns,
     )
-    sa.Index(f"ix_{name}_resource", table.c.resource_pk, table.c.rtype, table.c.param,
-             *(table.c[c] for c in sort))
+    sa.Index(f"ix_{name}_resource", table.c.resource_pk, table.c.pid, *(table.c[c] for c in sort))
     for number, cols in enumerate(indexes):
-        sa.Index(f"ix_{name}_{number}", table.c.rtype, table.c.param,
-                 *(table.c[c] for c in cols), table.c.resource_pk)
+        sa.Index(f"ix_{name}_{number}", table.c.pid, *(table.c[c] for c in cols), table.c.resource_pk)
     return table
+
+
+def param_id(rtype: str, code: str) -> int:
+    """The 32-bit signed number that stands for parameter ``code`` of ``rtype`` in index rows
+    (stable across processes and versions: a hash of ``rtype.code``)."""
+    return int.from_bytes(hashlib.blake2b(f"{rtype}.{code}".encode(), digest_size=4).digest(),
+                          "big", signed=True)
+
+
+def _check_param_ids(registry: Registry) -> None:
+    seen: dict[int, str] = {}
+    for rtype in registry.served_types:
+        for code in registry.params(rtype):
+            key = f"{rtype}.{code}"
+            other = seen.setdefault(param_id(rtype, code), key)
+            if other != key:  # pragma: no cover - would need a colliding definition
+                raise StoreError(f"search parameters {other} and {key} hash to the same param_id")
 
 
 INDEX_TABLES = {
     "token": _index_table(
         "idx_token", sa.Column("system", _SORTABLE), sa.Column("code", _SORTABLE),
         sa.Column("text", _SORTABLE),
-        indexes=[("code",), ("system", "code"), ("text",)], sort=("code",)),
+        indexes=[("code", "system"), ("text",)], sort=("code",)),
+    # full: the whole normalised text, only when ``value`` had to be cut (else None)
     "string": _index_table(
         "idx_string", sa.Column("value", _SORTABLE), sa.Column("full", sa.Text),
         sa.Column("exact", sa.Text), indexes=[("value",)], sort=("value",)),
@@ -129,6 +155,8 @@ INDEX_TABLES = {
 }
 # Columns of ``resource`` that answer a parameter directly when sorting.
 _RESOURCE_COLUMNS = {"Resource.id": resource.c.id, "Resource.meta.lastUpdated": resource.c.last_updated}
+# Token parameters answered from ``resource.id`` alone: no index rows are written for them.
+_ID_EXPRESSIONS = {"Resource.id", "id"}
 _SORT_COLUMNS = {"token": "code", "string": "value", "date": "low", "number": "value", "uri": "uri"}
 
 # Third-party errors -> our message, most specific first.
@@ -313,24 +341,32 @@ class SqlStore:
         self.engine = engine
         self.registry = registry or load_registry()
         self.clock = clock
+        _check_param_ids(self.registry)
         with _db_errors():
-            had_history = sa.inspect(engine).has_table(history.name)
+            self._check_schema()
             metadata.create_all(engine)
-            if not had_history:
-                self._backfill_history()
+            with engine.begin() as conn:
+                if conn.execute(sa.select(sa.func.count()).select_from(schema)).scalar_one() == 0:
+                    conn.execute(sa.insert(schema).values(version=SCHEMA_VERSION))
         # no pooled connection may survive into a forked worker (gunicorn forks after create_app);
         # an in-memory database lives in its one static connection, so it is kept
         if not isinstance(engine.pool, StaticPool):
             engine.dispose()
 
-    def _backfill_history(self) -> None:
-        """Give every current version of a database made before history was kept its history row."""
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(history).from_select(
-                ["type", "id", "version", "last_updated", "method", "created", "content"],
-                sa.select(resource.c.type, resource.c.id, resource.c.version, resource.c.last_updated,
-                          sa.literal("PUT"), resource.c.version == 1, resource.c.content)
-                .where(resource.c.deleted.is_(False))))
+    def _check_schema(self) -> None:
+        """Refuse a database whose tables another layout made (it would be searched wrongly)."""
+        inspector = sa.inspect(self.engine)
+        if not inspector.has_table(resource.name):
+            return
+        version = 1
+        if inspector.has_table(schema.name):
+            with self.engine.connect() as conn:
+                version = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar() or 1
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"the database at {self.engine.url.render_as_string(hide_password=True)} was made by "
+                f"another version of fhirstudy (storage layout {version}, this one reads "
+                f"{SCHEMA_VERSION}); load the data again into a new database")
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -483,6 +519,7 @@ class Tx:
         known = self._known({(r["resourceType"], r["id"]) for r, _ in batch})
         pending: dict[tuple, dict] = {}
         versions: list[dict] = []
+        written: dict[tuple, int] = {}  # key -> index in versions of its newest version
         results = []
         for r, digest in batch:
             key = (r["resourceType"], r["id"])
@@ -494,11 +531,18 @@ class Tx:
             version = state["version"] + 1 if state else 1
             content = orjson.dumps(_with_meta(r, version, self.now))
             created = state is None or state["deleted"]
+            if key in pending:  # a second version in this batch: the first keeps its bytes in history
+                versions[written[key]]["content"] = pending[key]["content"]
+                superseded = pending[key]["superseded"]
+            else:
+                superseded = known[key] if state and not state["deleted"] else None
+            written[key] = len(versions)
             pending[key] = {"pk": state["pk"] if state else None, "type": key[0], "id": key[1],
                             "version": version, "last_updated": self.now, "deleted": False,
-                            "content_hash": digest, "content": content, "doc": orjson.loads(content)}
+                            "content_hash": digest, "content": content, "doc": orjson.loads(content),
+                            "superseded": superseded}
             versions.append({"type": key[0], "id": key[1], "version": version, "last_updated": self.now,
-                             "method": method, "created": created, "content": content})
+                             "method": method, "created": created, "content": None})
             results.append(WriteResult(*key, version, self.now, "created" if created else "updated", content))
         self._write(list(pending.values()), versions)
         return results
@@ -512,6 +556,7 @@ class Tx:
         version = state["version"] + 1
         for table in INDEX_TABLES.values():
             self.conn.execute(sa.delete(table).where(table.c.resource_pk == state["pk"]))
+        _keep_superseded(self.conn, [state])
         self.conn.execute(sa.update(resource).where(resource.c.pk == state["pk"]).values(
             version=version, last_updated=self.now, deleted=True, content_hash="", content=b""))
         self.conn.execute(sa.insert(history).values(
@@ -528,8 +573,9 @@ class Tx:
         for rtype in sorted(by_type):
             for chunk in _chunks(sorted(by_type[rtype])):
                 rows = self.conn.execute(
-                    sa.select(resource.c.pk, resource.c.id, resource.c.version, resource.c.last_updated,
-                              resource.c.deleted, resource.c.content_hash, resource.c.content)
+                    sa.select(resource.c.pk, resource.c.type, resource.c.id, resource.c.version,
+                              resource.c.last_updated, resource.c.deleted, resource.c.content_hash,
+                              resource.c.content)
                     .where(resource.c.type == rtype, resource.c.id.in_(chunk))
                     .order_by(resource.c.id).with_for_update())
                 for row in rows:
@@ -545,6 +591,7 @@ class Tx:
             for chunk in _chunks([u["pk"] for u in updates]):
                 for table in INDEX_TABLES.values():
                     conn.execute(sa.delete(table).where(table.c.resource_pk.in_(chunk)))
+            _keep_superseded(conn, [u["superseded"] for u in updates if u["superseded"]])
             conn.execute(
                 sa.update(resource).where(resource.c.pk == sa.bindparam("b_pk"))
                 .values({c: sa.bindparam(f"b_{c}") for c in columns}),
@@ -557,14 +604,66 @@ class Tx:
                 row["pk"] = pk
         pending: dict[str, list[dict]] = {kind: [] for kind in INDEX_TABLES}
         for row in rows:
-            params = self.store.registry.params(row["type"]).values()
+            params, pids = _indexed_params(self.store.registry, row["type"])
             for kind, index in index_rows(row["doc"], params).items():
-                pending[kind].extend({**r, "resource_pk": row["pk"], "rtype": row["type"]} for r in index)
+                pk = row["pk"]
+                for r in index:
+                    r["pid"] = pids[r.pop("param")]
+                    r["resource_pk"] = pk
+                pending[kind].extend(index)
         for kind, index in pending.items():
-            for chunk in _chunks(index):
-                conn.execute(sa.insert(INDEX_TABLES[kind]), chunk)
-        for chunk in _chunks(versions):
-            conn.execute(sa.insert(history), chunk)
+            _insert_rows(conn, INDEX_TABLES[kind], index)
+        _insert_rows(conn, history, versions)
+
+
+def _keep_superseded(conn: sa.Connection, states: list[dict]) -> None:
+    """Move the bytes of versions about to be superseded into their history rows (the current
+    version keeps its bytes in ``resource`` only)."""
+    if states:
+        conn.execute(
+            sa.update(history).where(history.c.type == sa.bindparam("b_type"),
+                                     history.c.id == sa.bindparam("b_id"),
+                                     history.c.version == sa.bindparam("b_version"))
+            .values(content=sa.bindparam("b_content")),
+            [{"b_type": s["type"], "b_id": s["id"], "b_version": s["version"], "b_content": s["content"]}
+             for s in states])
+
+
+def _insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
+    """Insert ``rows`` (dicts by column name) straight through the driver (COPY on PostgreSQL,
+    executemany on SQLite): index rows come by the hundred thousand when loading, and a
+    statement per row costs more than the database's own work."""
+    if not rows:
+        return
+    columns = [c.name for c in table.columns if not c.primary_key]  # the database numbers rows
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    if conn.dialect.name == "postgresql":  # COPY: one stream instead of a statement per row
+        sql = f"COPY {quote(table.name)} ({names}) FROM STDIN"
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row([row.get(c) for c in columns])
+        except dbapi.Error as exc:
+            raise sa_exc.DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
+        return
+    sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({', '.join(['?'] * len(columns))})"
+    for chunk in _chunks(rows, 5000):
+        conn.exec_driver_sql(sql, [tuple(row.get(c) for c in columns) for row in chunk])
+
+
+_INDEXED: dict[tuple[int, str], dict] = {}
+
+
+def _indexed_params(registry: Registry, rtype: str) -> tuple[list, dict[str, int]]:
+    """The parameters of ``rtype`` that get index rows (all but ``_id``) and their pids by code."""
+    key = (id(registry), rtype)
+    found = _INDEXED.get(key)
+    if found is None:
+        params = [p for p in registry.params(rtype).values() if p.expression.text not in _ID_EXPRESSIONS]
+        found = _INDEXED[key] = (params, {p.code: param_id(rtype, p.code) for p in params})
+    return found
 
 
 def _check_keys(resources: list[dict]) -> None:
@@ -591,8 +690,15 @@ def _head(conn: sa.Connection, rtype: str, rid: str, lock: bool = False) -> Head
 
 
 def _history_select() -> sa.Select:
-    return sa.select(history.c.type, history.c.id, history.c.version, history.c.last_updated,
-                     history.c.method, history.c.created, history.c.content)
+    """Versions with their bytes: a history row's own, or for the current version (which keeps
+    none of its own) the bytes in ``resource``."""
+    current = sa.and_(resource.c.type == history.c.type, resource.c.id == history.c.id,
+                      resource.c.version == history.c.version, resource.c.deleted.is_(False),
+                      history.c.method != "DELETE")
+    return (sa.select(history.c.type, history.c.id, history.c.version, history.c.last_updated,
+                      history.c.method, history.c.created,
+                      sa.func.coalesce(history.c.content, resource.c.content).label("content"))
+            .select_from(history.outerjoin(resource, current)))
 
 
 def _history_entry(row) -> HistoryEntry:
@@ -630,12 +736,30 @@ def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
 def _clause_condition(rtype: str, clause: Clause) -> sa.ColumnElement[bool]:
     if clause.param.type == "composite":
         return sa.or_(*(_composite_condition(rtype, clause, value) for value in clause.values))
+    if clause.param.expression.text in _ID_EXPRESSIONS:
+        return _id_condition(clause)
     table = INDEX_TABLES[clause.param.type]
-    rows = sa.select(table.c.resource_pk).where(table.c.rtype == rtype, table.c.param == clause.param.code)
+    rows = sa.select(table.c.resource_pk).where(table.c.pid == param_id(rtype, clause.param.code))
     if clause.modifier == "missing":
         return resource.c.pk.not_in(rows) if clause.missing else resource.c.pk.in_(rows)
     matches = rows.where(sa.or_(*(_value_condition(table, clause.modifier, v) for v in clause.values)))
     return resource.c.pk.not_in(matches) if clause.modifier == "not" else resource.c.pk.in_(matches)
+
+
+class _IdColumns(NamedTuple):
+    """``resource.id`` seen as a token index row: a code without system or text."""
+
+    code: sa.ColumnElement = resource.c.id
+    system: sa.ColumnElement = sa.null()
+    text: sa.ColumnElement = sa.null()
+
+
+def _id_condition(clause: Clause) -> sa.ColumnElement[bool]:
+    """``_id`` from ``resource.id`` (every resource has one: ``:missing=true`` matches none)."""
+    if clause.modifier == "missing":
+        return sa.false() if clause.missing else sa.true()
+    match = sa.or_(*(_token_condition(_IdColumns(), v) for v in clause.values))
+    return sa.not_(match) if clause.modifier == "not" else match
 
 
 def _composite_condition(rtype: str, clause: Clause, value: CompositeValue) -> sa.ColumnElement[bool]:
@@ -646,7 +770,7 @@ def _composite_condition(rtype: str, clause: Clause, value: CompositeValue) -> s
     statement = sa.select(first.c.resource_pk)
     conditions = []
     for number, (alias, component, part) in enumerate(zip(aliases, clause.param.components, value.parts)):
-        conditions += [alias.c.rtype == rtype, alias.c.param == clause.param.code, alias.c.comp == number,
+        conditions += [alias.c.pid == param_id(rtype, clause.param.code), alias.c.comp == number,
                        _component_condition(alias.c, component.type, part)]
         if number:
             conditions += [alias.c.resource_pk == first.c.resource_pk, alias.c.grp == first.c.grp]
@@ -681,7 +805,9 @@ def _token_condition(c, value: TokenValue) -> sa.ColumnElement[bool]:
 
 
 def _narrows(clause: Clause) -> bool:
-    """Whether ``clause`` selects from index rows of its type (not :not / :missing=true)."""
+    """Whether ``clause`` selects from index rows of its type (not :not / :missing=true, not ``_id``)."""
+    if clause.param.expression.text in _ID_EXPRESSIONS:
+        return False
     return clause.modifier != "not" and not (clause.modifier == "missing" and clause.missing)
 
 
@@ -693,8 +819,8 @@ def _value_condition(table: sa.Table, modifier: str | None, value) -> sa.ColumnE
         if modifier == "exact":
             return c.exact == value.exact
         if modifier == "contains":
-            return c.full.like("%" + _escape_like(value.normalized) + "%", escape="\\")
-        if len(value.normalized) > c.value.type.length:
+            return sa.func.coalesce(c.full, c.value).like("%" + _escape_like(value.normalized) + "%", escape="\\")
+        if len(value.normalized) > STRING_INDEX_LENGTH:  # longer than ``value`` keeps: only ``full`` can match
             return c.full.like(_escape_like(value.normalized) + "%", escape="\\")
         return _starts_with(c.value, value.normalized)
     if isinstance(value, ReferenceValue):
@@ -796,8 +922,8 @@ def _include_pks(conn: sa.Connection, include: Include, sources: list[StoredReso
         source_pks = sa.select(resource.c.pk).where(resource.c.type == param.resource_type,
                                                       resource.c.id.in_(source_ids))
         targets = (sa.select(ref.c.target_type, ref.c.target_id)
-                   .where(ref.c.resource_pk.in_(source_pks), ref.c.rtype == param.resource_type,
-                          ref.c.param == param.code, ref.c.target_id.is_not(None)))
+                   .where(ref.c.resource_pk.in_(source_pks), ref.c.pid == param_id(param.resource_type, param.code),
+                          ref.c.target_id.is_not(None)))
         if include.target_type:
             targets = targets.where(ref.c.target_type == include.target_type)
         by_type: dict[str, list[str]] = {}
@@ -818,7 +944,7 @@ def _include_pks(conn: sa.Connection, include: Include, sources: list[StoredReso
     for target_type, ids in sorted(by_type.items()):
         pks.extend(conn.execute(
             sa.select(ref.c.resource_pk).distinct()
-            .where(ref.c.rtype == param.resource_type, ref.c.param == param.code,
+            .where(ref.c.pid == param_id(param.resource_type, param.code),
                    ref.c.target_type == target_type, ref.c.target_id.in_(ids))
             .order_by(ref.c.resource_pk)).scalars())
     return pks
@@ -853,7 +979,7 @@ def _sorted(statement: sa.Select, rtype: str, keys: list[SortKey]) -> tuple[sa.S
             source = table.c[_SORT_COLUMNS[key.param.type]]
             aggregate = sa.func.max(source) if key.descending else sa.func.min(source)
             values = (sa.select(table.c.resource_pk, aggregate.label("value"))
-                      .where(table.c.rtype == rtype, table.c.param == key.param.code)
+                      .where(table.c.pid == param_id(rtype, key.param.code))
                       .group_by(table.c.resource_pk)
                       .subquery(f"sort_{number}"))
             statement = statement.outerjoin(values, values.c.resource_pk == resource.c.pk)
