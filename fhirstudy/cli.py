@@ -170,6 +170,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import create_app
 
     config = {"DATABASE_URL": args.db}
+    if args.cache_mb is not None:
+        config["SEARCH_CACHE_BYTES"] = int(args.cache_mb * 2**20)
     if args.write_token:
         config["WRITE_TOKEN"] = args.write_token
     app = create_app(config)
@@ -340,6 +342,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"database URL (default {DEFAULT_DB})")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     p.add_argument("--dev", action="store_true", help="use Flask's development server instead of gunicorn")
+    p.add_argument("--cache-mb", type=float, default=None, metavar="MB",
+                   help="search responses kept per worker until the next write (default 64; 0: none)")
     p.add_argument("--write-token", metavar="TOKEN", default=os.environ.get("FHIRSTUDY_WRITE_TOKEN"),
                    help="accept writes (PUT, POST, DELETE) from clients presenting this bearer token "
                         "(default: $FHIRSTUDY_WRITE_TOKEN; without one, writes are refused)")

@@ -596,3 +596,23 @@ def test_search_cache_never_serves_a_stale_answer(tmp_path):
     other.put_many([{**study, "title": "Renamed"}])
     assert client.get("/ResearchStudy?title=cache").get_json()["total"] == 1
     other.close()
+
+
+@pytest.mark.parametrize("cache_bytes,searches", [(2**20, 1), (0, 3)])
+def test_search_cache_answers_repeats_without_searching_unless_turned_off(tmp_path, monkeypatch, cache_bytes,
+                                                                         searches):
+    """The same search three times: with the cache, the store is searched once; with
+    ``SEARCH_CACHE_BYTES=0`` (``serve --cache-mb 0``) every time, and the answers are the same."""
+    from fhirstudy.server import STORE_EXTENSION, create_app
+
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}", "TESTING": True,
+                      "SEARCH_CACHE_BYTES": cache_bytes})
+    store = app.extensions[STORE_EXTENSION]
+    store.put_many([{"resourceType": "ResearchStudy", "id": "c1", "status": "active", "title": "Cache one"}])
+    calls = []
+    real_search = store.search
+    monkeypatch.setattr(store, "search", lambda query: calls.append(query) or real_search(query))
+    client = app.test_client()
+    bodies = [client.get("/ResearchStudy?title=cache").data for _ in range(3)]
+    assert len(calls) == searches and bodies[0] == bodies[1] == bodies[2]
+    assert b'"total":1' in bodies[0]

@@ -4,7 +4,9 @@ Config keys: ``DATABASE_URL`` (default ``sqlite:///fhirstudy.db``; the environme
 ``FHIRSTUDY_DATABASE_URL`` overrides the default), ``BASE_URL`` (the public base URL used in
 ``fullUrl`` and links; derived from each request when not set) and ``WRITE_TOKEN`` (the bearer
 token writes must present; default from ``FHIRSTUDY_WRITE_TOKEN``; without one the server is
-read-only and refuses writes with 403).
+read-only and refuses writes with 403) and ``SEARCH_CACHE_BYTES`` (search responses kept per app
+until the next write, :mod:`fhirstudy.server.cache`; default 64 MiB or
+``FHIRSTUDY_SEARCH_CACHE_BYTES``; 0 turns the cache off).
 
 Blueprints: ``routes`` (metadata, read, search), ``history`` (history, vread; 304/410 on read)
 and ``write`` (create, update, delete, conditional ones, transaction/batch, ``$validate``).
@@ -15,6 +17,7 @@ import os
 
 from flask import Flask
 
+from fhirstudy.server.cache import DEFAULT_BYTES as DEFAULT_CACHE_BYTES
 from fhirstudy.store import DEFAULT_URL, open_store
 
 STORE_EXTENSION = "fhirstudy.store"
@@ -28,6 +31,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(
         DATABASE_URL=os.environ.get("FHIRSTUDY_DATABASE_URL", DEFAULT_URL),
         BASE_URL=os.environ.get("FHIRSTUDY_BASE_URL"),
+        SEARCH_CACHE_BYTES=int(os.environ.get("FHIRSTUDY_SEARCH_CACHE_BYTES", DEFAULT_CACHE_BYTES)),
         **{auth.TOKEN_CONFIG: os.environ.get(auth.TOKEN_ENV)},
     )
     if test_config:

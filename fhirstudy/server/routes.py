@@ -16,11 +16,14 @@ search that is not a stored snapshot.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 from urllib.parse import urlencode
 
 import orjson
 from flask import Blueprint, Response, current_app, request
-from werkzeug.http import http_date
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import http_date, parse_accept_header
+from werkzeug.sansio.utils import get_current_url
 
 from fhirstudy.errors import NotAcceptable, NotFound
 from fhirstudy.search import load_registry, parse_search
@@ -47,7 +50,16 @@ def get_store():
 
 def base_url() -> str:
     """``BASE_URL`` from the config, else the root URL of the request (without trailing slash)."""
-    return (current_app.config.get("BASE_URL") or request.url_root).rstrip("/")
+    configured = current_app.config.get("BASE_URL")
+    if configured:
+        return configured.rstrip("/")
+    return _root_url(request.scheme, request.host, request.root_path)
+
+
+@lru_cache(maxsize=64)
+def _root_url(scheme: str, host: str, root_path: str) -> str:
+    # what ``request.url_root`` gives, without recomputing it on every request
+    return get_current_url(scheme, host, root_path).rstrip("/")
 
 
 @bp.before_request
@@ -58,8 +70,17 @@ def negotiate_format() -> None:
         if wanted.split(";")[0].strip() not in JSON_FORMATS:
             raise NotAcceptable(f"_format={wanted} is not supported; this server speaks JSON only",
                                 expression="_format")
-    elif request.accept_mimetypes and not request.accept_mimetypes.best_match(JSON_MIMETYPES):
-        raise NotAcceptable(f"Cannot produce {request.headers.get('Accept')}; this server speaks JSON only")
+        return
+    accept = request.headers.get("Accept")
+    if accept and not _accepts_json(accept):
+        raise NotAcceptable(f"Cannot produce {accept}; this server speaks JSON only")
+
+
+@lru_cache(maxsize=256)
+def _accepts_json(accept: str) -> bool:
+    """Whether an ``Accept`` header admits JSON (clients send the same few headers again and again)."""
+    parsed = parse_accept_header(accept, MIMEAccept)
+    return not parsed or bool(parsed.best_match(JSON_MIMETYPES))
 
 
 def _served(rtype: str) -> None:
@@ -132,14 +153,18 @@ def _search(rtype: str, args: list[tuple[str, str]]) -> Response:
     _served(rtype)
     lenient = LENIENT in request.headers.get("Prefer", "").replace(" ", "")
     store, base = get_store(), base_url()
-    key = (rtype, tuple(args), lenient, base)
-    generation = store.generation()
-    cache = current_app.extensions.setdefault(CACHE_EXTENSION, ResponseCache())  # one per app (database)
-    body = cache.get(key, generation)
+    cache = current_app.extensions.get(CACHE_EXTENSION)
+    if cache is None:  # one per app (database)
+        cache = current_app.extensions[CACHE_EXTENSION] = ResponseCache(current_app.config["SEARCH_CACHE_BYTES"])
+    key, generation, body = (rtype, tuple(args), lenient, base), None, None
+    if cache.max_bytes:
+        generation = store.generation()
+        body = cache.get(key, generation)
     if body is None:
         query = parse_search(rtype, args, load_registry(), lenient)
         body = searchset_bytes(query, store.search(query), base)
-        cache.put(key, generation, body)
+        if generation is not None:
+            cache.put(key, generation, body)
     return _fhir_response(body)
 
 
