@@ -224,6 +224,34 @@ def test_paging_survives_concurrent_writes(client, app, sort):
     assert seen == before
 
 
+@pytest.mark.parametrize("sort", ["", "&_sort=-title", "&_sort=status,-_id", "&_sort=recruitment-target,title"])
+def test_previous_links_walk_back_through_the_same_pages(client, sort):
+    """From the last page, ``previous`` links give the pages ``next`` gave, in reverse (keyset
+    paging backwards, ``_before``); the first page has no ``previous``."""
+    url, forward = f"/ResearchStudy?_count=5{sort}", []
+    while url:
+        bundle = client.get(url).get_json()
+        forward.append([e["resource"]["id"] for e in bundle.get("entry", [])])
+        last = bundle
+        url = _links(bundle).get("next", "").replace(BASE, "") or None
+    assert len(forward) >= 3 and "previous" not in _links(client.get(f"/ResearchStudy?_count=5{sort}").get_json())
+    backward, bundle = [], last
+    while "previous" in _links(bundle):
+        bundle = client.get(_links(bundle)["previous"].replace(BASE, "")).get_json()
+        backward.append([e["resource"]["id"] for e in bundle["entry"]])
+        assert "next" in _links(bundle) and "first" in _links(bundle)
+    assert backward == forward[-2::-1]
+
+
+def test_cursor_and_before_do_not_go_together(client):
+    first = client.get("/ResearchStudy?_count=2").get_json()
+    cursor = parse_qsl(urlsplit(_links(first)["next"]).query)[-1][1]
+    response = client.get(f"/ResearchStudy?_count=2&_cursor={cursor}&_before={cursor}")
+    assert response.status_code == 400 and "_before" in response.get_json()["issue"][0]["diagnostics"]
+    bad = client.get("/ResearchStudy?_before=not-ours")
+    assert bad.status_code == 400 and bad.get_json()["issue"][0]["expression"] == ["_before"]
+
+
 def test_link_urls(client):
     bundle = client.get("/ResearchStudy?condition=asthma&_count=5").get_json()
     links = _links(bundle)
@@ -233,7 +261,7 @@ def test_link_urls(client):
     query = parse_qsl(parts.query)
     assert query[:2] == [("condition", "asthma"), ("_count", "5")] and query[2][0] == "_cursor"
     second = client.get(links["next"].replace(BASE, "")).get_json()
-    assert set(_links(second)) == {"self", "first", "next"}
+    assert set(_links(second)) == {"self", "first", "previous", "next"}
     assert _links(second)["first"] == f"{BASE}/ResearchStudy?condition=asthma&_count=5"
     last = client.get("/ResearchStudy?condition=asthma&_count=5&_offset=20").get_json()
     assert "next" not in _links(last) and len(last["entry"]) == 2

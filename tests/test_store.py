@@ -165,3 +165,65 @@ def test_id_is_searched_on_the_resource_row_of_its_type_only(loaded):
     assert _search(loaded, "ResearchStudy", "_id:missing=true").total == 0
     assert _search(loaded, "ResearchStudy", "_id=|rs-1").total == 1
     assert _search(loaded, "ResearchStudy", "_id=http://x|rs-1").total == 0
+
+
+@pytest.mark.parametrize("sort", ["", "_sort=-title", "_sort=recruitment-target,-_id"])
+def test_pages_before_a_position_are_the_pages_after_read_backwards(store, sort):
+    """``_before`` (the ``previous`` link) gives the ``count`` matches just before a position, in
+    forward order, with the same ordering of missing sort values (last) on both databases."""
+    studies = [{"resourceType": "ResearchStudy", "id": f"p-{n:02d}", "status": "active", "title": f"T{n % 4}",
+                **({"recruitment": {"targetNumber": n % 3}} if n % 5 else {})} for n in range(13)]
+    store.put_many(studies)
+    forward, cursor, pages = [], None, []
+    while True:
+        query = parse_search("ResearchStudy", [tuple(p.split("=")) for p in [sort, "_count=4"] if p], load_registry())
+        query.cursor = cursor
+        result = store.search(query)
+        pages.append(result)
+        forward.append([e.id for e in result.entries])
+        if result.next_cursor is None:
+            break
+        cursor = result.next_cursor
+    assert sum(map(len, forward)) == 13 and pages[0].prev_cursor is None
+    backward, result = [], pages[-1]
+    while result.prev_cursor is not None:
+        query = parse_search("ResearchStudy", [tuple(p.split("=")) for p in [sort, "_count=4"] if p], load_registry())
+        query.before = result.prev_cursor
+        result = store.search(query)
+        backward.append([e.id for e in result.entries])
+    assert backward == forward[-2::-1]
+
+
+def test_racing_conditional_creates_make_one_resource(store):
+    """Four writers run the same conditional create at once (match the criteria, find nothing,
+    create), each pausing between match and create to widen the race: exactly one resource
+    is created and the others see it (PostgreSQL: advisory lock on the criteria; SQLite:
+    serialised write transactions)."""
+    import threading
+    import time
+
+    criteria = parse_search("ResearchStudy", [("identifier", "urn:x|race-1")], load_registry())
+    outcomes, errors = [], []
+
+    def conditional_create(n: int) -> None:
+        def work(tx):
+            found = tx.match(criteria)
+            if found:
+                return "found " + found[0]
+            time.sleep(0.3)
+            tx.put([{"resourceType": "ResearchStudy", "id": f"race-{n}", "status": "active",
+                     "identifier": [{"system": "urn:x", "value": "race-1"}]}], method="POST")
+            return "created"
+        try:
+            outcomes.append(store.write(work))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=conditional_create, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(o.split()[0] for o in outcomes) == ["created", "found", "found", "found"]
+    assert _search(store, "ResearchStudy", "identifier=urn:x|race-1").total == 1

@@ -8,8 +8,8 @@ store only ever sees well-formed criteria; anything malformed raises
 Result parameters: ``_count`` (capped at :data:`MAX_COUNT`), ``_offset``, ``_sort`` (several keys,
 ``-`` for descending), ``_total`` (``none``, ``estimate``, ``accurate``), ``_summary`` (``true``,
 ``text``, ``data``, ``count``, ``false``), ``_elements``, ``_include`` and ``_revinclude`` (with
-``:iterate``) and ``_cursor``, the opaque keyset position the server writes into ``next`` links
-(see :mod:`fhirstudy.server.routes`).
+``:iterate``), ``_cursor`` and ``_before``, the opaque keyset positions the server writes into
+``next`` and ``previous`` links (see :mod:`fhirstudy.server.routes`).
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ MAX_COUNT = 500
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # Result parameters we honour; ``_format`` and ``_pretty`` are the server's business.
 RESULT_PARAMETERS = ("_count", "_offset", "_sort", "_total", "_summary", "_format", "_pretty", "_elements",
-                     "_include", "_revinclude", "_include:iterate", "_revinclude:iterate", "_cursor")
+                     "_include", "_revinclude", "_include:iterate", "_revinclude:iterate", "_cursor",
+                     "_before")
 SUMMARY_VALUES = ("true", "text", "data", "count", "false")
 TOTAL_VALUES = ("none", "estimate", "accurate")
 # Element names for _elements: a top-level element of the resource (no paths into it).
@@ -136,6 +137,7 @@ class SearchQuery:
     elements: tuple[str, ...] | None = None
     includes: list[Include] = field(default_factory=list)
     cursor: tuple | None = None  # the sort values and id of the last entry of the previous page
+    before: tuple | None = None  # the sort values and id of the first entry of the next page
 
     @property
     def subsetted(self) -> bool:
@@ -204,9 +206,15 @@ def _result_parameter(query: SearchQuery, name: str, raw: str, registry: Registr
         query.elements = (query.elements or ()) + names
     elif name in ("_include", "_revinclude", "_include:iterate", "_revinclude:iterate"):
         query.includes.extend(_includes(query.resource_type, name, raw, registry, lenient))
-    elif name == "_cursor":
-        query.cursor = decode_cursor(raw)
-        return  # the server writes it into next links itself
+    elif name in ("_cursor", "_before"):
+        values = decode_cursor(raw, name)
+        if name == "_cursor":
+            query.cursor = values
+        else:
+            query.before = values
+        if query.cursor is not None and query.before is not None:
+            raise InvalidRequest("_cursor and _before do not go together", expression=name)
+        return  # the server writes them into paging links itself
     if name not in ("_format", "_pretty", "_count", "_offset"):  # links set _count themselves
         query.echo.append((name, raw))
 
@@ -243,15 +251,16 @@ def encode_cursor(values: tuple) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode("ascii").rstrip("=")
 
 
-def decode_cursor(raw: str) -> tuple:
-    """The sort values and id a ``_cursor`` value holds; InvalidRequest when it is not ours."""
+def decode_cursor(raw: str, name: str = "_cursor") -> tuple:
+    """The sort values and id a ``_cursor`` (or ``_before``) value holds; InvalidRequest when it
+    is not ours."""
     try:
         values = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (ValueError, binascii.Error, orjson.JSONDecodeError) as exc:
-        raise InvalidRequest("_cursor is not a value this server wrote", expression="_cursor") from exc
+        raise InvalidRequest(f"{name} is not a value this server wrote", expression=name) from exc
     if not isinstance(values, list) or not values or not all(
             v is None or isinstance(v, (str, int, float)) for v in values):
-        raise InvalidRequest("_cursor is not a value this server wrote", expression="_cursor")
+        raise InvalidRequest(f"{name} is not a value this server wrote", expression=name)
     return tuple(values)
 
 

@@ -7,7 +7,9 @@ Bundle is assembled by splicing the stored bytes into an envelope serialised wit
 one exception is a subset (``_summary=true|text|data``, ``_elements``), which needs the JSON.
 
 Paging: the ``next`` link carries ``_cursor``, the sort values and id of the page's last entry, so
-the next page starts right after it whatever was written in between (keyset paging; an offset
+the next page starts right after it whatever was written in between; the ``previous`` link
+carries ``_before``, those of the page's first entry, and gives the ``_count`` entries just before
+it (keyset paging; an offset
 would shift when a match is created or deleted before the page, repeating or skipping one).  It
 needs no state on the server, so it holds across gunicorn workers and machines sharing one
 PostgreSQL.  A resource whose own sort value changes between two pages may move, as in any
@@ -194,13 +196,17 @@ def _links(query: SearchQuery, result: SearchResult, url: str) -> list[dict]:
         return url + "?" + urlencode([*query.echo, ("_count", query.count), *extra])
 
     here = []
-    if query.offset:
+    if query.offset and query.before is None:
         here.append(("_offset", query.offset))
     if query.cursor is not None:
         here.append(("_cursor", encode_cursor(query.cursor)))
+    if query.before is not None:
+        here.append(("_before", encode_cursor(query.before)))
     links = [{"relation": "self", "url": page(*here)}]
-    if query.cursor is not None or query.offset:
+    if query.cursor is not None or query.before is not None or query.offset:
         links.append({"relation": "first", "url": page()})
+    if query.count and result.prev_cursor is not None:
+        links.append({"relation": "previous", "url": page(("_before", encode_cursor(result.prev_cursor)))})
     if query.count and result.next_cursor is not None:
         links.append({"relation": "next", "url": page(("_cursor", encode_cursor(result.next_cursor)))})
     return links

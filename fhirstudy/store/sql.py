@@ -239,13 +239,14 @@ class PutResult(NamedTuple):
 @dataclass(frozen=True)
 class SearchResult:
     """The total number of matches (None for ``_total=none``), the requested page of them (in
-    order), the resources ``_include``/``_revinclude`` added, and the cursor of the next page
-    (None on the last page)."""
+    order), the resources ``_include``/``_revinclude`` added, the cursor of the next page (None
+    on the last page) and that of the previous one (None on the first page)."""
 
     total: int | None
     entries: list[StoredResource]
     included: list[StoredResource] = field(default_factory=list)
     next_cursor: tuple | None = None
+    prev_cursor: tuple | None = None  # the first entry's sort values, when a page comes before it
 
     @property
     def resources(self) -> list[bytes]:
@@ -476,23 +477,40 @@ class SqlStore:
             entries: list[StoredResource] = []
             included: list[StoredResource] = []
             next_cursor = None
+            prev_cursor = None
             if query.count and total != 0:
+                backwards = query.before is not None
                 statement, keys = _sorted(sa.select(resource.c.pk, resource.c.id).where(*where),
-                                          query.resource_type, query.sort)
+                                          query.resource_type, query.sort, reverse=backwards)
                 if query.cursor is not None:
                     statement = statement.where(_after(keys, query.cursor))
+                if backwards:
+                    statement = statement.where(_before(keys, query.before))
                 statement = statement.add_columns(*(column.label(f"k{n}") for n, (column, _) in enumerate(keys)))
-                # order and cut on keys only (one row more: is there a next page?), then fetch
+                # order and cut on keys only (one row more: is there a page beyond?), then fetch
                 # the page's content by primary key
-                rows = conn.execute(statement.limit(query.count + 1).offset(query.offset)).all()
+                rows = conn.execute(statement.limit(query.count + 1)
+                                    .offset(0 if backwards else query.offset)).all()
                 page = rows[:query.count]
-                if len(rows) > query.count:
-                    last = page[-1]
-                    next_cursor = tuple(getattr(last, f"k{n}") for n in range(len(keys)))
+
+                def position(row) -> tuple:
+                    return tuple(getattr(row, f"k{n}") for n in range(len(keys)))
+
+                if backwards:  # the page before ``before``, read from its end: turn it round
+                    page.reverse()
+                    if len(rows) > query.count:
+                        prev_cursor = position(page[0])
+                    if page:
+                        next_cursor = position(page[-1])
+                else:
+                    if len(rows) > query.count:
+                        next_cursor = position(page[-1])
+                    if page and (query.cursor is not None or query.offset):
+                        prev_cursor = position(page[0])
                 entries = _load(conn, [row.pk for row in page])
                 if query.includes:
                     included = _included(conn, query, entries)
-        return SearchResult(total, entries, included, next_cursor)
+        return SearchResult(total, entries, included, next_cursor, prev_cursor)
 
     def close(self) -> None:
         """Release every database connection."""
@@ -522,7 +540,17 @@ class Tx:
 
     def match(self, query: SearchQuery, limit: int = 2) -> list[str]:
         """Ids of at most ``limit`` resources matching ``query``'s criteria (for conditional
-        operations: zero, one, or more than one), seeing this transaction's own writes."""
+        operations: zero, one, or more than one), seeing this transaction's own writes.
+
+        Two transactions matching the same criteria run one after the other: on PostgreSQL the
+        first takes a transaction-scoped advisory lock on the criteria, so the second's match
+        waits for its commit and sees what it created (two racing conditional creates make one
+        resource, not two).  SQLite write transactions are serialised anyway.
+        """
+        if self.conn.dialect.name == "postgresql":
+            criteria = "&".join(f"{name}={value}" for name, value in sorted(query.echo))
+            digest = hashlib.blake2b(f"{query.resource_type}?{criteria}".encode(), digest_size=8).digest()
+            self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
         statement = (sa.select(resource.c.id).where(*_search_conditions(query))
                      .order_by(resource.c.id).limit(limit))
         return list(self.conn.execute(statement).scalars())
@@ -992,11 +1020,28 @@ def _after(keys: list[tuple[sa.ColumnElement, bool]], values: tuple) -> sa.Colum
     return sa.or_(*alternatives)
 
 
-def _sorted(statement: sa.Select, rtype: str, keys: list[SortKey]) -> tuple[sa.Select, list]:
+def _before(keys: list[tuple[sa.ColumnElement, bool]], values: tuple) -> sa.ColumnElement[bool]:
+    """Rows strictly before ``values`` in the order ``keys`` (column, descending), nulls last."""
+    if len(values) != len(keys):
+        raise InvalidRequest("_before does not belong to this search", expression="_before")
+    alternatives, equal = [], []
+    for (column, descending), value in zip(keys, values):
+        if value is None:
+            earlier = column.is_not(None)  # every value sorts before a missing one
+        else:
+            earlier = column > value if descending else column < value
+        alternatives.append(sa.and_(*equal, earlier))
+        equal.append(column.is_(None) if value is None else column == value)
+    return sa.or_(*alternatives)
+
+
+def _sorted(statement: sa.Select, rtype: str, keys: list[SortKey],
+            reverse: bool = False) -> tuple[sa.Select, list]:
     """``statement`` ordered by ``keys`` then by id, and the (column, descending) pairs it is
     ordered by; a key on an index table joins that table's per-resource minimum (maximum when
     descending; a date by the start of its range either way), and resources without a value
-    sort last."""
+    sort last.  ``reverse`` orders the same way backwards (for the page before a position); the
+    pairs returned are those of the forward order."""
     order = []
     columns = []
     for number, key in enumerate(keys):
@@ -1011,10 +1056,10 @@ def _sorted(statement: sa.Select, rtype: str, keys: list[SortKey]) -> tuple[sa.S
                       .subquery(f"sort_{number}"))
             statement = statement.outerjoin(values, values.c.resource_pk == resource.c.pk)
             column = values.c.value
-            order.append(column.is_(None))
-        order.append(column.desc() if key.descending else column.asc())
+            order.append(column.is_(None).desc() if reverse else column.is_(None))
+        order.append(column.desc() if key.descending != reverse else column.asc())
         columns.append((column, key.descending))
     if not any(column is resource.c.id for column, _ in columns):
-        order.append(resource.c.id)
+        order.append(resource.c.id.desc() if reverse else resource.c.id)
         columns.append((resource.c.id, False))
     return statement.order_by(*order), columns
