@@ -370,7 +370,8 @@ class SqlStore:
             raise StoreError(
                 f"the database at {self.engine.url.render_as_string(hide_password=True)} was made by "
                 f"another version of fhirstudy (storage layout {version}, this one reads "
-                f"{SCHEMA_VERSION}); load the data again into a new database")
+                f"{SCHEMA_VERSION}); load the data again into a new database (for SQLite: another "
+                f"--db path, or delete the file and its -wal/-shm files)")
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -483,9 +484,9 @@ class SqlStore:
                 statement, keys = _sorted(sa.select(resource.c.pk, resource.c.id).where(*where),
                                           query.resource_type, query.sort, reverse=backwards)
                 if query.cursor is not None:
-                    statement = statement.where(_after(keys, query.cursor))
+                    statement = statement.where(_beyond(keys, query.cursor))
                 if backwards:
-                    statement = statement.where(_before(keys, query.before))
+                    statement = statement.where(_beyond(keys, query.before, backwards=True))
                 statement = statement.add_columns(*(column.label(f"k{n}") for n, (column, _) in enumerate(keys)))
                 # order and cut on keys only (one row more: is there a page beyond?), then fetch
                 # the page's content by primary key
@@ -1005,32 +1006,22 @@ def _include_pks(conn: sa.Connection, include: Include, sources: list[StoredReso
     return pks
 
 
-def _after(keys: list[tuple[sa.ColumnElement, bool]], values: tuple) -> sa.ColumnElement[bool]:
-    """Rows strictly after ``values`` in the order ``keys`` (column, descending), nulls last."""
+def _beyond(keys: list[tuple[sa.ColumnElement, bool]], values: tuple,
+            backwards: bool = False) -> sa.ColumnElement[bool]:
+    """Rows strictly after ``values`` in the order ``keys`` (column, descending), nulls last, or
+    strictly before them when ``backwards``."""
+    name = "_before" if backwards else "_cursor"
     if len(values) != len(keys):
-        raise InvalidRequest("_cursor does not belong to this search", expression="_cursor")
+        raise InvalidRequest(f"{name} does not belong to this search", expression=name)
     alternatives, equal = [], []
     for (column, descending), value in zip(keys, values):
-        if value is None:
-            later = sa.false()  # nothing sorts after a missing value
+        if value is None:  # a missing value sorts after every value
+            step = column.is_not(None) if backwards else sa.false()
         else:
-            later = sa.or_(column < value if descending else column > value, column.is_(None))
-        alternatives.append(sa.and_(*equal, later))
-        equal.append(column.is_(None) if value is None else column == value)
-    return sa.or_(*alternatives)
-
-
-def _before(keys: list[tuple[sa.ColumnElement, bool]], values: tuple) -> sa.ColumnElement[bool]:
-    """Rows strictly before ``values`` in the order ``keys`` (column, descending), nulls last."""
-    if len(values) != len(keys):
-        raise InvalidRequest("_before does not belong to this search", expression="_before")
-    alternatives, equal = [], []
-    for (column, descending), value in zip(keys, values):
-        if value is None:
-            earlier = column.is_not(None)  # every value sorts before a missing one
-        else:
-            earlier = column > value if descending else column < value
-        alternatives.append(sa.and_(*equal, earlier))
+            step = column < value if descending != backwards else column > value
+            if not backwards:
+                step = sa.or_(step, column.is_(None))
+        alternatives.append(sa.and_(*equal, step))
         equal.append(column.is_(None) if value is None else column == value)
     return sa.or_(*alternatives)
 
