@@ -125,7 +125,7 @@ def test_paging_is_stable_and_complete(loaded):
 
 def test_sort(loaded):
     ids = [e.id for e in _search(loaded, "ResearchStudy", "_sort=-recruitment-target&_count=4").entries]
-    assert ids == ["rs-2", "rs-1", "rs-3", "rs-filler-00"]  # no value sorts last, then by id
+    assert ids == ["rs-2", "rs-1", "rs-3", "rs-filler-00"]  # no value sorts last, then in the order stored
 
 
 def test_unreachable_database_is_a_store_error(tmp_path):
@@ -227,3 +227,24 @@ def test_racing_conditional_creates_make_one_resource(store):
     assert not errors
     assert sorted(o.split()[0] for o in outcomes) == ["created", "found", "found", "found"]
     assert _search(store, "ResearchStudy", "identifier=urn:x|race-1").total == 1
+
+
+def test_a_search_with_an_indexed_criterion_reads_only_the_index(loaded):
+    """Without ``_sort``, count and page of ``condition=breast-cancer`` are read from the index
+    rows alone (deleted resources have none), in the order first stored; a deleted match is gone."""
+    import re
+
+    import sqlalchemy as sa
+
+    statements = []
+    record = lambda conn, cursor, sql, *rest: statements.append(sql)  # noqa: E731
+    sa.event.listen(loaded.engine, "before_cursor_execute", record)
+    try:
+        result = _search(loaded, "ResearchStudy", "condition=breast-cancer&status:not=withdrawn")
+    finally:
+        sa.event.remove(loaded.engine, "before_cursor_execute", record)
+    assert [e.id for e in result.entries] == ["rs-1", "rs-3"] and result.total == 2
+    statements = [s for s in statements if s.startswith("SELECT")]
+    assert len(statements) == 2 and not any(re.search(r"\b(FROM|JOIN) resource\b", s) for s in statements)
+    loaded.write(lambda tx: tx.delete("ResearchStudy", "rs-1"))
+    assert [e.id for e in _search(loaded, "ResearchStudy", "condition=breast-cancer").entries] == ["rs-3"]

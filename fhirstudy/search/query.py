@@ -136,8 +136,8 @@ class SearchQuery:
     summary: str | None = None
     elements: tuple[str, ...] | None = None
     includes: list[Include] = field(default_factory=list)
-    cursor: tuple | None = None  # the sort values and id of the last entry of the previous page
-    before: tuple | None = None  # the sort values and id of the first entry of the next page
+    cursor: tuple | None = None  # the sort values and primary key of the previous page's last entry
+    before: tuple | None = None  # the sort values and primary key of the next page's first entry
 
     @property
     def subsetted(self) -> bool:
@@ -247,12 +247,12 @@ def _includes(resource_type: str, name: str, raw: str, registry: Registry, lenie
 
 
 def encode_cursor(values: tuple) -> str:
-    """The opaque ``_cursor`` value for a page that starts after ``values`` (sort values, id)."""
+    """The opaque ``_cursor`` value for a page that starts after ``values`` (sort values, primary key)."""
     return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode("ascii").rstrip("=")
 
 
 def decode_cursor(raw: str, name: str = "_cursor") -> tuple:
-    """The sort values and id a ``_cursor`` (or ``_before``) value holds; InvalidRequest when it
+    """The sort values and primary key a ``_cursor`` (or ``_before``) value holds; InvalidRequest when it
     is not ours."""
     try:
         values = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))

@@ -6,7 +6,7 @@ Stored resources are not parsed on the way out: a read returns the stored bytes,
 Bundle is assembled by splicing the stored bytes into an envelope serialised with orjson.  The
 one exception is a subset (``_summary=true|text|data``, ``_elements``), which needs the JSON.
 
-Paging: the ``next`` link carries ``_cursor``, the sort values and id of the page's last entry, so
+Paging: the ``next`` link carries ``_cursor``, the sort values and primary key of the page's last entry, so
 the next page starts right after it whatever was written in between; the ``previous`` link
 carries ``_before``, those of the page's first entry, and gives the ``_count`` entries just before
 it (keyset paging; an offset

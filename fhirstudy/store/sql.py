@@ -25,11 +25,13 @@ the same id meet the unique constraints: the loser's transaction is rolled back 
 run again (:data:`WRITE_RETRIES` times, then :class:`WriteConflict`).
 
 Searches are answered in SQL from the index tables (a count unless ``_total=none``, a page query,
-then the included resources); results carry the stored JSON bytes untouched.  Pages are cut by
-keyset, not by offset: a page starts after the sort values and id of the previous page's last
-entry (``SearchQuery.cursor``), so a write between two page requests neither repeats nor skips a
-resource that did not itself change (an offset would shift every later match by one).  Database errors are translated to :class:`StoreError` at this one
-boundary (``_ERRORS``).
+then the included resources); results carry the stored JSON bytes untouched.  Without ``_sort``,
+matches come in the order they were first stored (primary key), and a search with an indexed
+criterion reads only the index tables.  Pages are cut
+by keyset, not by offset: a page starts after the sort values and primary key of the previous
+page's last entry (``SearchQuery.cursor``), so a write between two page requests neither repeats
+nor skips a resource that did not itself change (an offset would shift every later match by
+one).  Database errors are translated to :class:`StoreError` at this one boundary (``_ERRORS``).
 """
 from __future__ import annotations
 
@@ -469,20 +471,34 @@ class SqlStore:
     def search(self, query: SearchQuery) -> SearchResult:
         """Answer ``query`` from the index: the total (unless ``_total=none``), the page of
         ``count`` matches after ``query.cursor`` (then after ``offset`` more) ordered by the sort
-        keys then by id, the included resources, and the next page's cursor."""
-        where = _search_conditions(query)
+        keys then by primary key (the order resources were first stored), the included
+        resources, and the next and previous pages' cursors.
+
+        Without ``_sort``, a search with a criterion that selects index rows is answered from the
+        index tables alone (:func:`_index_matches`); otherwise from ``resource`` joined with them.
+        """
+        matches = None if query.sort else _index_matches(query)
+        if matches is None:
+            where = _search_conditions(query)
+            counted = sa.select(sa.func.count()).select_from(resource).where(*where)
+        else:
+            counted = sa.select(sa.func.count()).select_from(matches)
         with _db_errors(), self.engine.connect() as conn:
             total = None
             if query.total != "none":
-                total = conn.execute(sa.select(sa.func.count()).select_from(resource).where(*where)).scalar_one()
+                total = conn.execute(counted).scalar_one()
             entries: list[StoredResource] = []
             included: list[StoredResource] = []
             next_cursor = None
             prev_cursor = None
             if query.count and total != 0:
                 backwards = query.before is not None
-                statement, keys = _sorted(sa.select(resource.c.pk, resource.c.id).where(*where),
-                                          query.resource_type, query.sort, reverse=backwards)
+                if matches is None:
+                    statement, keys = _sorted(sa.select(resource.c.pk).where(*where),
+                                              query.resource_type, query.sort, reverse=backwards)
+                else:
+                    statement = sa.select(matches.c.pk).order_by(matches.c.pk.desc() if backwards else matches.c.pk)
+                    keys = [(matches.c.pk, False)]
                 if query.cursor is not None:
                     statement = statement.where(_beyond(keys, query.cursor))
                 if backwards:
@@ -778,17 +794,47 @@ def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
 # criteria -> SQL
 
 
-def _clause_condition(rtype: str, clause: Clause) -> sa.ColumnElement[bool]:
+def _clause_condition(rtype: str, clause: Clause, pk: sa.ColumnElement = resource.c.pk) -> sa.ColumnElement[bool]:
+    """Whether the resource whose primary key is ``pk`` meets ``clause``."""
     if clause.param.type == "composite":
-        return sa.or_(*(_composite_condition(rtype, clause, value) for value in clause.values))
+        return sa.or_(*(_composite_condition(rtype, clause, value, pk) for value in clause.values))
     if clause.param.expression.text in _ID_EXPRESSIONS:
-        return _id_condition(clause)
+        if pk is resource.c.pk:
+            return _id_condition(clause)
+        matches = sa.select(resource.c.pk).where(resource.c.type == rtype, _id_condition(clause))
+        return pk.in_(matches)
+    if clause.modifier == "missing":
+        rows = _matching_rows(rtype, clause, any_value=True)
+        return pk.not_in(rows) if clause.missing else pk.in_(rows)
+    matches = _matching_rows(rtype, clause)
+    return pk.not_in(matches) if clause.modifier == "not" else pk.in_(matches)
+
+
+def _matching_rows(rtype: str, clause: Clause, any_value: bool = False) -> sa.Select:
+    """``resource_pk`` of the index rows of ``clause``'s parameter with one of its values (any
+    value with ``any_value``); not for composites or ``_id``."""
     table = INDEX_TABLES[clause.param.type]
     rows = sa.select(table.c.resource_pk).where(table.c.pid == param_id(rtype, clause.param.code))
-    if clause.modifier == "missing":
-        return resource.c.pk.not_in(rows) if clause.missing else resource.c.pk.in_(rows)
-    matches = rows.where(sa.or_(*(_value_condition(table, clause.modifier, v) for v in clause.values)))
-    return resource.c.pk.not_in(matches) if clause.modifier == "not" else resource.c.pk.in_(matches)
+    if any_value:
+        return rows
+    return rows.where(sa.or_(*(_value_condition(table, clause.modifier, v) for v in clause.values)))
+
+
+def _index_matches(query: SearchQuery) -> sa.Subquery | None:
+    """The primary keys of the matches read from the index tables alone (one row each, as
+    ``pk``), or None when no clause selects from an index table.
+
+    Deleted resources have no index rows, and a parameter's rows belong to one resource type
+    (``pid``), so the ``resource`` table is not read: at 100,000 studies a common condition
+    matches thousands, and looking each up in ``resource`` costs milliseconds.
+    """
+    first = next((c for c in query.clauses if _narrows(c) and c.param.type != "composite"), None)
+    if first is None:
+        return None
+    rows = _matching_rows(query.resource_type, first, any_value=first.modifier == "missing").subquery("base")
+    pk = rows.c.resource_pk
+    others = [_clause_condition(query.resource_type, c, pk) for c in query.clauses if c is not first]
+    return sa.select(pk.label("pk")).where(*others).distinct().subquery("matches")
 
 
 class _IdColumns(NamedTuple):
@@ -807,7 +853,8 @@ def _id_condition(clause: Clause) -> sa.ColumnElement[bool]:
     return sa.not_(match) if clause.modifier == "not" else match
 
 
-def _composite_condition(rtype: str, clause: Clause, value: CompositeValue) -> sa.ColumnElement[bool]:
+def _composite_condition(rtype: str, clause: Clause, value: CompositeValue,
+                         pk: sa.ColumnElement = resource.c.pk) -> sa.ColumnElement[bool]:
     """Resources with one item of the composite whose components all match (same ``grp``)."""
     table = INDEX_TABLES["composite"]
     aliases = [table.alias(f"comp_{n}") for n in range(len(value.parts))]
@@ -819,7 +866,7 @@ def _composite_condition(rtype: str, clause: Clause, value: CompositeValue) -> s
                        _component_condition(alias.c, component.type, part)]
         if number:
             conditions += [alias.c.resource_pk == first.c.resource_pk, alias.c.grp == first.c.grp]
-    return resource.c.pk.in_(statement.select_from(*aliases).where(*conditions))
+    return pk.in_(statement.select_from(*aliases).where(*conditions))
 
 
 def _component_condition(c, kind: str, value) -> sa.ColumnElement[bool]:
@@ -1028,7 +1075,7 @@ def _beyond(keys: list[tuple[sa.ColumnElement, bool]], values: tuple,
 
 def _sorted(statement: sa.Select, rtype: str, keys: list[SortKey],
             reverse: bool = False) -> tuple[sa.Select, list]:
-    """``statement`` ordered by ``keys`` then by id, and the (column, descending) pairs it is
+    """``statement`` ordered by ``keys`` then by primary key, and the (column, descending) pairs it is
     ordered by; a key on an index table joins that table's per-resource minimum (maximum when
     descending; a date by the start of its range either way), and resources without a value
     sort last.  ``reverse`` orders the same way backwards (for the page before a position); the
@@ -1050,7 +1097,6 @@ def _sorted(statement: sa.Select, rtype: str, keys: list[SortKey],
             order.append(column.is_(None).desc() if reverse else column.is_(None))
         order.append(column.desc() if key.descending != reverse else column.asc())
         columns.append((column, key.descending))
-    if not any(column is resource.c.id for column, _ in columns):
-        order.append(resource.c.id.desc() if reverse else resource.c.id)
-        columns.append((resource.c.id, False))
+    order.append(resource.c.pk.desc() if reverse else resource.c.pk)  # ties: the order first stored
+    columns.append((resource.c.pk, False))
     return statement.order_by(*order), columns
