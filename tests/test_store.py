@@ -248,3 +248,22 @@ def test_a_search_with_an_indexed_criterion_reads_only_the_index(loaded):
     assert len(statements) == 2 and not any(re.search(r"\b(FROM|JOIN) resource\b", s) for s in statements)
     loaded.write(lambda tx: tx.delete("ResearchStudy", "rs-1"))
     assert [e.id for e in _search(loaded, "ResearchStudy", "condition=breast-cancer").entries] == ["rs-3"]
+
+
+def test_generation_moves_with_every_write_from_another_store(store):
+    """The write generation (what the search cache checks) moves when another store on the same
+    database writes, not when it writes nothing new, and works again after the store is closed
+    (on PostgreSQL it has a connection of its own, outside the pool)."""
+    other = open_store(store.engine.url.render_as_string(hide_password=False), clock=fixed_clock)
+    try:
+        before = store.generation()
+        other.put_many(sample_resources()[:2])
+        moved = store.generation()
+        assert moved > before
+        other.put_many(sample_resources()[:2])  # unchanged content: no new version
+        assert store.generation() == moved
+        store.close()
+        other.write(lambda tx: tx.delete("ResearchStudy", sample_resources()[0]["id"]))
+        assert store.generation() > moved
+    finally:
+        other.close()
