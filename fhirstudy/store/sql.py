@@ -14,7 +14,7 @@ history row has no content of its own; when a newer version (or a delete) supers
 bytes move into its history row.  Index rows name their parameter by ``pid``, a 32-bit hash of
 ``type.code`` (:func:`param_id`, after HAPI FHIR's hash columns) instead of two strings, and
 ``_id`` is answered from ``resource.id`` itself.  These keep 100,000 studies (2.8 million
-resources) in a few GB.  ``fhirstudy_schema`` holds the layout's version: a database of another
+resources) in 9.9 GB of SQLite instead of 16 GB (``bench/README.md``).  ``fhirstudy_schema`` holds the layout's version: a database of another
 layout is refused with a clear error rather than searched wrongly.
 
 Writes go through :meth:`SqlStore.write`: ``work(tx)`` runs in one database transaction with a
