@@ -7,7 +7,8 @@ store only ever sees well-formed criteria; anything malformed raises
 
 Every value is checked before anything reaches the store (:mod:`fhirstudy.limits`): at most
 ``MAX_SEARCH_CLAUSES`` search parameters and ``MAX_RESULT_PARAMETERS`` result parameters, at most
-``MAX_OR_VALUES`` comma-separated values of at most ``MAX_VALUE_LENGTH`` characters each, no C0
+``MAX_OR_VALUES`` comma-separated values in one parameter and ``MAX_SEARCH_VALUES`` in all (a
+composite value counts once per component), each of at most ``MAX_VALUE_LENGTH`` characters, no C0
 control character FHIR strings forbid (nor a lone surrogate), and backslash escapes as the FHIR
 search page defines them: ``\\,``, ``\\$``, ``\\|`` and ``\\\\`` only (a backslash before any other
 character, or at the end of a value, is refused).
@@ -33,7 +34,8 @@ import orjson
 
 from fhirstudy.errors import InvalidRequest
 from fhirstudy.limits import (MAX_INCLUDES, MAX_INTEGER, MAX_OFFSET, MAX_OR_VALUES, MAX_RESULT_PARAMETERS,
-                              MAX_SEARCH_CLAUSES, MAX_SORT_KEYS, MAX_VALUE_LENGTH, parse_integer)
+                              MAX_SEARCH_CLAUSES, MAX_SEARCH_VALUES, MAX_SORT_KEYS, MAX_VALUE_LENGTH,
+                              parse_integer)
 from fhirstudy.search.index import (BadValue, ID_LENGTH, STRING_INDEX_LENGTH, STRING_KEEP_LENGTH, TOKEN_LENGTH,
                                     cut_key, date_range, normalized_prefix, split_reference)
 from fhirstudy.search.registry import Registry, SearchParam
@@ -175,7 +177,7 @@ def parse_search(resource_type: str, args: Iterable[tuple[str, str]], registry: 
     that does not fit the sort keys raise InvalidRequest naming the parameter, lenient or not.
     """
     query = SearchQuery(resource_type)
-    clauses = results = includes = 0
+    clauses = values = results = includes = 0
     for name, raw in args:
         _check_text(name, raw)
         if name in RESULT_PARAMETERS:
@@ -206,6 +208,10 @@ def parse_search(resource_type: str, args: Iterable[tuple[str, str]], registry: 
             raise InvalidRequest(f"Unknown search {what} {name!r} for {resource_type}", expression=name)
         query.clauses.append(_clause(param, modifier or None, raw, name))
         query.echo.append((name, raw))
+        values += max(1, len(query.clauses[-1].values)) * max(1, len(param.components))  # a composite: each part
+        if values > MAX_SEARCH_VALUES:
+            raise InvalidRequest(f"A search takes at most {MAX_SEARCH_VALUES} values in all its search parameters "
+                                 f"together; this one has more", expression=name)
     if query.summary == "count":
         query.count, query.total = 0, "accurate"
     for name, position in (("_cursor", query.cursor), ("_before", query.before)):
