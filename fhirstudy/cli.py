@@ -203,21 +203,22 @@ def _db_trials(db: str) -> Iterator[list[dict]]:
     """The trials a fhirstudy store holds: each ResearchStudy with the resources whose ids hang off
     it (``<study id>-...``, see fhirstudy.mappers.ids), ResearchStudy first, Provenance last."""
     from .search import load_registry, parse_search
+    from .search.query import encode_cursor
     from .store import open_store
 
     order = ("ResearchStudy", "PlanDefinition", "EvidenceVariable", "Location", "Provenance")
     store = open_store(db)
     try:
         def every(rtype: str) -> list[dict]:
-            out, offset = [], 0
+            # page by position (keyset), as the next links do: _offset stops at limits.MAX_OFFSET
+            out, position = [], []
             while True:
-                query = parse_search(rtype, [("_count", "500"), ("_offset", str(offset))], load_registry())
+                query = parse_search(rtype, [("_count", "500"), *position], load_registry())
                 page = store.search(query)
-                docs = [orjson.loads(e.json) if hasattr(e, "json") else orjson.loads(e) for e in page.entries]
-                out.extend(docs)
-                offset += len(docs)
-                if not docs or offset >= page.total:
+                out.extend(orjson.loads(e.json) if hasattr(e, "json") else orjson.loads(e) for e in page.entries)
+                if page.next_cursor is None:
                     return out
+                position = [("_cursor", encode_cursor(page.next_cursor))]
 
         studies = sorted(every("ResearchStudy"), key=lambda r: r["id"])
         members: dict[str, list[dict]] = {s["id"]: [] for s in studies}

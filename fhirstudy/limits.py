@@ -17,8 +17,13 @@ MAX_BODY_BYTES = 8 * 2**20        # a request body (JSON resource, Bundle, _sear
 MAX_JSON_DEPTH = 64               # nesting of objects and arrays in a JSON body
 MAX_BUNDLE_ENTRIES = 5000         # entries of one batch or transaction Bundle
 MAX_SEARCH_CLAUSES = 64           # search parameters (AND) in one search, result parameters aside
-MAX_OR_VALUES = 256               # comma-separated values (OR) in one search parameter
-MAX_VALUE_LENGTH = 2048           # characters of one search value
+MAX_OR_VALUES = 100               # comma-separated values (OR) in one search parameter
+MAX_SEARCH_VALUES = 256           # values of all search parameters of one search together
+MAX_VALUE_LENGTH = 2048           # characters of one search value (and of one result parameter)
+MAX_OFFSET = 10_000               # _offset of a search: further on, follow the next links (keyset)
+MAX_SORT_KEYS = 8                 # keys of _sort
+MAX_INCLUDES = 16                 # _include and _revinclude parameters (with :iterate) in one search
+MAX_RESULT_PARAMETERS = 32        # result parameters (_count, _sort, _include...) in one search
 MAX_INTEGER = 2**63 - 1           # the largest integer taken anywhere (_count, _offset, versions)
 
 _DIGITS = re.compile(r"[0-9]{1,19}", re.ASCII)

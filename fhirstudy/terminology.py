@@ -40,11 +40,25 @@ def coding(section: str, key: str | None) -> dict | None:
     return {"system": table["system"], "code": entry["code"], "display": entry["display"]}
 
 
+def normalize_text(text: str) -> str:
+    """``text`` as fhirstudy compares it: case-folded and without accents, the one normalisation
+    for index rows, search values and terminology matching.
+
+    The Unicode compatibility caseless match (Unicode 15, D146: NFKD(casefold(NFKD(casefold(NFD(x))))),
+    so composed and decomposed input agree, ``Straße`` is ``strasse`` (which ``lower`` does not
+    do) and ``ﬁ`` is ``fi``), then the combining marks removed (``Étude`` -> ``etude``).
+    """
+    if text.isascii():  # the common case, and the same answer: ASCII casefold is lower
+        return text.lower()
+    step = unicodedata.normalize("NFD", text).casefold()
+    step = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", step).casefold())
+    return "".join(c for c in step if not unicodedata.combining(c))
+
+
 def fold(text: str) -> str:
-    """Lower-case text with accents removed and whitespace collapsed, for matching."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(stripped.casefold().split())
+    """:func:`normalize_text` with whitespace collapsed, for matching condition and intervention
+    names."""
+    return " ".join(normalize_text(text).split())
 
 
 @lru_cache(maxsize=None)

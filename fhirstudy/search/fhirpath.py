@@ -215,7 +215,7 @@ class _Parser:
             return inner
         if kind == "string":
             self.take()
-            literal = [Item(bytes(value[1:-1], "utf-8").decode("unicode_escape"), "string")]
+            literal = [Item(string_literal(value[1:-1]), "string")]
             return lambda ctx, root: literal
         if kind == "number":
             self.take()
@@ -251,6 +251,27 @@ class _Parser:
             self.take(")")
             return lambda ctx, root: [_resolve(item) for item in ctx]
         raise UnsupportedExpression(f"function {name}() is not supported")
+
+
+_LITERAL_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+# FHIRPath string escapes (FHIRPath N1, 'String'): \' \" \` \\ \/ \f \n \r \t and \uXXXX
+_LITERAL_ESCAPES = {"'": "'", '"': '"', "`": "`", "\\": "\\", "/": "/", "f": "\f", "n": "\n", "r": "\r",
+                    "t": "\t"}
+
+
+def string_literal(body: str) -> str:
+    """The text of a FHIRPath string literal (between its quotes), its escapes resolved; the
+    text stays as written otherwise (``'Étude'`` is ``Étude``: FHIRPath ``=`` compares strings
+    exactly).  UnsupportedExpression for an escape FHIRPath does not define."""
+    def resolve(match: re.Match) -> str:
+        escape = match.group(1)
+        if escape[0] == "u" and len(escape) == 5:
+            return chr(int(escape[1:], 16))
+        if escape not in _LITERAL_ESCAPES:
+            raise UnsupportedExpression(f"unknown escape \\{escape} in a string literal")
+        return _LITERAL_ESCAPES[escape]
+
+    return _LITERAL_ESCAPE.sub(resolve, body)
 
 
 def _chain(first: Evaluator, then: Evaluator) -> Evaluator:

@@ -8,13 +8,17 @@ written and what is asked for always agree.
 
 Row shapes (``param`` is the search parameter code):
 
-- token:     param, system, code, text   (text: normalised CodeableConcept.text / Coding.display)
+- token:     param, system, code, text   (text: normalised CodeableConcept.text / Coding.display;
+             system and code cut to TOKEN_LENGTH, text to STRING_INDEX_LENGTH)
 - string:    param, value, full, exact   (value: normalised, cut to STRING_INDEX_LENGTH; full:
-             the whole normalised text when value was cut, else None; exact: as written)
-- reference: param, target_type, target_id, url
+             the normalised text up to STRING_KEEP_LENGTH characters when value was cut, else
+             None; exact: as written, None when longer than STRING_KEEP_LENGTH)
+- reference: param, target_type, target_id, url   (type and id cut to ID_LENGTH, url to TOKEN_LENGTH)
 - date:      param, low, high            (UTC instants, ``YYYY-MM-DDTHH:MM:SS.mmm``)
 - number:    param, value
-- uri:       param, uri
+- uri:       param, uri                  (cut to TOKEN_LENGTH)
+
+Text in index rows never holds the C0 control characters FHIR strings forbid (:func:`clean`).
 - composite: param, grp, comp, system, code, text, low, high, num   (one row per value of each
              component ``comp`` of item ``grp`` of the composite's expression; the columns of
              the component's type are set, the others None)
@@ -23,16 +27,21 @@ from __future__ import annotations
 
 import calendar
 import re
-import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable
 
 from fhirstudy.search.fhirpath import Item
 from fhirstudy.search.registry import SearchParam
+from fhirstudy.terminology import normalize_text
 
-STRING_INDEX_LENGTH = 200  # longer strings are cut in the indexed column, kept whole in ``full``
-TOKEN_LENGTH = 255
+STRING_INDEX_LENGTH = 200  # longer strings are cut in the indexed column, kept (up to a limit) in ``full``
+# What a string row keeps beyond ``value``: ``full``, the first STRING_KEEP_LENGTH characters of
+# the normalised text, and ``exact``, the text as written when it is at most that long (a longer
+# one equals no search value: those are at most limits.MAX_VALUE_LENGTH characters).
+STRING_KEEP_LENGTH = 8192
+TOKEN_LENGTH = 255  # systems, codes, uris and reference urls: compared on their first 255 characters
+ID_LENGTH = 64  # reference target types and ids
 LOW_INSTANT = "0001-01-01T00:00:00.000"
 HIGH_INSTANT = "9999-12-31T23:59:59.999"
 # The parts of complex datatypes a string parameter searches (HumanName, Address, Annotation...).
@@ -40,10 +49,17 @@ STRING_PARTS = ("text", "family", "given", "prefix", "suffix", "line", "city", "
                 "postalCode", "country")
 
 _DATE_RE = re.compile(
-    r"^(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
-    r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.(?P<fraction>\d+))?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<year>[0-9]{4})(?:-(?P<month>[0-9]{2})(?:-(?P<day>[0-9]{2})"
+    r"(?:T(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})(?::(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?)?"
+    r"(?P<tz>Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?"
 )
+_MS_PER_DAY = 86_400_000
+_LOW_MS = 0  # LOW_INSTANT in milliseconds from 0001-01-01T00:00:00.000
+_HIGH_MS = date(9999, 12, 31).toordinal() * _MS_PER_DAY - 1  # HIGH_INSTANT
+_MAX_OFFSET_MINUTES = 14 * 60  # time zones run from -14:00 to +14:00
+# C0 control characters FHIR strings may not hold (tab, line feed and carriage return they may);
+# PostgreSQL cannot store NUL in text at all.
+_FORBIDDEN_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 class BadValue(ValueError):
@@ -55,11 +71,33 @@ class BadValue(ValueError):
 
 
 def normalize(text: str) -> str:
-    """Lower-case ``text`` and strip accents (NFKD, combining marks removed)."""
-    if text.isascii():
-        return text.lower()
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+    """``text`` case-folded and without accents (:func:`fhirstudy.terminology.normalize_text`,
+    the one normalisation of index rows, search values and terminology)."""
+    return normalize_text(text)
+
+
+def normalized_prefix(text: str, length: int) -> str:
+    """The first ``length`` characters of ``normalize(text)``, normalising no more of ``text`` than
+    that needs (normalisation works character by character once combining marks are gone, so
+    the pieces join up exactly)."""
+    pieces, size, position = [], 0, 0
+    while size < length and position < len(text):
+        piece = normalize(text[position:position + length])
+        pieces.append(piece)
+        size += len(piece)
+        position += length
+    return "".join(pieces)[:length]
+
+
+def cut_key(text: str, length: int = TOKEN_LENGTH) -> str:
+    """``text`` as an index key column holds it (and a search value is compared with it): its
+    first ``length`` characters."""
+    return text[:length]
+
+
+def clean(text: str) -> str:
+    """``text`` without the C0 control characters FHIR strings forbid (index rows never hold them)."""
+    return _FORBIDDEN_CONTROLS.sub("", text) if _FORBIDDEN_CONTROLS.search(text) else text
 
 
 def format_instant(moment: datetime) -> str:
@@ -68,42 +106,62 @@ def format_instant(moment: datetime) -> str:
             f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}")
 
 
+def _format_ms(ms: int) -> str:
+    """Milliseconds from LOW_INSTANT as a date-column string."""
+    days, rest = divmod(ms, _MS_PER_DAY)
+    day = date.fromordinal(days + 1)
+    seconds, millis = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{day.year:04d}-{day.month:02d}-{day.day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}"
+
+
 def date_range(text: str) -> tuple[str, str]:
     """The low and high UTC instants a FHIR date/dateTime/instant covers, given its precision.
 
     ``2024-03`` covers ``2024-03-01T00:00:00.000`` to ``2024-03-31T23:59:59.999``.  Values without
-    a time zone are read as UTC.  Raises :class:`BadValue` for anything else.
+    a time zone are read as UTC.  A range reaching past the calendar FHIR dates live in (years
+    0001 to 9999: ``0001-01-01T00:00+05:00``, ``9999-12-31T23:59:59-12:00``) is clamped to
+    LOW_INSTANT..HIGH_INSTANT.  Raises :class:`BadValue` for anything else, and nothing but that.
     """
-    match = _DATE_RE.match(text.strip())
+    match = _DATE_RE.fullmatch(text.strip()) if isinstance(text, str) else None
     if not match:
         raise BadValue(f"not a FHIR date: {text!r}")
-    part = {k: (int(v) if v and k not in ("fraction", "tz") else v) for k, v in match.groupdict().items()}
+    part = match.groupdict()
+    year, month, day = int(part["year"]), int(part["month"] or 1), int(part["day"] or 1)
     try:
-        low = datetime(part["year"], part["month"] or 1, part["day"] or 1, part["hour"] or 0,
-                       part["minute"] or 0, part["second"] or 0,
-                       int((part["fraction"] or "0")[:6].ljust(6, "0")))
+        start = datetime(year, month, day, int(part["hour"] or 0), int(part["minute"] or 0),
+                         int(part["second"] or 0))
     except ValueError as exc:
         raise BadValue(f"not a valid date: {text!r}") from exc
+    low = ((start.toordinal() - 1) * _MS_PER_DAY
+           + ((start.hour * 60 + start.minute) * 60 + start.second) * 1000)
     if part["month"] is None:
-        high = low.replace(year=low.year + 1) if low.year < 9999 else None
+        end = date(year, 12, 31).toordinal() * _MS_PER_DAY
     elif part["day"] is None:
-        high = low + timedelta(days=calendar.monthrange(low.year, low.month)[1])
+        end = date(year, month, calendar.monthrange(year, month)[1]).toordinal() * _MS_PER_DAY
     elif part["hour"] is None:
-        high = low + timedelta(days=1)
+        end = start.toordinal() * _MS_PER_DAY
     elif part["second"] is None:
-        high = low + timedelta(minutes=1)
+        end = low + 60_000
     elif part["fraction"] is None:
-        high = low + timedelta(seconds=1)
+        end = low + 1000
     else:
-        high = low + timedelta(milliseconds=1) - timedelta(microseconds=low.microsecond % 1000)
-    tz = part["tz"]
-    if tz and tz != "Z":
-        sign = 1 if tz[0] == "+" else -1
-        offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])) * sign
-        low, high = low - offset, (high - offset if high else None)
-    low_text = format_instant(low.replace(tzinfo=None))
-    high_text = format_instant(high - timedelta(milliseconds=1)) if high else HIGH_INSTANT
-    return low_text, high_text
+        low += int(part["fraction"][:3].ljust(3, "0"))
+        end = low + 1
+    offset = _offset_ms(part["tz"], text)
+    low, high = low - offset, end - 1 - offset
+    return (_format_ms(min(max(low, _LOW_MS), _HIGH_MS)), _format_ms(min(max(high, _LOW_MS), _HIGH_MS)))
+
+
+def _offset_ms(tz: str | None, text: str) -> int:
+    """The time-zone offset ``+hh:mm``/``-hh:mm`` in milliseconds (0 for ``Z`` or none)."""
+    if not tz or tz == "Z":
+        return 0
+    hours, minutes = int(tz[1:3]), int(tz[4:6])
+    if minutes > 59 or hours * 60 + minutes > _MAX_OFFSET_MINUTES:
+        raise BadValue(f"not a time zone (-14:00 to +14:00): {text!r}")
+    return (hours * 60 + minutes) * 60_000 * (1 if tz[0] == "+" else -1)
 
 
 def now_instant() -> str:
@@ -165,11 +223,14 @@ def _token_rows(item: Item) -> Iterable[dict]:
         yield from _token_rows(Item(value["concept"], "CodeableConcept"))
 
 
-def _token(system: str | None, code: Any, text: str | None = None) -> dict | None:
+def _token(system: Any, code: Any, text: Any = None) -> dict | None:
+    system = clean(str(system)) if system not in (None, "") else None
+    code = clean(str(code)) if code not in (None, "") else None
+    text = clean(text) if isinstance(text, str) and text else None
     return {
-        "system": system[:TOKEN_LENGTH] if system else None,
-        "code": str(code)[:TOKEN_LENGTH] if code not in (None, "") else None,
-        "text": normalize(text)[:STRING_INDEX_LENGTH] if text else None,
+        "system": cut_key(system) if system else None,
+        "code": cut_key(code) if code else None,
+        "text": normalized_prefix(text, STRING_INDEX_LENGTH) if text else None,
     }
 
 
@@ -186,9 +247,18 @@ def _string_rows(item: Item) -> Iterable[dict]:
         return
     for text in texts:
         if isinstance(text, str) and text:
-            full = normalize(text)
-            cut = full[:STRING_INDEX_LENGTH]
-            yield {"value": cut, "full": full if len(full) > len(cut) else None, "exact": text}
+            yield string_row(text)
+
+
+def string_row(text: str) -> dict:
+    """The columns of a string index row for ``text``: ``value`` (normalised, cut to
+    STRING_INDEX_LENGTH), ``full`` (the normalised text up to STRING_KEEP_LENGTH characters, only
+    when ``value`` was cut) and ``exact`` (as written, when at most STRING_KEEP_LENGTH long)."""
+    text = clean(text)
+    full = normalized_prefix(text, STRING_KEEP_LENGTH)
+    value = full[:STRING_INDEX_LENGTH]
+    return {"value": value, "full": full if len(full) > len(value) else None,
+            "exact": text if len(text) <= STRING_KEEP_LENGTH else None}
 
 
 def _reference_rows(item: Item) -> Iterable[dict]:
@@ -196,8 +266,11 @@ def _reference_rows(item: Item) -> Iterable[dict]:
     reference = value.get("reference") if isinstance(value, dict) else value
     if not isinstance(reference, str) or not reference or reference.startswith("#"):
         return
+    reference = clean(reference)
     target_type, target_id = split_reference(reference)
-    yield {"target_type": target_type, "target_id": target_id, "url": reference.split("|")[0]}
+    yield {"target_type": cut_key(target_type, ID_LENGTH) if target_type else None,
+           "target_id": cut_key(target_id, ID_LENGTH) if target_id else None,
+           "url": cut_key(reference.split("|")[0])}
 
 
 def _date_rows(item: Item) -> Iterable[dict]:
@@ -220,7 +293,7 @@ def _number_rows(item: Item) -> Iterable[dict]:
 
 def _uri_rows(item: Item) -> Iterable[dict]:
     if isinstance(item.value, str) and item.value:
-        yield {"uri": item.value}
+        yield {"uri": cut_key(clean(item.value))}
 
 
 ROWS_BY_TYPE = {
