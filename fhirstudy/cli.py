@@ -189,17 +189,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive(kind):
-    """An argparse type: ``kind`` (int or float) above zero."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0 or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
-        return value
-    return parse
+def _megabytes(text: str) -> float:
+    """An argparse type: a size in MB above zero (``--max-body-mb``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
+    return value
 
 
 def _push_auth(args: argparse.Namespace, parser_error):
@@ -357,13 +355,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"database URL (default {DEFAULT_DB})")
-    p.add_argument("--workers", type=_positive(int), default=2, help="gunicorn worker processes (default 2)")
-    p.add_argument("--threads", type=_positive(int), default=32,
+    p.add_argument("--workers", type=_positive, default=2, help="gunicorn worker processes (default 2)")
+    p.add_argument("--threads", type=_positive, default=32,
                    help="requests each worker serves at once (gunicorn gthread; default 32)")
     p.add_argument("--dev", action="store_true", help="use Flask's development server instead of gunicorn")
     p.add_argument("--cache-mb", type=float, default=None, metavar="MB",
                    help="search responses kept per worker until the next write (default 64; 0: none)")
-    p.add_argument("--max-body-mb", type=_positive(float), default=None, metavar="MB",
+    p.add_argument("--max-body-mb", type=_megabytes, default=None, metavar="MB",
                    help="largest request body taken, larger ones get 413 (default 8, or "
                         "$FHIRSTUDY_MAX_BODY_BYTES in bytes)")
     p.add_argument("--base-url", metavar="URL", default=None,

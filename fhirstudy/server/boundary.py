@@ -2,7 +2,7 @@
 
 Config keys (``create_app``; the environment variable ``FHIRSTUDY_<KEY>`` sets the default):
 ``MAX_BODY_BYTES`` (a request body, default :data:`fhirstudy.limits.MAX_BODY_BYTES`; Flask's
-``MAX_CONTENT_LENGTH`` is set from it, so a declared ``Content-Length`` over it and a chunked body
+``MAX_CONTENT_LENGTH`` is set from it; a declared ``Content-Length`` over it and a chunked body
 that runs past it are both 413), ``MAX_URL_BYTES`` (path and query string, 414) and
 ``MAX_HEADER_BYTES`` / ``MAX_HEADER_FIELDS`` (one header line / how many, 431).
 
@@ -17,6 +17,7 @@ import os
 import re
 
 from flask import Flask, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from fhirstudy import limits
 from fhirstudy.errors import FhirError, InvalidRequest
@@ -56,6 +57,7 @@ def check_request() -> None:
         if len(name) + len(value) > config["MAX_HEADER_BYTES"]:
             raise FhirError(f"The {name} header is longer than {config['MAX_HEADER_BYTES']} bytes",
                             expression=name, status=431, code="too-long")
+    _check_body_size(config["MAX_BODY_BYTES"])
     if _URL_CONTROL.search(request.path):
         raise InvalidRequest("The path contains a control character")
     for name, value in request.args.items(multi=True):
@@ -67,11 +69,24 @@ def check_request() -> None:
                              expression="id")
 
 
+def _check_body_size(limit: int) -> None:
+    """413 for a body over ``limit`` bytes: a declared ``Content-Length`` before reading anything,
+    a chunked body by reading at most one byte past the limit (Flask's ``MAX_CONTENT_LENGTH``, one
+    above, stops the stream there; the bytes read stay cached for the route)."""
+    declared = request.content_length
+    if declared is not None:
+        if declared > limit:
+            raise RequestEntityTooLarge()
+    elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        if len(request.get_data()) > limit:
+            raise RequestEntityTooLarge()
+
+
 def init_app(app: Flask) -> None:
     """Apply the body limit (Flask ``MAX_CONTENT_LENGTH``) and run :func:`check_request` first on
     every request of ``app``."""
     for name in CONFIG_LIMITS:
         app.config[name] = limits.parse_integer(app.config[name], name, minimum=1)
-    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"] + 1  # see _check_body_size
     app.config["MAX_FORM_MEMORY_SIZE"] = app.config["MAX_BODY_BYTES"]
     app.before_request(check_request)

@@ -70,9 +70,9 @@ def _describe(error: Exception) -> tuple[int, list[dict], dict[str, str]]:
         status = error.code or 500
         headers = {"Allow": ", ".join(error.valid_methods)} if getattr(error, "valid_methods", None) else {}
         description = error.description or error.name
-        if status == 413 and current_app.config.get("MAX_CONTENT_LENGTH"):
+        if status == 413 and current_app.config.get("MAX_BODY_BYTES"):
             description = (f"The request body is larger than this server takes "
-                           f"({current_app.config['MAX_CONTENT_LENGTH']} bytes)")
+                           f"({current_app.config['MAX_BODY_BYTES']} bytes)")
         return status, [_issue(description, HTTP_ISSUE_CODES.get(status, "processing"))], headers
     if isinstance(error, WriteConflict):
         return 409, [_issue("A concurrent write changed the same resource; try again", "conflict")], {}
