@@ -390,3 +390,27 @@ def test_cache_charges_keys_and_skips_long_ones():
     short_key = ("Location", (("name", "x"),), False, "http://h")
     cache.put(short_key, 1, b"{}")
     assert cache.get(short_key, 1) == b"{}"
+
+
+@pytest.mark.parametrize("parameter", [5, "resource", {"name": "resource"}, [5, "x"]])
+def test_validate_parameters_of_the_wrong_type_is_400(write_client, parameter):
+    response = write_client.post("/Location/$validate", headers={"Content-Type": FHIR_JSON},
+                                 data=orjson.dumps({"resourceType": "Parameters", "parameter": parameter}))
+    assert response.status_code == 400 and _expressions(response) == {"Parameters.parameter"}
+
+
+# --- 6. the Host header, echoed into links when no BASE_URL is configured ---------------------------------
+
+@pytest.mark.parametrize("host,status", [("fhir.example.org", 200), ("127.0.0.1:8080", 200), ("[::1]:8080", 200),
+                                         ('evil.example/"><x', 400), ("a b", 400), ("h@evil.example", 400)])
+def test_host_header_without_base_url(tmp_path, host, status):
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'h.db'}", "BASE_URL": None})
+    try:
+        response = app.test_client().get("/Location", headers={"Host": host})
+        assert response.status_code == status
+        if status == 200:
+            assert response.get_json()["link"][0]["url"].startswith(f"http://{host}/Location")
+        else:
+            assert _expressions(response) == {"Host"}
+    finally:
+        close_store(app)

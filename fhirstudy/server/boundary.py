@@ -7,7 +7,8 @@ that runs past it are both 413), ``MAX_URL_BYTES`` (path and query string, 414) 
 ``MAX_HEADER_BYTES`` / ``MAX_HEADER_FIELDS`` (one header line / how many, 431).
 
 Then the request's own text: no character below U+0020 in the path or the query string (a NUL
-would reach the database), and every resource id in the path (``/{type}/{id}...``) matching the
+would reach the database), a ``Host`` header that is a host name and port when ``BASE_URL`` is not
+configured (it goes into every ``fullUrl`` and ``Location``), and every resource id in the path (``/{type}/{id}...``) matching the
 FHIR id type, ``[A-Za-z0-9\\-.]{1,64}``.  Each refusal is a :class:`fhirstudy.errors.FhirError`,
 so the one error handler answers it with an OperationOutcome.
 """
@@ -26,6 +27,8 @@ CONFIG_LIMITS = ("MAX_BODY_BYTES", "MAX_URL_BYTES", "MAX_HEADER_BYTES", "MAX_HEA
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}", re.ASCII)
 # characters FHIR strings SHALL NOT contain; in a URL not even tab, CR and LF make sense
 _URL_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# a Host header echoed into links when BASE_URL is not configured: a name or address, a port
+_HOST = re.compile(r"([A-Za-z0-9\-.]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(:[0-9]{1,5})?", re.ASCII)
 
 
 def config_limit(name: str) -> int:
@@ -58,6 +61,8 @@ def check_request() -> None:
             raise FhirError(f"The {name} header is longer than {config['MAX_HEADER_BYTES']} bytes",
                             expression=name, status=431, code="too-long")
     _check_body_size(config["MAX_BODY_BYTES"])
+    if not config.get("BASE_URL") and not _HOST.fullmatch(request.host):
+        raise InvalidRequest(f"The Host header {request.host[:80]!r} is not a host name and port", expression="Host")
     if _URL_CONTROL.search(request.path):
         raise InvalidRequest("The path contains a control character")
     for name, value in request.args.items(multi=True):
@@ -89,4 +94,5 @@ def init_app(app: Flask) -> None:
         app.config[name] = limits.parse_integer(app.config[name], name, minimum=1)
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"] + 1  # see _check_body_size
     app.config["MAX_FORM_MEMORY_SIZE"] = app.config["MAX_BODY_BYTES"]
+    app.url_map.merge_slashes = False  # "//_history" is not found, not a redirect page
     app.before_request(check_request)

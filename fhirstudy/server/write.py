@@ -184,8 +184,9 @@ def validate(rtype: str, rid: str | None = None) -> Response:
     """``$validate``: an OperationOutcome, ``information`` when valid, else every issue."""
     body = read_body()
     if body["resourceType"] == "Parameters":
-        body = next((p.get("resource") for p in body.get("parameter") or []
-                     if isinstance(p, dict) and p.get("name") == "resource"), None)
+        parameters = body.get("parameter")
+        body = next((p.get("resource") for p in parameters if isinstance(p, dict) and p.get("name") == "resource"),
+                    None) if isinstance(parameters, list) else None
         if not isinstance(body, dict):
             raise InvalidRequest("Parameters needs a 'resource' parameter holding the resource",
                                  expression="Parameters.parameter")
