@@ -121,8 +121,8 @@ def test_transaction_entry_of_the_wrong_json_type_is_400_naming_it(write_client,
 
 @pytest.mark.parametrize("entry,expression", ENTRY_TYPES)
 def test_batch_entry_of_the_wrong_json_type_is_answered_400_in_its_entry(write_client, entry, expression):
-    response = _send(write_client, "POST", "/", {"resourceType": "Bundle", "type": "batch",
-                                                 "entry": [entry, {"request": {"method": "GET", "url": "Location/loc-1"}}]})
+    read = {"request": {"method": "GET", "url": "Location/loc-1"}}
+    response = _send(write_client, "POST", "/", {"resourceType": "Bundle", "type": "batch", "entry": [entry, read]})
     assert response.status_code == 200
     bad, good = response.get_json()["entry"]
     assert bad["response"]["status"] == "400 Bad Request"

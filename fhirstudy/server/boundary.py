@@ -8,9 +8,9 @@ that runs past it are both 413), ``MAX_URL_BYTES`` (path and query string, 414) 
 
 Then the request's own text: no character below U+0020 in the path or the query string (a NUL
 would reach the database), a ``Host`` header that is a host name and port when ``BASE_URL`` is not
-configured (it goes into every ``fullUrl`` and ``Location``), and every resource id in the path (``/{type}/{id}...``) matching the
-FHIR id type, ``[A-Za-z0-9\\-.]{1,64}``.  Each refusal is a :class:`fhirstudy.errors.FhirError`,
-so the one error handler answers it with an OperationOutcome.
+configured (it goes into every ``fullUrl`` and ``Location``), and every resource id in the path
+(``/{type}/{id}...``) matching the FHIR id type, ``[A-Za-z0-9\\-.]{1,64}``.  Each refusal is a
+:class:`fhirstudy.errors.FhirError`, so the one error handler answers it with an OperationOutcome.
 """
 from __future__ import annotations
 

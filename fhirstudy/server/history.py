@@ -7,9 +7,9 @@
 
 History parameters: ``_count`` (page size), ``_since`` (versions written at or after an instant)
 and ``_offset`` (used by the ``next``/``previous`` links; at most
-:data:`fhirstudy.limits.MAX_HISTORY_OFFSET`, since the database walks every version it skips).  A history Bundle splices the stored
-bytes of each version into its entries, with ``request`` (method and url that made the version)
-and ``response`` (status, etag, lastModified).
+:data:`fhirstudy.limits.MAX_HISTORY_OFFSET`, since the database walks every version it skips).
+A history Bundle splices the stored bytes of each version into its entries, with ``request``
+(method and url that made the version) and ``response`` (status, etag, lastModified).
 
 :func:`init_app` adds an ``after_request`` hook on the read route of :mod:`.routes`:
 ``If-None-Match: W/"n"`` naming the current version answers 304, and a 404 for a resource that was

@@ -152,7 +152,8 @@ def create(rtype: str) -> Response:
     """Create a ``rtype`` with a new id (unless ``If-None-Exist`` finds one)."""
     body = read_body(rtype)
     return _write_response(perform(get_store(), WriteRequest(
-        "POST", rtype, resource=body, if_none_exist=parse_criteria(request.headers.get("If-None-Exist"), "If-None-Exist"))))
+        "POST", rtype, resource=body,
+        if_none_exist=parse_criteria(request.headers.get("If-None-Exist"), "If-None-Exist"))))
 
 
 @bp.delete("/<rtype>/<rid>")
