@@ -172,6 +172,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = {"DATABASE_URL": args.db}
     if args.cache_mb is not None:
         config["SEARCH_CACHE_BYTES"] = int(args.cache_mb * 2**20)
+    if args.max_body_mb is not None:
+        config["MAX_BODY_BYTES"] = int(args.max_body_mb * 2**20)
+    if args.base_url:
+        config["BASE_URL"] = args.base_url
     if args.write_token:
         config["WRITE_TOKEN"] = args.write_token
     app = create_app(config)
@@ -181,8 +185,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_OK
     from .server.wsgi import run_gunicorn
 
-    run_gunicorn(app, host=args.host, port=args.port, workers=args.workers)
+    run_gunicorn(app, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
     return EXIT_OK
+
+
+def _megabytes(text: str) -> float:
+    """An argparse type: a size in MB above zero (``--max-body-mb``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
+    return value
 
 
 def _push_auth(args: argparse.Namespace, parser_error):
@@ -341,10 +356,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"database URL (default {DEFAULT_DB})")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    p.add_argument("--workers", type=_positive, default=2, help="gunicorn worker processes (default 2)")
+    p.add_argument("--threads", type=_positive, default=32,
+                   help="requests each worker serves at once (gunicorn gthread; default 32)")
     p.add_argument("--dev", action="store_true", help="use Flask's development server instead of gunicorn")
     p.add_argument("--cache-mb", type=float, default=None, metavar="MB",
                    help="search responses kept per worker until the next write (default 64; 0: none)")
+    p.add_argument("--max-body-mb", type=_megabytes, default=None, metavar="MB",
+                   help="largest request body taken, larger ones get 413 (default 8, or "
+                        "$FHIRSTUDY_MAX_BODY_BYTES in bytes)")
+    p.add_argument("--base-url", metavar="URL", default=None,
+                   help="the public base URL put in fullUrl, Location and links (default "
+                        "$FHIRSTUDY_BASE_URL; without one, taken from each request's Host header)")
     p.add_argument("--write-token", metavar="TOKEN", default=os.environ.get("FHIRSTUDY_WRITE_TOKEN"),
                    help="accept writes (PUT, POST, DELETE) from clients presenting this bearer token "
                         "(default: $FHIRSTUDY_WRITE_TOKEN; without one, writes are refused)")

@@ -25,6 +25,10 @@ MAX_SORT_KEYS = 8                 # keys of _sort
 MAX_INCLUDES = 16                 # _include and _revinclude parameters (with :iterate) in one search
 MAX_RESULT_PARAMETERS = 32        # result parameters (_count, _sort, _include...) in one search
 MAX_INTEGER = 2**63 - 1           # the largest integer taken anywhere (_count, _offset, versions)
+MAX_URL_BYTES = 16 * 2**10        # path and query string of one request (414 past it)
+MAX_HEADER_BYTES = 8 * 2**10      # one header line, name and value (431 past it)
+MAX_HEADER_FIELDS = 100           # header lines of one request (431 past it)
+MAX_HISTORY_OFFSET = 10_000       # _offset of a history page (deeper pages: narrow with _since)
 
 _DIGITS = re.compile(r"[0-9]{1,19}", re.ASCII)
 

@@ -8,7 +8,9 @@ walk driven by the official definitions (``mappings/fhir-r5-elements.json`` and
 - strict JSON types for every primitive (a string is not a number, a number not a boolean), array
   versus single value from the cardinality, and the regular expressions of id, code, date, dateTime;
 - codes of required bindings (the value set's codes, expanded from the official CodeSystems);
-- references: in a Bundle, every relative ``Type/id`` or ``urn:uuid`` reference resolves to an entry.
+- references: in a Bundle, every relative ``Type/id`` or ``urn:uuid`` reference resolves to an entry;
+- the JSON as text, first and without recursion: at most ``fhirstudy.limits.MAX_JSON_DEPTH`` levels
+  of nesting, and no character FHIR strings forbid (below U+0020 except tab, CR, LF) anywhere.
 
 ``validate_resource`` and ``validate_bundle`` collect every issue into one ``ValidationFailed``.
 """
@@ -20,7 +22,8 @@ from functools import lru_cache
 from fhir.resources import get_fhir_model_class
 from pydantic import ValidationError as PydanticError
 
-from .errors import Problem, ValidationFailed
+from .errors import InvalidRequest, Problem, ValidationFailed
+from .limits import MAX_JSON_DEPTH, check_depth
 from .terminology import load_mapping
 
 _STR = (str,)
@@ -38,6 +41,9 @@ _PATTERNS = {
                           r"([0-5]\d|60)(\.\d{1,9})?(Z|[+-]((0\d|1[0-3]):[0-5]\d|14:00))$"),
 }
 _COMPLEX_CONTAINERS = {"BackboneElement", "Element"}
+# what FHIR strings SHALL NOT contain (R5 datatypes, string): below U+0020 except tab, LF and CR
+_FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+MAX_TEXT_ISSUES = 20  # control-character issues reported for one document before stopping
 
 
 @lru_cache(maxsize=None)
@@ -199,8 +205,37 @@ def _model_issues(resource: dict, where: str) -> list[Problem]:
     return []
 
 
+def _text_issues(document: object, where: str) -> list[Problem]:
+    """Problems of the document as JSON text, found without recursion (so no document, however
+    hostile, exhausts the stack): nesting deeper than :data:`MAX_JSON_DEPTH`, and characters FHIR
+    strings SHALL NOT contain (below U+0020 except tab, CR and LF) in any key or string value."""
+    try:
+        check_depth(document, where, MAX_JSON_DEPTH)
+    except InvalidRequest as exc:
+        return [Problem(reason=exc.diagnostics, field=where)]
+    issues = []
+    stack = [(document, where)]
+    while stack and len(issues) < MAX_TEXT_ISSUES:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if _FORBIDDEN_CHARACTERS.search(key):
+                    issues.append(Problem(reason=f"the key {key[:40]!r} contains a control character", field=path))
+                stack.append((value, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
+        elif isinstance(node, str) and (found := _FORBIDDEN_CHARACTERS.search(node)):
+            issues.append(Problem(reason=f"the string contains U+{ord(found.group()):04X}; FHIR strings "
+                                         f"SHALL NOT contain characters below U+0020 except tab, CR and LF",
+                                  field=path))
+    return sorted(issues, key=lambda p: p.field or "")
+
+
 def _check(resource: dict, where: str) -> _Walker:
     walker = _Walker()
+    walker.issues.extend(_text_issues(resource, where))
+    if walker.issues:  # too deep to walk, or text no store may keep: nothing more to say
+        return walker
     walker.resource(resource, where)
     if walker.issues:  # structural problems are already named; the model would repeat them
         return walker

@@ -6,7 +6,9 @@ Config keys: ``DATABASE_URL`` (default ``sqlite:///fhirstudy.db``; the environme
 token writes must present; default from ``FHIRSTUDY_WRITE_TOKEN``; without one the server is
 read-only and refuses writes with 403) and ``SEARCH_CACHE_BYTES`` (search responses kept per app
 until the next write, :mod:`fhirstudy.server.cache`; default 64 MiB or
-``FHIRSTUDY_SEARCH_CACHE_BYTES``; 0 turns the cache off).
+``FHIRSTUDY_SEARCH_CACHE_BYTES``; 0 turns the cache off).  The request limits
+(``MAX_BODY_BYTES``, ``MAX_URL_BYTES``, ``MAX_HEADER_BYTES``, ``MAX_HEADER_FIELDS``) are described
+in :mod:`fhirstudy.server.boundary`.
 
 Blueprints: ``routes`` (metadata, read, search), ``history`` (history, vread; 304/410 on read)
 and ``write`` (create, update, delete, conditional ones, transaction/batch, ``$validate``).
@@ -17,6 +19,7 @@ import os
 
 from flask import Flask
 
+from fhirstudy.limits import parse_integer
 from fhirstudy.server.cache import DEFAULT_BYTES as DEFAULT_CACHE_BYTES
 from fhirstudy.store import DEFAULT_URL, open_store
 
@@ -25,19 +28,22 @@ STORE_EXTENSION = "fhirstudy.store"
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the Flask app: config, store, the error handler, the FHIR read, history and write routes."""
-    from fhirstudy.server import auth, history, outcome, routes, write
+    from fhirstudy.server import auth, boundary, history, outcome, routes, write
 
     app = Flask(__name__)
     app.config.from_mapping(
         DATABASE_URL=os.environ.get("FHIRSTUDY_DATABASE_URL", DEFAULT_URL),
         BASE_URL=os.environ.get("FHIRSTUDY_BASE_URL"),
-        SEARCH_CACHE_BYTES=int(os.environ.get("FHIRSTUDY_SEARCH_CACHE_BYTES", DEFAULT_CACHE_BYTES)),
+        SEARCH_CACHE_BYTES=parse_integer(os.environ.get("FHIRSTUDY_SEARCH_CACHE_BYTES", DEFAULT_CACHE_BYTES),
+                                         "FHIRSTUDY_SEARCH_CACHE_BYTES"),
+        **boundary.defaults(),
         **{auth.TOKEN_CONFIG: os.environ.get(auth.TOKEN_ENV)},
     )
     if test_config:
         app.config.from_mapping(test_config)
     init_store(app)
     outcome.init_app(app)
+    boundary.init_app(app)
     app.register_blueprint(routes.bp)
     app.register_blueprint(history.bp)
     app.register_blueprint(write.bp)

@@ -6,9 +6,10 @@
     GET /{type}/{id}/_history/{vid}      vread (404 unknown version, 410 a deleted version)
 
 History parameters: ``_count`` (page size), ``_since`` (versions written at or after an instant)
-and ``_offset`` (used by the ``next``/``previous`` links).  A history Bundle splices the stored
-bytes of each version into its entries, with ``request`` (method and url that made the version)
-and ``response`` (status, etag, lastModified).
+and ``_offset`` (used by the ``next``/``previous`` links; at most
+:data:`fhirstudy.limits.MAX_HISTORY_OFFSET`, since the database walks every version it skips).
+A history Bundle splices the stored bytes of each version into its entries, with ``request``
+(method and url that made the version) and ``response`` (status, etag, lastModified).
 
 :func:`init_app` adds an ``after_request`` hook on the read route of :mod:`.routes`:
 ``If-None-Match: W/"n"`` naming the current version answers 304, and a 404 for a resource that was
@@ -22,6 +23,7 @@ import orjson
 from flask import Blueprint, Flask, Response, request
 
 from fhirstudy.errors import Gone, InvalidRequest, NotFound
+from fhirstudy.limits import MAX_HISTORY_OFFSET, MAX_INTEGER, parse_integer
 from fhirstudy.search.index import BadValue, date_range
 from fhirstudy.search.query import MAX_COUNT
 from fhirstudy.server.outcome import handle_error
@@ -51,17 +53,21 @@ def history(rtype: str | None = None, rid: str | None = None) -> Response:
     page = store.history(rtype, rid, since=since, count=count, offset=offset)
     if rid is not None and page.total == 0 and store.head(rtype, rid) is None:
         raise NotFound(f"{rtype}/{rid} is not known")
-    path = "/".join(p for p in (rtype, rid) if p) + "/_history"
-    return fhir_response(_history_bundle(page, f"{base_url()}/{path}", count, offset))
+    path = "".join(f"/{p}" for p in (rtype, rid) if p) + "/_history"
+    return fhir_response(_history_bundle(page, base_url() + path, count, offset))
 
 
 @bp.get("/<rtype>/<rid>/_history/<vid>")
 def vread(rtype: str, rid: str, vid: str) -> Response:
     """Version ``vid`` of ``rtype/rid`` as stored, with its ETag and Last-Modified."""
     require_served(rtype)
-    entry = get_store().read_version(rtype, rid, int(vid)) if vid.isdigit() else None
+    try:
+        version = parse_integer(vid, "version", minimum=1)
+    except InvalidRequest:  # no version can have this id: not a bad request, a version not found
+        version = None
+    entry = get_store().read_version(rtype, rid, version) if version is not None else None
     if entry is None:
-        raise NotFound(f"{rtype}/{rid} has no version {vid!r}")
+        raise NotFound(f"{rtype}/{rid} has no version {vid[:80]!r}")
     if entry.deleted:
         raise Gone(f"Version {vid} of {rtype}/{rid} is its deletion")
     return fhir_response(entry.json, headers=version_headers(entry.version, entry.last_updated))
@@ -72,7 +78,7 @@ def _history_parameters() -> tuple[int, str | None, int]:
         if name not in HISTORY_PARAMETERS:
             raise InvalidRequest(f"Unknown history parameter {name!r}", expression=name)
     count = min(_non_negative("_count", HISTORY_COUNT), MAX_COUNT)
-    offset = _non_negative("_offset", 0)
+    offset = _non_negative("_offset", 0, MAX_HISTORY_OFFSET)
     since = request.args.get("_since")
     if since is not None:
         try:
@@ -82,13 +88,17 @@ def _history_parameters() -> tuple[int, str | None, int]:
     return count, since, offset
 
 
-def _non_negative(name: str, default: int) -> int:
+def _non_negative(name: str, default: int, maximum: int = MAX_INTEGER) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise InvalidRequest(f"{name} must be a non-negative integer, not {raw!r}", expression=name)
-    return int(raw)
+    try:
+        return parse_integer(raw, name, maximum=maximum)
+    except InvalidRequest as exc:
+        if maximum == MAX_INTEGER:
+            raise
+        raise InvalidRequest(f"{exc.diagnostics}: history pages go {maximum} versions deep at most; "
+                             f"narrow the history with _since", expression=name) from None
 
 
 def _history_bundle(page: HistoryPage, url: str, count: int, offset: int) -> dict:
@@ -98,7 +108,7 @@ def _history_bundle(page: HistoryPage, url: str, count: int, offset: int) -> dic
         return url + "?" + urlencode([*echo, ("_count", count), ("_offset", at)])
 
     links = [{"relation": "self", "url": link(offset)}]
-    if count and offset + count < page.total:
+    if count and offset + count < page.total and offset + count <= MAX_HISTORY_OFFSET:
         links.append({"relation": "next", "url": link(offset + count)})
     if count and offset > 0:
         links.append({"relation": "previous", "url": link(max(0, offset - count))})

@@ -17,8 +17,9 @@ from fhirstudy.errors import BundleEntryFailed, FhirError, StoreError, Validatio
 FHIR_JSON = "application/fhir+json"
 # werkzeug HTTP errors -> OperationOutcome issue codes (others: "processing")
 HTTP_ISSUE_CODES = {400: "invalid", 404: "not-found", 405: "not-supported", 406: "not-supported",
-                    413: "too-costly", 415: "not-supported"}
+                    413: "too-costly", 414: "too-long", 415: "not-supported", 431: "too-long"}
 VALIDATION_STATUS = 422  # a well-formed resource that breaks FHIR rules
+RETRY_AFTER_SECONDS = 5  # what a 503 (the database could not answer) asks the client to wait
 
 
 def operation_outcome(diagnostics: str, code: str, expression: str | None = None,
@@ -68,12 +69,17 @@ def _describe(error: Exception) -> tuple[int, list[dict], dict[str, str]]:
     if isinstance(error, HTTPException):
         status = error.code or 500
         headers = {"Allow": ", ".join(error.valid_methods)} if getattr(error, "valid_methods", None) else {}
-        return status, [_issue(error.description or error.name, HTTP_ISSUE_CODES.get(status, "processing"))], headers
+        description = error.description or error.name
+        if status == 413 and current_app.config.get("MAX_BODY_BYTES"):
+            description = (f"The request body is larger than this server takes "
+                           f"({current_app.config['MAX_BODY_BYTES']} bytes)")
+        return status, [_issue(description, HTTP_ISSUE_CODES.get(status, "processing"))], headers
     if isinstance(error, WriteConflict):
         return 409, [_issue("A concurrent write changed the same resource; try again", "conflict")], {}
     if isinstance(error, StoreError):
         current_app.logger.error("store error: %s", error)
-        return 503, [_issue("The database could not answer; try again later", "transient")], {}
+        return 503, [_issue("The database could not answer; try again later", "transient")], {
+            "Retry-After": str(RETRY_AFTER_SECONDS)}
     current_app.logger.exception("unexpected error")
     return 500, [_issue("Internal server error", "exception")], {}
 

@@ -20,6 +20,7 @@ each entry in its own transaction and answers each entry with its own status or 
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -28,9 +29,12 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
-from fhirstudy.errors import (BundleEntryFailed, Conflict, FhirStudyError, Gone, InvalidRequest, NotFound,
-                              PreconditionFailed)
+from fhirstudy.errors import (BundleEntryFailed, Conflict, FhirError, FhirStudyError, Gone, InvalidRequest,
+                              NotFound, PreconditionFailed)
+from fhirstudy.limits import MAX_BUNDLE_ENTRIES, parse_integer
+from fhirstudy.server.boundary import FHIR_ID
 from fhirstudy.search import load_registry, parse_search
+from fhirstudy.search.query import RESULT_PARAMETERS as SEARCH_RESULT_PARAMETERS
 from fhirstudy.server.outcome import describe, operation_outcome
 from fhirstudy.store import SqlStore, Tx, WriteResult
 from fhirstudy.validation import validate_resource
@@ -40,7 +44,8 @@ METHODS = ("GET", "POST", "PUT", "DELETE")
 PROCESSING_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 URN_UUID = "urn:uuid:"
 # Parameters of the request URL that are about the response, not conditional criteria.
-RESPONSE_PARAMETERS = {"_format", "_pretty"}
+RESULT_PARAMETERS = frozenset({*SEARCH_RESULT_PARAMETERS, "_format", "_pretty"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 PREFER_RETURN = ("minimal", "representation", "OperationOutcome")
 
 
@@ -109,18 +114,33 @@ def parse_etag(value: str | None, where: str = "If-Match") -> int | None:
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]
-    text = text.strip('"')
-    if not text.isdigit():
-        raise InvalidRequest(f"{where} must be a version ETag like W/\"1\", not {value!r}", expression=where)
-    return int(text)
+    try:
+        return parse_integer(text.strip('"'), where)
+    except InvalidRequest:
+        raise InvalidRequest(f"{where} must be a version ETag like W/\"1\", not {value[:80]!r}",
+                             expression=where) from None
 
 
-def parse_criteria(query: str | None) -> list[tuple[str, str]] | None:
-    """Search criteria of a conditional interaction (``identifier=x&status=active``), or None."""
+def parse_criteria(query: str | None, where: str = "criteria") -> list[tuple[str, str]] | None:
+    """Search criteria of a conditional interaction (``identifier=x&status=active``, optionally
+    after ``Type?``), or None when there is no query at all.  Result parameters (``_count``,
+    ``_sort``, ``_format``...) are not criteria and are left out; InvalidRequest when nothing else
+    is left, or when a value holds a control character."""
     if query is None or query.strip() == "":
         return None
-    return [(k, v) for k, v in parse_qsl(query.lstrip("?"), keep_blank_values=True)
-            if k not in RESPONSE_PARAMETERS]
+    head, question, rest = query.partition("?")
+    if question and not {"=", "&"} & set(head):  # "Type?criteria" or "?criteria"
+        query = rest
+    criteria = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
+                if k.partition(":")[0] not in RESULT_PARAMETERS]
+    if not criteria:
+        raise InvalidRequest(f"{where} {query[:200]!r} has no search criteria once result parameters "
+                             f"({', '.join(sorted(RESULT_PARAMETERS))}) are set aside", expression=where)
+    for key, value in criteria:
+        if _CONTROL.search(key) or _CONTROL.search(value):
+            raise InvalidRequest(f"{where}: the parameter {key[:80]!r} contains a control character",
+                                 expression=where)
+    return criteria
 
 
 def parse_url(url: Any, base: str, where: str) -> tuple[str, str | None, list[tuple[str, str]] | None]:
@@ -139,12 +159,24 @@ def parse_url(url: Any, base: str, where: str) -> tuple[str, str | None, list[tu
     return parts[0], (parts[1] if len(parts) == 2 else None), parse_criteria(query) if question else None
 
 
+# the JSON type each element of a Bundle entry's request must have (R5 Bundle.entry.request)
+REQUEST_FIELDS = {"method": str, "url": str, "ifNoneMatch": str, "ifModifiedSince": str, "ifMatch": str,
+                  "ifNoneExist": str}
+ENTRY_FIELDS = {"fullUrl": str, "resource": dict, "request": dict}
+_JSON_NAMES = {str: "a string", dict: "an object"}
+
+
 def request_from_entry(index: int, entry: Any, base: str) -> WriteRequest:
-    """The :class:`WriteRequest` of Bundle entry ``index``; InvalidRequest when it is malformed."""
+    """The :class:`WriteRequest` of Bundle entry ``index``; InvalidRequest when it is malformed
+    (each element of the entry and of its request checked for its JSON type)."""
     where = f"Bundle.entry[{index}]"
-    if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+    if not isinstance(entry, dict):
+        raise InvalidRequest("an entry must be an object", expression=where)
+    if "request" not in entry:
         raise InvalidRequest("an entry needs a request (method and url)", expression=f"{where}.request")
+    _check_types(entry, ENTRY_FIELDS, where)
     request = entry["request"]
+    _check_types(request, REQUEST_FIELDS, f"{where}.request")
     method = request.get("method")
     if method not in METHODS:
         raise InvalidRequest(f"request.method {method!r} is not supported (only {', '.join(METHODS)})",
@@ -156,12 +188,21 @@ def request_from_entry(index: int, entry: Any, base: str) -> WriteRequest:
         raise InvalidRequest(f"a {method} entry's url needs an id or criteria", expression=f"{where}.request.url")
     if method == "GET" and criteria:
         raise InvalidRequest("searches are not supported inside a Bundle", expression=f"{where}.request.url")
-    full_url = entry.get("fullUrl")
+    if rid is not None and not FHIR_ID.fullmatch(rid):
+        raise InvalidRequest(f"{rid[:80]!r} is not a FHIR id", expression=f"{where}.request.url")
     return WriteRequest(
         method=method, rtype=rtype, rid=rid, criteria=criteria, resource=entry.get("resource"),
         if_match=parse_etag(request.get("ifMatch"), f"{where}.request.ifMatch"),
-        if_none_exist=parse_criteria(request.get("ifNoneExist")) if method == "POST" else None,
-        full_url=full_url if isinstance(full_url, str) else None, index=index)
+        if_none_exist=(parse_criteria(request.get("ifNoneExist"), f"{where}.request.ifNoneExist")
+                       if method == "POST" else None),
+        full_url=entry.get("fullUrl"), index=index)
+
+
+def _check_types(node: dict, fields: dict[str, type], where: str) -> None:
+    for name, kind in fields.items():
+        if name in node and not isinstance(node[name], kind):
+            raise InvalidRequest(f"{where}.{name} must be {_JSON_NAMES[kind]}, not {type(node[name]).__name__}",
+                                 expression=f"{where}.{name}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +390,10 @@ def process_bundle(store: SqlStore, bundle: Any, base: str, prefer: str | None =
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):
         raise InvalidRequest("Bundle.entry must be an array", expression="Bundle.entry")
+    if len(entries) > MAX_BUNDLE_ENTRIES:
+        raise FhirError(f"The Bundle has {len(entries)} entries; this server takes at most "
+                        f"{MAX_BUNDLE_ENTRIES} in one {kind} (split it)", expression="Bundle.entry",
+                        status=413, code="too-costly")
     atomic = kind == "transaction"
     refs: dict[str, str] = {}
     requests: list[WriteRequest] = []
@@ -378,7 +423,7 @@ def process_bundle(store: SqlStore, bundle: Any, base: str, prefer: str | None =
 
 
 def _transaction(tx: Tx, requests: list[WriteRequest], refs: dict[str, str]) -> dict[int, WriteOutcome]:
-    resolved = [_guard(r, resolve, tx, r, refs) for r in requests]
+    resolved = _resolve_all(tx, requests, refs)
     targets: set[tuple[str, str]] = set()
     for r in resolved:
         if r.method != "GET" and r.rid and not r.matched:
@@ -386,6 +431,27 @@ def _transaction(tx: Tx, requests: list[WriteRequest], refs: dict[str, str]) -> 
                 _guard(r, _raise, InvalidRequest(f"{r.rtype}/{r.rid} is the target of more than one entry"))
             targets.add((r.rtype, r.rid))
     return {r.index: _guard(r, execute, tx, r, refs) for r in resolved}
+
+
+def _resolve_all(tx: Tx, requests: list[WriteRequest], refs: dict[str, str]) -> list[WriteRequest]:
+    """Resolve every request of a transaction.  Conditional creates with the same criteria (after
+    the first) are resolved against what the transaction itself creates, as HAPI FHIR does: the
+    first one that matches nothing creates the resource, the later ones match it (no duplicate)."""
+    creating: dict[tuple, WriteRequest] = {}  # (type, sorted criteria) -> the entry that creates it
+    resolved = []
+    for r in requests:
+        key = (r.rtype, tuple(sorted(r.if_none_exist))) if r.method == "POST" and r.if_none_exist else None
+        first = creating.get(key) if key else None
+        if first is not None:
+            r = dataclasses.replace(r, rid=first.rid, matched=first.rid)
+            if r.full_url and r.full_url.startswith(URN_UUID):
+                refs[r.full_url] = f"{r.rtype}/{r.rid}"
+        else:
+            r = _guard(r, resolve, tx, r, refs)
+            if key and not r.matched:
+                creating[key] = r
+        resolved.append(r)
+    return resolved
 
 
 def _raise(error: Exception):

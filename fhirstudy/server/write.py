@@ -24,6 +24,7 @@ from flask import Blueprint, Response, request
 from werkzeug.http import http_date
 
 from fhirstudy.errors import InvalidRequest, UnsupportedMediaType, ValidationFailed
+from fhirstudy.limits import MAX_JSON_DEPTH, check_depth
 from fhirstudy.server.auth import write_access
 from fhirstudy.server.outcome import FHIR_JSON, operation_outcome, validation_issues
 from fhirstudy.server.routes import JSON_MIMETYPES, base_url, get_store, negotiate_format
@@ -71,8 +72,9 @@ def version_headers(version: int | None, last_updated: str | None) -> dict[str, 
 
 
 def read_body(expected: str | None = None) -> dict:
-    """The request body: FHIR JSON (else 415), an object with ``resourceType`` (else 400), of the
-    ``expected`` type when given (else 400)."""
+    """The request body: FHIR JSON (else 415), within the size limit (else 413, see
+    :mod:`.boundary`), nesting at most ``MAX_JSON_DEPTH`` levels (else 400), an object with
+    ``resourceType`` (else 400), of the ``expected`` type when given (else 400)."""
     if request.mimetype not in JSON_MIMETYPES:
         raise UnsupportedMediaType(f"Content-Type must be application/fhir+json or application/json, "
                                    f"not {request.mimetype or 'missing'}")
@@ -80,6 +82,7 @@ def read_body(expected: str | None = None) -> dict:
         body = orjson.loads(request.get_data())
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The body is not JSON: {exc}") from exc
+    check_depth(body, "body", MAX_JSON_DEPTH)
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
         raise InvalidRequest("The body is not a FHIR resource (a JSON object with resourceType)")
     if expected is not None and body["resourceType"] != expected:
@@ -111,7 +114,7 @@ def _write_response(outcome: WriteOutcome) -> Response:
 
 
 def _criteria() -> list[tuple[str, str]]:
-    criteria = parse_criteria(request.query_string.decode("utf-8"))
+    criteria = parse_criteria(request.query_string.decode("utf-8", "replace"))
     if not criteria:
         raise InvalidRequest("A conditional interaction needs search criteria in the URL")
     return criteria
@@ -149,7 +152,8 @@ def create(rtype: str) -> Response:
     """Create a ``rtype`` with a new id (unless ``If-None-Exist`` finds one)."""
     body = read_body(rtype)
     return _write_response(perform(get_store(), WriteRequest(
-        "POST", rtype, resource=body, if_none_exist=parse_criteria(request.headers.get("If-None-Exist")))))
+        "POST", rtype, resource=body,
+        if_none_exist=parse_criteria(request.headers.get("If-None-Exist"), "If-None-Exist"))))
 
 
 @bp.delete("/<rtype>/<rid>")
@@ -181,8 +185,9 @@ def validate(rtype: str, rid: str | None = None) -> Response:
     """``$validate``: an OperationOutcome, ``information`` when valid, else every issue."""
     body = read_body()
     if body["resourceType"] == "Parameters":
-        body = next((p.get("resource") for p in body.get("parameter") or []
-                     if isinstance(p, dict) and p.get("name") == "resource"), None)
+        parameters = body.get("parameter")
+        body = next((p.get("resource") for p in parameters if isinstance(p, dict) and p.get("name") == "resource"),
+                    None) if isinstance(parameters, list) else None
         if not isinstance(body, dict):
             raise InvalidRequest("Parameters needs a 'resource' parameter holding the resource",
                                  expression="Parameters.parameter")
