@@ -373,14 +373,18 @@ class SqlStore:
         self.search_timeout_ms = _timeout(search_timeout_ms)
         self.index_hash = _state.registry_hash(self.registry)
         _check_param_ids(self.registry)
-        with _db_errors():
-            self._check_schema()
-            metadata.create_all(engine)
-            _state.state_metadata.create_all(engine)
-            with engine.begin() as conn:
-                if conn.execute(sa.select(sa.func.count()).select_from(schema)).scalar_one() == 0:
-                    conn.execute(sa.insert(schema).values(version=SCHEMA_VERSION))
-            self._init_state(check_index)
+        try:
+            with _db_errors():
+                self._check_schema()
+                metadata.create_all(engine)
+                _state.state_metadata.create_all(engine)
+                with engine.begin() as conn:
+                    if conn.execute(sa.select(sa.func.count()).select_from(schema)).scalar_one() == 0:
+                        conn.execute(sa.insert(schema).values(version=SCHEMA_VERSION))
+                self._init_state(check_index)
+        except BaseException:
+            engine.dispose()  # a refused store keeps no connection open
+            raise
         # no pooled connection may survive into a forked worker (gunicorn forks after create_app);
         # an in-memory database lives in its one static connection, so it is kept
         if not isinstance(engine.pool, StaticPool):
