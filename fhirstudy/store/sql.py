@@ -32,6 +32,12 @@ by keyset, not by offset: a page starts after the sort values and primary key of
 page's last entry (``SearchQuery.cursor``), so a write between two page requests neither repeats
 nor skips a resource that did not itself change (an offset would shift every later match by
 one).  Database errors are translated to :class:`StoreError` at this one boundary (``_ERRORS``).
+
+Beside this module: :mod:`~fhirstudy.store.state` (the write generation, bumped in commit order,
+and the hash of the search parameters the index was built for), :mod:`~fhirstudy.store.reindex`
+(rebuilding the index online), :mod:`~fhirstudy.store.guards` (no NUL, over-long key or integer
+past 64 bits reaches SQL), :mod:`~fhirstudy.store.timeout` (the time limit of one search) and
+:mod:`~fhirstudy.store.urls` (which database URLs are taken).
 """
 from __future__ import annotations
 
