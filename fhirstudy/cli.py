@@ -132,6 +132,31 @@ def cmd_load(args: argparse.Namespace) -> int:
     return EXIT_FAILED if counts["failed"] else EXIT_OK
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Rebuild the search index of the store at --db for the search parameters this fhirstudy
+    serves (online: searches and writes go on; a progress bar on a terminal)."""
+    from .store import open_store
+    from .store.reindex import reindex
+
+    store = open_store(args.db, check_index=False)
+    try:
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            with Progress("reindexing", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          transient=True) as bar:
+                task = bar.add_task("reindex", total=None)
+                report = reindex(store, batch=args.batch,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+        else:
+            report = reindex(store, batch=args.batch)
+    finally:
+        store.close()
+    print(f"reindexed {report.resources} resources ({report.rewritten} written meanwhile, done again) "
+          f"in {report.transactions} transactions, {report.seconds:.1f} s -> {args.db}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate FHIR JSON files (a resource or a Bundle per file, or NDJSON, one per line)."""
     from .errors import ValidationFailed
@@ -351,6 +376,12 @@ def _parser() -> argparse.ArgumentParser:
     inputs(p)
     p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"database URL (default {DEFAULT_DB})")
     p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("reindex", help="rebuild the search index for the search parameters served (online)")
+    p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"database URL (default {DEFAULT_DB})")
+    p.add_argument("--batch", type=_positive, default=500, metavar="N",
+                   help="resources per transaction (default 500)")
+    p.set_defaults(func=cmd_reindex)
 
     p = sub.add_parser("serve", help="serve the FHIR REST endpoint")
     p.add_argument("--host", default="127.0.0.1")

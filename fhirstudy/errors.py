@@ -7,7 +7,14 @@
     +-- ValidationFailed                FHIR output failed validation (list of issues)
     +-- StoreError                      the database refused or failed an operation
     |   +-- WriteConflict               a concurrent write won the race for the same rows, and
-    |                                   running the write again did not help (HTTP 409)
+    |   |                               running the write again did not help (HTTP 409)
+    |   +-- IndexOutdated               the search index was built for other search parameters:
+    |   |                               run ``fhirstudy reindex`` (or a reindex is running)
+    |   +-- StoreValueRejected          also InvalidRequest (400): a value the database cannot
+    |   |                               take (a NUL character, an id past 64 characters, an
+    |   |                               integer past 64 bits): the caller's mistake, not the store's
+    |   +-- QueryTooCostly              also a FhirError (400, ``too-costly``): a search or history
+    |                                   request ran past the statement time limit
     +-- FhirError                       a FHIR REST problem with an HTTP status and an
         |                               OperationOutcome issue code (client mistakes are 4xx)
         +-- InvalidRequest              400: bad parameter, bad body
@@ -100,6 +107,11 @@ class WriteConflict(StoreError):
     """A concurrent write changed the same resource and retrying did not get past it."""
 
 
+class IndexOutdated(StoreError):
+    """The search index rows were built for other search parameters (or index code) than this
+    process serves, or a ``fhirstudy reindex`` is rebuilding them: searching would answer wrongly."""
+
+
 class FhirError(FhirStudyError):
     """A FHIR REST problem: ``status`` is the HTTP status, ``code`` the OperationOutcome issue type,
     ``expression`` where in the request the problem is."""
@@ -130,6 +142,19 @@ class NotFound(FhirError):
 class InvalidRequest(FhirError):
     status = 400
     code = "invalid"
+
+
+class StoreValueRejected(InvalidRequest, StoreError):
+    """A value the store will not send to the database (a NUL character, an over-long id, an
+    integer past 64 bits): the request's mistake, answered as 400, never as 503."""
+
+
+class QueryTooCostly(FhirError, StoreError):
+    """A search or history request ran past the store's statement time limit (400 ``too-costly``:
+    repeating it unchanged would not help)."""
+
+    status = 400
+    code = "too-costly"
 
 
 class NotAcceptable(FhirError):

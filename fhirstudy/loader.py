@@ -1,5 +1,12 @@
-"""Putting converted trials into the store: each trial's Bundle in one transaction, plus the
-reference resources fhirstudy publishes (its condition CodeSystem)."""
+"""Putting converted trials into the store: each trial's Bundle in one short transaction, plus the
+reference resources fhirstudy publishes (its condition CodeSystem).
+
+A load never holds the write lock while it works: records are converted before their trial's
+transaction, and ``put_many`` computes content hashes and index rows before it begins one (see
+:meth:`fhirstudy.store.SqlStore.prepare`), so the transaction only writes rows.  On SQLite a
+server write waiting beside a long load therefore gets the lock between two trials instead of
+running into its busy timeout.
+"""
 from __future__ import annotations
 
 from .terminology import condition_code_system
@@ -16,7 +23,8 @@ def load_reference_resources(store) -> None:
 
 
 def store_bundle(store, bundle: dict) -> int:
-    """Store every resource of a trial's transaction Bundle in one transaction; returns how many."""
+    """Store every resource of a trial's transaction Bundle in one short transaction (prepared
+    before it begins); returns how many."""
     resources = [entry["resource"] for entry in bundle["entry"]]
     store.put_many(resources)
     return len(resources)

@@ -32,6 +32,12 @@ by keyset, not by offset: a page starts after the sort values and primary key of
 page's last entry (``SearchQuery.cursor``), so a write between two page requests neither repeats
 nor skips a resource that did not itself change (an offset would shift every later match by
 one).  Database errors are translated to :class:`StoreError` at this one boundary (``_ERRORS``).
+
+Beside this module: :mod:`~fhirstudy.store.state` (the write generation, bumped in commit order,
+and the hash of the search parameters the index was built for), :mod:`~fhirstudy.store.reindex`
+(rebuilding the index online), :mod:`~fhirstudy.store.guards` (no NUL, over-long key or integer
+past 64 bits reaches SQL), :mod:`~fhirstudy.store.timeout` (the time limit of one search) and
+:mod:`~fhirstudy.store.urls` (which database URLs are taken).
 """
 from __future__ import annotations
 
@@ -45,8 +51,13 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import StaticPool
 
-from fhirstudy.errors import InvalidRequest, StoreError, WriteConflict
+from fhirstudy.errors import InvalidRequest, StoreError, StoreValueRejected, WriteConflict
 from fhirstudy.search.index import STRING_INDEX_LENGTH, index_rows, now_instant
+from fhirstudy.store import state as _state
+from fhirstudy.store.guards import (bounded_columns, check_integer, check_key, check_text, check_values,
+                                    fit_rows, text_columns)
+from fhirstudy.store.timeout import search_timeout_ms, time_limit
+from fhirstudy.store.urls import MEMORY, database_url, driver_missing
 from fhirstudy.search.query import (Clause, CompositeValue, Include, RangeValue, ReferenceValue,
                                     SearchQuery, SortKey, StringValue, TokenValue, UriValue)
 from fhirstudy.search.registry import Registry, load_registry
@@ -281,15 +292,20 @@ def _db_errors() -> Iterator[None]:
 
 
 def engine_for(url: str) -> sa.Engine:
-    """An engine for ``url``: ``sqlite:///path.db``, ``sqlite://`` (memory) or ``postgresql://...``."""
-    if url.startswith(("postgresql://", "postgres://")):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    if url in ("sqlite://", "sqlite:///:memory:"):
-        # one shared connection, so every thread sees the same in-memory database
-        engine = sa.create_engine("sqlite://", poolclass=StaticPool,
-                                  connect_args={"check_same_thread": False})
-    else:
-        engine = sa.create_engine(url)
+    """An engine for ``url``: ``sqlite:///path.db``, ``sqlite://`` (memory) or ``postgresql://...``
+    (:mod:`fhirstudy.store.urls`: anything else is a :class:`StoreError` saying why)."""
+    url = database_url(url)
+    try:
+        if url in MEMORY:
+            # one shared connection, so every thread sees the same in-memory database
+            engine = sa.create_engine("sqlite://", poolclass=StaticPool,
+                                      connect_args={"check_same_thread": False})
+        else:
+            engine = sa.create_engine(url)
+    except ImportError as exc:
+        raise driver_missing(url, exc) from exc
+    except sa_exc.ArgumentError as exc:
+        raise StoreError(f"{url!r} is not a usable database URL: {exc}") from exc
     if engine.dialect.name == "sqlite":
         memory = engine.url.database in (None, "", ":memory:")
         sa.event.listen(engine, "connect", lambda conn, _: _sqlite_pragmas(conn, memory))
@@ -335,7 +351,19 @@ def _with_meta(resource: dict, version: int, last_updated: str) -> dict:
     return {**head, **{k: v for k, v in resource.items() if k not in head}}
 
 
-_GENERATION_SQL = f"SELECT max(pk) FROM {history.name}"
+# Parameters whose index rows depend on the moment of the write: computed inside the write
+# transaction (the rest are computed before it begins, from the resource alone).
+_DYNAMIC_MARK = "lastUpdated"
+
+
+@dataclass
+class Prepared:
+    """A resource ready to be written: its content hash and the index rows (pid set) of every
+    parameter that does not depend on the moment of the write."""
+
+    resource: dict
+    digest: str
+    rows: dict[str, list[dict]]
 
 
 class SqlStore:
@@ -343,21 +371,47 @@ class SqlStore:
     PostgreSQL)."""
 
     def __init__(self, engine: sa.Engine, registry: Registry | None = None,
-                 clock: Callable[[], str] = now_instant):
+                 clock: Callable[[], str] = now_instant, search_timeout_ms: int | None = None,
+                 check_index: bool = True):
         self.engine = engine
         self.registry = registry or load_registry()
         self.clock = clock
+        self.search_timeout_ms = _timeout(search_timeout_ms)
+        self.index_hash = _state.registry_hash(self.registry)
         _check_param_ids(self.registry)
-        with _db_errors():
-            self._check_schema()
-            metadata.create_all(engine)
-            with engine.begin() as conn:
-                if conn.execute(sa.select(sa.func.count()).select_from(schema)).scalar_one() == 0:
-                    conn.execute(sa.insert(schema).values(version=SCHEMA_VERSION))
+        try:
+            with _db_errors():
+                self._check_schema()
+                metadata.create_all(engine)
+                _state.state_metadata.create_all(engine)
+                with engine.begin() as conn:
+                    if conn.execute(sa.select(sa.func.count()).select_from(schema)).scalar_one() == 0:
+                        conn.execute(sa.insert(schema).values(version=SCHEMA_VERSION))
+                self._init_state(check_index)
+        except BaseException:
+            engine.dispose()  # a refused store keeps no connection open
+            raise
         # no pooled connection may survive into a forked worker (gunicorn forks after create_app);
         # an in-memory database lives in its one static connection, so it is kept
         if not isinstance(engine.pool, StaticPool):
             engine.dispose()
+
+    def _init_state(self, check_index: bool) -> None:
+        """Create the state row (a second process doing the same at once loses harmlessly) and
+        refuse an index built for other search parameters, unless ``check_index`` is false."""
+        where = self.engine.url.render_as_string(hide_password=True)
+        for attempt in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    empty = conn.execute(sa.select(resource.c.pk).limit(1)).first() is None
+                    newest = conn.execute(sa.select(sa.func.max(history.c.pk))).scalar() or 0
+                    _state.init_state(conn, self.index_hash, empty, newest)
+                    if check_index:
+                        _state.check_index(conn, self.index_hash, where)
+                return
+            except sa_exc.IntegrityError:
+                if attempt:
+                    raise
 
     def _check_schema(self) -> None:
         """Refuse a database whose tables another layout made (it would be searched wrongly)."""
@@ -389,7 +443,13 @@ class SqlStore:
         while True:
             try:
                 with _db_errors(), writer.begin() as conn:
-                    return work(Tx(self, conn, self.clock()))
+                    tx = Tx(self, conn, self.clock())
+                    result = work(tx)
+                    if tx.written:  # last, so the state row stays locked only until the commit
+                        if _state.bump(conn, self.index_hash):
+                            _insert_rows(conn, _state.reindex_queue,
+                                         [{"resource_pk": pk} for pk in sorted(tx.written)])
+                    return result
             except WriteConflict:
                 attempt += 1
                 if attempt > retries:
@@ -401,16 +461,32 @@ class SqlStore:
         Each resource needs ``resourceType`` and ``id``.  Returns one :class:`PutResult` per
         resource, in order.  Raises :class:`StoreError` (and changes nothing) on failure.
         """
+        prepared = self.prepare(resources)  # the costly part, before the write lock is taken
+        results = self.write(lambda tx: tx.put_prepared(prepared))
+        return [PutResult(r.type, r.id, r.version, r.created) for r in results]
+
+    def prepare(self, resources: Iterable[dict]) -> list[Prepared]:
+        """Check ``resources``' keys and compute, outside any transaction, their content hashes and
+        the index rows that do not depend on the moment of the write (see :meth:`Tx.put_prepared`)."""
         batch = list(resources)
         _check_keys(batch)
-        results = self.write(lambda tx: tx.put(batch))
-        return [PutResult(r.type, r.id, r.version, r.created) for r in results]
+        prepared = []
+        for r in batch:
+            static, _, pids = _indexed_params(self.registry, r["resourceType"])
+            prepared.append(Prepared(r, content_hash(r), _rows_with_pids(r, static, pids)))
+        return prepared
+
+    def index_rows_of(self, doc: dict) -> dict[str, list[dict]]:
+        """Every index row of the stored resource ``doc`` (pid set, no ``resource_pk``)."""
+        static, dynamic, pids = _indexed_params(self.registry, doc["resourceType"])
+        return _rows_with_pids(doc, static + dynamic, pids)
 
     # -- reading ------------------------------------------------------------------------------
 
     def read_entry(self, rtype: str, rid: str) -> StoredResource | None:
         """The stored resource ``rtype/rid`` with its version and lastUpdated, or None (also when
         it was deleted)."""
+        check_key(rtype, rid)
         with _db_errors(), self.engine.connect() as conn:
             return _read_entry(conn, rtype, rid)
 
@@ -421,11 +497,14 @@ class SqlStore:
 
     def head(self, rtype: str, rid: str) -> Head | None:
         """The current version of ``rtype/rid`` and whether it is deleted, or None if never stored."""
+        check_key(rtype, rid)
         with _db_errors(), self.engine.connect() as conn:
             return _head(conn, rtype, rid)
 
     def read_version(self, rtype: str, rid: str, version: int) -> HistoryEntry | None:
         """Version ``version`` of ``rtype/rid`` (``json`` None if that version is a delete), or None."""
+        check_key(rtype, rid)
+        check_integer(version, "version")
         with _db_errors(), self.engine.connect() as conn:
             row = conn.execute(_history_select().where(
                 history.c.type == rtype, history.c.id == rid, history.c.version == version)).first()
@@ -436,6 +515,10 @@ class SqlStore:
         """Versions of one resource (``rtype`` and ``rid``), of a type (``rtype``) or of everything,
         newest first; ``since`` (an instant as stored, e.g. ``2025-01-02T03:04:05.678Z``) keeps
         those written at or after it.  Returns the total and the page ``offset..offset+count``."""
+        check_key(rtype, rid)
+        check_integer(count, "_count")
+        check_integer(offset, "_offset")
+        check_text(since, "_since")
         where = []
         if rtype is not None:
             where.append(history.c.type == rtype)
@@ -443,15 +526,16 @@ class SqlStore:
             where.append(history.c.id == rid)
         if since is not None:
             where.append(history.c.last_updated >= since)
-        with _db_errors(), self.engine.connect() as conn:
+        with _db_errors(), self.engine.connect() as conn, time_limit(conn, self.search_timeout_ms, "history request"):
             total = conn.execute(sa.select(sa.func.count()).select_from(history).where(*where)).scalar_one()
             rows = conn.execute(_history_select().where(*where).order_by(history.c.pk.desc())
                                 .limit(count).offset(offset)).all() if count and offset < total else []
         return HistoryPage(total, [_history_entry(row) for row in rows])
 
     def generation(self) -> int:
-        """A number that grows with every write (the newest history row): equal generations mean
-        the same stored content, across processes and machines sharing the database."""
+        """A number that grows with every committed write (the state row's counter, bumped in
+        commit order): equal generations mean the same stored content, across processes and
+        machines sharing the database."""
         # straight through the driver: this runs before every cached search answer, and
         # SQLAlchemy's connection and result machinery would cost ten times the query
         dbapi = self.engine.dialect.loaded_dbapi
@@ -459,7 +543,7 @@ class SqlStore:
             conn = self.engine.raw_connection()
             try:
                 cursor = conn.cursor()
-                cursor.execute(_GENERATION_SQL)
+                cursor.execute(_state.GENERATION_SQL)
                 value = cursor.fetchone()[0]
                 cursor.close()
             finally:
@@ -477,13 +561,14 @@ class SqlStore:
         Without ``_sort``, a search with a criterion that selects index rows is answered from the
         index tables alone (:func:`_index_matches`); otherwise from ``resource`` joined with them.
         """
+        _check_query(query)
         matches = None if query.sort else _index_matches(query)
         if matches is None:
             where = _search_conditions(query)
             counted = sa.select(sa.func.count()).select_from(resource).where(*where)
         else:
             counted = sa.select(sa.func.count()).select_from(matches)
-        with _db_errors(), self.engine.connect() as conn:
+        with _db_errors(), self.engine.connect() as conn, time_limit(conn, self.search_timeout_ms, "search"):
             total = None
             if query.total != "none":
                 total = conn.execute(counted).scalar_one()
@@ -546,13 +631,16 @@ class Tx:
         self.store = store
         self.conn = conn
         self.now = now
+        self.written: set[int] = set()  # primary keys of the resources this transaction changed
 
     def head(self, rtype: str, rid: str) -> Head | None:
         """The current version of ``rtype/rid`` (locked), deleted or not; None if never stored."""
+        check_key(rtype, rid)
         return _head(self.conn, rtype, rid, lock=True)
 
     def read_entry(self, rtype: str, rid: str) -> StoredResource | None:
         """The current stored resource, as this transaction sees it (None if absent or deleted)."""
+        check_key(rtype, rid)
         return _read_entry(self.conn, rtype, rid)
 
     def match(self, query: SearchQuery, limit: int = 2) -> list[str]:
@@ -564,6 +652,8 @@ class Tx:
         waits for its commit and sees what it created (two racing conditional creates make one
         resource, not two).  SQLite write transactions are serialised anyway.
         """
+        _check_query(query)
+        check_integer(limit, "limit")
         if self.conn.dialect.name == "postgresql":
             criteria = "&".join(f"{name}={value}" for name, value in sorted(query.echo))
             digest = hashlib.blake2b(f"{query.resource_type}?{criteria}".encode(), digest_size=8).digest()
@@ -575,14 +665,17 @@ class Tx:
     def put(self, resources: Iterable[dict], method: str = "PUT") -> list[WriteResult]:
         """Create or update each resource (``resourceType`` and ``id`` required) as a new version
         made by ``method``; unchanged content keeps its version (outcome ``unchanged``)."""
-        batch = [(r, content_hash(r)) for r in resources]
-        _check_keys([r for r, _ in batch])
-        known = self._known({(r["resourceType"], r["id"]) for r, _ in batch})
+        return self.put_prepared(self.store.prepare(resources), method)
+
+    def put_prepared(self, prepared: list[Prepared], method: str = "PUT") -> list[WriteResult]:
+        """:meth:`put` of resources :meth:`SqlStore.prepare` made ready (before the transaction)."""
+        batch = [(p.resource, p.digest, p.rows) for p in prepared]
+        known = self._known({(r["resourceType"], r["id"]) for r, _, _ in batch})
         pending: dict[tuple, dict] = {}
         versions: list[dict] = []
         written: dict[tuple, int] = {}  # key -> index in versions of its newest version
         results = []
-        for r, digest in batch:
+        for r, digest, rows in batch:
             key = (r["resourceType"], r["id"])
             state = pending.get(key) or known.get(key)
             if state and not state["deleted"] and state["content_hash"] == digest:
@@ -590,7 +683,8 @@ class Tx:
                                            bytes(state["content"])))
                 continue
             version = state["version"] + 1 if state else 1
-            content = orjson.dumps(_with_meta(r, version, self.now))
+            doc = _with_meta(r, version, self.now)
+            content = orjson.dumps(doc)
             created = state is None or state["deleted"]
             if key in pending:  # a second version in this batch: the first keeps its bytes in history
                 versions[written[key]]["content"] = pending[key]["content"]
@@ -600,7 +694,7 @@ class Tx:
             written[key] = len(versions)
             pending[key] = {"pk": state["pk"] if state else None, "type": key[0], "id": key[1],
                             "version": version, "last_updated": self.now, "deleted": False,
-                            "content_hash": digest, "content": content, "doc": orjson.loads(content),
+                            "content_hash": digest, "content": content, "doc": doc, "rows": rows,
                             "superseded": superseded}
             versions.append({"type": key[0], "id": key[1], "version": version, "last_updated": self.now,
                              "method": method, "created": created, "content": None})
@@ -615,6 +709,7 @@ class Tx:
         if state is None or state["deleted"]:
             return None
         version = state["version"] + 1
+        self.written.add(state["pk"])
         for table in INDEX_TABLES.values():
             self.conn.execute(sa.delete(table).where(table.c.resource_pk == state["pk"]))
         _keep_superseded(self.conn, [state])
@@ -665,13 +760,13 @@ class Tx:
                 row["pk"] = pk
         pending: dict[str, list[dict]] = {kind: [] for kind in INDEX_TABLES}
         for row in rows:
-            params, pids = _indexed_params(self.store.registry, row["type"])
-            for kind, index in index_rows(row["doc"], params).items():
-                pk = row["pk"]
-                for r in index:
-                    r["pid"] = pids[r.pop("param")]
-                    r["resource_pk"] = pk
-                pending[kind].extend(index)
+            _, dynamic, pids = _indexed_params(self.store.registry, row["type"])
+            now_rows = _rows_with_pids(row["doc"], dynamic, pids) if dynamic else {}
+            pk = row["pk"]
+            self.written.add(pk)
+            for kind in INDEX_TABLES:
+                for r in (*row["rows"].get(kind, ()), *now_rows.get(kind, ())):
+                    pending[kind].append({**r, "resource_pk": pk})
         for kind, index in pending.items():
             _insert_rows(conn, INDEX_TABLES[kind], index)
         _insert_rows(conn, history, versions)
@@ -714,23 +809,60 @@ def _insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None
         conn.exec_driver_sql(sql, [tuple(row.get(c) for c in columns) for row in chunk])
 
 
-_INDEXED: dict[tuple[int, str], dict] = {}
+_INDEXED: dict[tuple[int, str], tuple] = {}
+# per index table: its length-bounded string columns, and all its string columns
+_FIT = {kind: (bounded_columns(table), text_columns(table)) for kind, table in INDEX_TABLES.items()}
 
 
-def _indexed_params(registry: Registry, rtype: str) -> tuple[list, dict[str, int]]:
-    """The parameters of ``rtype`` that get index rows (all but ``_id``) and their pids by code."""
+def _indexed_params(registry: Registry, rtype: str) -> tuple[list, list, dict[str, int]]:
+    """The parameters of ``rtype`` that get index rows (all but ``_id``): those computed from the
+    resource alone, those that depend on the moment of the write, and their pids by code."""
     key = (id(registry), rtype)
     found = _INDEXED.get(key)
     if found is None:
         params = [p for p in registry.params(rtype).values() if p.expression.text not in _ID_EXPRESSIONS]
-        found = _INDEXED[key] = (params, {p.code: param_id(rtype, p.code) for p in params})
+        dynamic = [p for p in params if _DYNAMIC_MARK in p.expression.text]
+        found = _INDEXED[key] = ([p for p in params if p not in dynamic], dynamic,
+                                 {p.code: param_id(rtype, p.code) for p in params})
     return found
+
+
+def _rows_with_pids(doc: dict, params: list, pids: dict[str, int]) -> dict[str, list[dict]]:
+    """Index rows of ``doc`` for ``params``, cut to their columns (a NUL refused), ``param``
+    replaced by its ``pid``."""
+    rows = index_rows(doc, params)
+    where = f"{doc['resourceType']}/{doc['id']}"
+    for kind, index in rows.items():
+        if index:
+            fit_rows(index, *_FIT[kind], where)
+            for r in index:
+                r["pid"] = pids[r.pop("param")]
+    return rows
 
 
 def _check_keys(resources: list[dict]) -> None:
     for r in resources:
         if not isinstance(r.get("resourceType"), str) or not isinstance(r.get("id"), str) or not r["id"]:
-            raise StoreError("every resource needs a resourceType and an id")
+            raise StoreValueRejected("every resource needs a resourceType and an id")
+        check_key(r["resourceType"], r["id"], f"{r['resourceType']}.id")
+
+
+def _check_query(query: SearchQuery) -> None:
+    """No NUL and no integer past 64 bits in what ``query`` would send to the database."""
+    check_integer(query.count, "_count")
+    check_integer(query.offset, "_offset")
+    for clause in query.clauses:
+        check_values(clause.values, clause.param.code)
+    for name, position in (("_cursor", query.cursor), ("_before", query.before)):
+        if position is not None:
+            check_values(position, name)
+
+
+def _timeout(value: int | None) -> int:
+    try:
+        return search_timeout_ms(value)
+    except InvalidRequest as exc:
+        raise StoreError(f"the search time limit: {exc}") from exc
 
 
 def _read_entry(conn: sa.Connection, rtype: str, rid: str) -> StoredResource | None:
@@ -778,11 +910,15 @@ def _search_conditions(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
 
 
 def open_store(url: str = DEFAULT_URL, registry: Registry | None = None,
-               clock: Callable[[], str] = now_instant) -> SqlStore:
+               clock: Callable[[], str] = now_instant, search_timeout_ms: int | None = None,
+               check_index: bool = True) -> SqlStore:
     """Open (creating tables if needed) the store at ``url``: ``sqlite:///path.db`` (default),
-    ``sqlite://`` for memory, or ``postgresql://user@host/db``.  ``clock`` gives lastUpdated."""
+    ``sqlite://`` for memory, or ``postgresql://user@host/db``.  ``clock`` gives lastUpdated;
+    ``search_timeout_ms`` bounds each search (:mod:`fhirstudy.store.timeout`).  An index built
+    for other search parameters than ``registry``'s is refused (:class:`IndexOutdated`) unless
+    ``check_index`` is false (for ``fhirstudy reindex``)."""
     with _db_errors():
-        return SqlStore(engine_for(url), registry, clock)
+        return SqlStore(engine_for(url), registry, clock, search_timeout_ms, check_index)
 
 
 def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
@@ -888,9 +1024,9 @@ def _token_condition(c, value: TokenValue) -> sa.ColumnElement[bool]:
         return _starts_with(c.text, value.text)
     parts = []
     if value.code is not None:
-        parts.append(c.code == value.code)
+        parts.append(c.code == _cut(value.code, c.code))
     if value.system is not None:
-        parts.append(c.system == value.system)
+        parts.append(c.system == _cut(value.system, c.system))
     elif value.no_system:
         parts.append(c.system.is_(None))
     return sa.and_(*parts) if parts else sa.false()
@@ -916,18 +1052,28 @@ def _value_condition(table: sa.Table, modifier: str | None, value) -> sa.ColumnE
             return c.full.like(_escape_like(value.normalized) + "%", escape="\\")
         return _starts_with(c.value, value.normalized)
     if isinstance(value, ReferenceValue):
-        by_id = sa.and_(c.target_id == value.target_id,
-                        *([c.target_type == value.target_type] if value.target_type else []))
+        by_id = sa.and_(c.target_id == _cut(value.target_id, c.target_id),
+                        *([c.target_type == _cut(value.target_type, c.target_type)] if value.target_type else []))
+        url = _cut(value.url, c.url)
         if value.url and value.target_id:
-            return sa.or_(c.url == value.url, by_id)
-        return c.url == value.url if value.url else by_id
+            return sa.or_(c.url == url, by_id)
+        return c.url == url if value.url else by_id
     if isinstance(value, RangeValue) and "low" in c:
         return _date_condition(c.low, c.high, value)
     if isinstance(value, RangeValue):
         return _number_condition(c.value, value)
     if isinstance(value, UriValue):
-        return c.uri == value.uri
+        return c.uri == _cut(value.uri, c.uri)
     raise TypeError(f"no SQL for {value!r}")  # pragma: no cover - query.py only builds the above
+
+
+def _cut(text: str | None, column) -> str | None:
+    """``text`` cut to the length of index column ``column``, as index values are when written
+    (so a long value still finds itself); ``resource`` columns are compared whole."""
+    length = getattr(getattr(column, "type", None), "length", None)
+    if text is None or not length or len(text) <= length or getattr(column, "table", None) is resource:
+        return text
+    return text[:length]
 
 
 def _starts_with(column, text: str) -> sa.ColumnElement[bool]:
