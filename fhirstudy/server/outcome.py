@@ -12,7 +12,8 @@ import orjson
 from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
-from fhirstudy.errors import BundleEntryFailed, FhirError, StoreError, ValidationFailed, WriteConflict
+from fhirstudy.errors import (BundleEntryFailed, FhirError, IndexOutdated, StoreError, ValidationFailed,
+                              WriteConflict)
 
 FHIR_JSON = "application/fhir+json"
 # werkzeug HTTP errors -> OperationOutcome issue codes (others: "processing")
@@ -76,6 +77,10 @@ def _describe(error: Exception) -> tuple[int, list[dict], dict[str, str]]:
         return status, [_issue(description, HTTP_ISSUE_CODES.get(status, "processing"))], headers
     if isinstance(error, WriteConflict):
         return 409, [_issue("A concurrent write changed the same resource; try again", "conflict")], {}
+    if isinstance(error, IndexOutdated):  # an operator's matter: say it, not just "try again"
+        current_app.logger.error("index outdated: %s", error)
+        return 503, [_issue(f"The search index is not usable now: {error}", "transient")], {
+            "Retry-After": str(RETRY_AFTER_SECONDS)}
     if isinstance(error, StoreError):
         current_app.logger.error("store error: %s", error)
         return 503, [_issue("The database could not answer; try again later", "transient")], {
