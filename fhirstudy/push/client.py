@@ -61,8 +61,8 @@ VERSIONS = {"4.0": "4.0", "4.3": "4.0", "5.0": "5.0"}  # fhirVersion prefix -> w
 
 # The one boundary where requests' exceptions become ours, in two tables, first match wins
 # (subclasses first). _TRANSLATIONS: the requests exception -> our error, what failed, and the
-# retry counter that was spent ("connect" | "read" | None). _CAUSES: what is found in the chain of
-# causes (innermost first) -> the reason given, and, when it says so, the stage it failed at.
+# retry counter that was spent ("connect" | "read" | None). _CAUSES: what is found anywhere in the
+# chain of causes -> the reason given, and, when it says so, the stage it failed at.
 _TRANSLATIONS: tuple[tuple[type[Exception], type[PushError], str, str | None], ...] = (
     (requests.exceptions.SSLError, TransportError, "TLS failed", "connect"),
     (requests.exceptions.ConnectTimeout, TransportError, "timed out connecting", "connect"),
@@ -105,10 +105,11 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _reason(exc: BaseException) -> tuple[str, str | None] | None:
-    for cause in reversed(_causes(exc)):
-        for kind, reason, stage in _CAUSES:
-            if isinstance(cause, kind):
-                return reason, stage
+    """The first row of ``_CAUSES`` that anything in the exception's chain is an instance of."""
+    chain = _causes(exc)
+    for kind, reason, stage in _CAUSES:
+        if any(isinstance(cause, kind) for cause in chain):
+            return reason, stage
     return None
 
 
@@ -314,7 +315,7 @@ class FhirClient:
             except RemoteError as exc:
                 if exc.status >= 400 or isinstance(exc, AuthenticationFailed):
                     raise
-                raise UnsupportedServer(f"{self.base_url} is not a FHIR server here: {exc}", url=exc.url) from exc
+                raise UnsupportedServer(f"{exc}; is {self.base_url} the FHIR base URL?", url=exc.url) from exc
         return self._metadata
 
     def fhir_version(self) -> str:
