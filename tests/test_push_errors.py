@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from _peer_fixtures import WRITE_TOKEN, all_trials, free_port, own_server, peer_r5, sample_inputs  # noqa: F401
 from _server_fixtures import serve_in_thread
 from fhirstudy import cli
-from fhirstudy.push import FhirClient, SmartBackendAuth, make_session, push_trials
+from fhirstudy.push import FhirClient, Journal, SmartBackendAuth, make_session, push_trials
 from fhirstudy.push.push import prepare_trial
 
 SEEDS = str(sample_inputs()[0])
@@ -244,7 +245,8 @@ def _pem() -> bytes:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-ORIGIN_CASES = ["next link", "302", "307", "308", "same-origin redirect", "next link, 401 elsewhere"]
+ORIGIN_CASES = ["next link", "302", "307", "308", "same-origin redirect", "next link, 401 elsewhere",
+                "302, 401 elsewhere"]
 
 
 @pytest.mark.parametrize("auth_kind", ["bearer", "smart"])
@@ -263,7 +265,7 @@ def test_credentials_never_leave_the_origin(case, auth_kind, recorders):
         if path.startswith("/ResearchStudy") and case == "same-origin redirect":
             return 302, {"Location": f"{state['url']}/moved/ResearchStudy"}, b""
         if path.startswith("/ResearchStudy"):
-            return int(case), {"Location": f"{other.url}/ResearchStudy"}, b""
+            return int(case.split(",")[0]), {"Location": f"{other.url}/ResearchStudy"}, b""
         return fhir(EMPTY_PAGE)
 
     origin = recorders(origin_answer)
@@ -326,13 +328,42 @@ def test_server_that_is_not_fhir_is_one_line(name, recorders, capsys):
     assert lines == [f"error: {says.format(url=server.url)}"]
 
 
-def test_unusable_journal_is_one_line(own_server, tmp_path, capsys):
-    not_sqlite = tmp_path / "journal.txt"
-    not_sqlite.write_text("not a database\n" * 100)
-    for journal, says in ((tmp_path, "unable to open database file"), (not_sqlite, "file is not a database")):
-        code, lines = _push([SEEDS, "-q", "--to", own_server.url, "--resume", str(journal)], capsys)
-        assert code == cli.EXIT_FAILED
-        assert lines == [f"error: cannot open the push journal {journal}: {says}"]
+def _other_schema(path, url):
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE pushed (something TEXT)")
+    return "no such column: trial"
+
+
+def _corrupt_row(path, url):
+    from fhirstudy.pipeline import convert
+
+    journal = Journal(path)
+    first = next(c for c in convert([SEEDS]) if c.ok)
+    journal.record(url + "/", first.study_id, "hash", "5.0", {}, "created")
+    journal.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE pushed SET server_ids = '{not json'")
+    return f"holds an entry that is not readable (trial {first.study_id!r}); remove the file to start a new journal"
+
+
+JOURNAL_CASES = {
+    "a folder": (lambda path, url: None, "cannot open the push journal {path}: unable to open database file"),
+    "not SQLite": (lambda path, url: path.write_text("not a database\n" * 100), "cannot open the push journal {path}: "
+                                                                       "file is not a database"),
+    "another schema": (_other_schema, "push journal {path}: {says}"),
+    "a corrupt row": (_corrupt_row, "push journal {path}: {says}"),
+}
+
+
+@pytest.mark.parametrize("name", list(JOURNAL_CASES))
+def test_unusable_journal_is_one_line(name, own_server, tmp_path, capsys):
+    make, expected = JOURNAL_CASES[name]
+    path = tmp_path / "journal.sqlite"
+    says = make(path, own_server.url)
+    path = path.parent if name == "a folder" else path
+    code, lines = _push([SEEDS, "-q", "--to", own_server.url, "--resume", str(path)], capsys)
+    assert code == cli.EXIT_FAILED
+    assert lines == ["error: " + expected.format(path=path, says=says)]
 
 
 # ---------------------------------------------------------------------------------------------
