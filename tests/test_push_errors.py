@@ -78,16 +78,19 @@ class Recorder:
         return [auth for _, path, auth in self.seen if path.startswith(path_prefix)]
 
     def close(self) -> None:
+        """Stop serving."""
         self.server.shutdown()
         self.server.server_close()
 
 
 def fhir(body: dict, status: int = 200, **headers: str) -> Answer:
+    """A FHIR JSON answer."""
     return status, {"Content-Type": "application/fhir+json", **headers}, json.dumps(body).encode()
 
 
 @pytest.fixture
 def recorders():
+    """Make Recorder servers; each is shut down after the test."""
     made: list[Recorder] = []
 
     def make(answer, **kw) -> Recorder:
@@ -221,6 +224,19 @@ def test_refused_credentials_stop_the_run(name, own_server, read_only_server, ca
     data = json.loads(report.read_text())
     assert data["stopped"] and data["counts"]["failed"] == 0
     assert FhirClient(own_server.url).search("ResearchStudy", {"_count": "5"}) == []
+
+
+def test_refused_at_metadata_says_what_to_do(recorders, capsys):
+    """A server that wants credentials even for /metadata: the same two lines and the summary."""
+    server = recorders(lambda m, p: fhir({"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "login", "diagnostics": "Authentication required"}]}, 401))
+    code, lines = _push([SEEDS, "-q", "--to", server.url], capsys)
+    assert code == cli.EXIT_FAILED
+    assert _errors(lines) == [f"error: GET {server.url}/metadata: 401 Unauthorized: Authentication required",
+                              "error: stopped at the first authentication failure; no credentials were given: "
+                              + cli.PUSH_AUTH_HINT]
+    assert lines[-1].startswith(f"pushed to {server.url} (FHIR ?): created 0, updated 0, unchanged 0, failed 0")
+    assert len(server.seen) == 1
 
 
 def test_refused_by_the_token_endpoint_stops_the_run(own_server, capsys, tmp_path, recorders):
