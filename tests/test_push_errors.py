@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -33,6 +36,15 @@ EMPTY_PAGE = {"resourceType": "Bundle", "type": "searchset", "entry": []}
 URLLIB3_WORDS = ("HTTPConnectionPool", "Max retries", "urllib3", "NewConnectionError", "Traceback", "object at 0x")
 
 Answer = tuple[int, dict, bytes]   # status, headers, body
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """A threaded HTTP server that does not print a client's hang-up to stderr (the tests read it)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass
 
 
 class Recorder:
@@ -68,8 +80,7 @@ class Recorder:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
+        self.server = _QuietServer(("127.0.0.1", free_port()), Handler)
         self.url = f"http://{host}:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -111,6 +122,15 @@ def _push(argv: list[str], capsys) -> tuple[int, list[str]]:
     err = capsys.readouterr().err
     assert not any(word in err for word in URLLIB3_WORDS), err
     return code, err.splitlines()
+
+
+def _push_process(argv: list[str]) -> tuple[int, list[str]]:
+    """Run ``fhirstudy push ARGV`` as its own process (for targets served from this process,
+    whose threads may write to this process's stderr); the exit code and stderr's lines."""
+    done = subprocess.run([sys.executable, "-m", "fhirstudy.cli", "push", *argv], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "FHIRSTUDY_PUSH_TOKEN": ""})
+    assert not any(word in done.stderr for word in URLLIB3_WORDS), done.stderr
+    return done.returncode, done.stderr.splitlines()
 
 
 def _errors(lines: list[str]) -> list[str]:
@@ -208,13 +228,13 @@ AUTH_CASES = {
 
 
 @pytest.mark.parametrize("name", list(AUTH_CASES))
-def test_refused_credentials_stop_the_run(name, own_server, read_only_server, capsys, tmp_path):
+def test_refused_credentials_stop_the_run(name, own_server, read_only_server, tmp_path):
     extra, status, advice = AUTH_CASES[name]
     own_server.wipe()
     url = read_only_server if status == 403 else own_server.url
     report = tmp_path / "report.json"
-    code, lines = _push([*map(str, sample_inputs()), "-q", "--to", url, "--chunk", "1",
-                         "--report", str(report), *extra], capsys)
+    code, lines = _push_process([*map(str, sample_inputs()), "-q", "--to", url, "--chunk", "1",
+                                 "--report", str(report), *extra])
     assert code == cli.EXIT_FAILED
     errors = _errors(lines)
     assert len(errors) == 2, lines                      # the refusal, and what to do: not one per trial
@@ -239,12 +259,12 @@ def test_refused_at_metadata_says_what_to_do(recorders, capsys):
     assert len(server.seen) == 1
 
 
-def test_refused_by_the_token_endpoint_stops_the_run(own_server, capsys, tmp_path, recorders):
+def test_refused_by_the_token_endpoint_stops_the_run(own_server, tmp_path, recorders):
     token = recorders(lambda m, p: (401, {"Content-Type": "application/json"}, b'{"error": "invalid_client"}'))
     key = tmp_path / "key.pem"
     key.write_bytes(_pem())
-    code, lines = _push([SEEDS, "-q", "--to", own_server.url, "--client-id", "c", "--private-key", str(key),
-                         "--token-url", f"{token.url}/token"], capsys)
+    code, lines = _push_process([SEEDS, "-q", "--to", own_server.url, "--client-id", "c", "--private-key",
+                                 str(key), "--token-url", f"{token.url}/token"])
     assert code == cli.EXIT_FAILED
     errors = _errors(lines)
     assert len(errors) == 2 and "the token endpoint refused client 'c'" in errors[0]
@@ -372,12 +392,12 @@ JOURNAL_CASES = {
 
 
 @pytest.mark.parametrize("name", list(JOURNAL_CASES))
-def test_unusable_journal_is_one_line(name, own_server, tmp_path, capsys):
+def test_unusable_journal_is_one_line(name, own_server, tmp_path):
     make, expected = JOURNAL_CASES[name]
     path = tmp_path / "journal.sqlite"
     says = make(path, own_server.url)
     path = path.parent if name == "a folder" else path
-    code, lines = _push([SEEDS, "-q", "--to", own_server.url, "--resume", str(path)], capsys)
+    code, lines = _push_process([SEEDS, "-q", "--to", own_server.url, "--resume", str(path)])
     assert code == cli.EXIT_FAILED
     assert lines == ["error: " + expected.format(path=path, says=says)]
 
