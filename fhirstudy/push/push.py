@@ -26,7 +26,10 @@ For each chunk of trials (a chunk never splits a trial):
    update" to a conditional update that carries an id) refuses the chunk, which is then sent with
    store-picked ids, and so is the rest of the run. The conditional update is as safe to repeat
    as ``ifNoneExist`` on such a store: a replay matches by identifier and writes the same
-   content, which keeps its version.
+   content, which keeps its version. Unlike ``ifNoneExist`` it also overwrites a stored copy
+   with other content, so a trial the journal does not know, held with other content under our
+   ids, is brought up to date by the first transaction and reported ``unchanged`` (no version
+   is compared); with ``--resume`` a known trial is read and compared first, as before.
 4. **send** the chunk as ONE transaction (safe to repeat: a replay matches ``ifNoneExist`` and
    fails ``ifMatch``). 409/412 (someone else, or a replay, wrote first): read and plan again once.
    A 4xx for a chunk of several trials: each trial is sent alone, so only the bad one fails,
