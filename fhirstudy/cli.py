@@ -226,17 +226,37 @@ def _megabytes(text: str) -> float:
 
 
 def _push_auth(args: argparse.Namespace, parser_error):
-    """The auth of ``push``: --token, or SMART Backend Services from --client-id/--private-key/--token-url."""
+    """The auth of ``push``: --token, or SMART Backend Services from --client-id/--private-key/--token-url
+    (a key that cannot be read or used is a usage error)."""
     smart = (args.client_id, args.private_key, args.token_url)
     if any(smart) and not all(smart):
         parser_error("SMART Backend Services needs --client-id, --private-key and --token-url together")
     if all(smart):
         if args.token:
             parser_error("give --token or SMART Backend Services options, not both")
-        from .push import SmartBackendAuth
+        from .errors import PushError
+        from .push import SmartBackendAuth, make_session
 
-        return SmartBackendAuth(args.token_url, args.client_id, Path(args.private_key), scope=args.scope)
+        try:
+            return SmartBackendAuth(args.token_url, args.client_id, Path(args.private_key), scope=args.scope,
+                                    session=make_session(args.retries, connect_retries=args.connect_retries))
+        except PushError as exc:
+            parser_error(str(exc))
     return None
+
+
+PUSH_AUTH_HINT = ("give a token the server accepts with --token or $FHIRSTUDY_PUSH_TOKEN, or SMART Backend "
+                  "Services with --client-id, --private-key and --token-url")
+
+
+def _push_auth_advice(args: argparse.Namespace, exc) -> str:
+    """What to do about an authentication failure, on one line."""
+    if args.client_id:
+        return ("check that --client-id and the public key of --private-key are registered with the token "
+                "endpoint, and that --scope grants writing")
+    if exc.status == 403:
+        return "the credentials were refused for this request: " + PUSH_AUTH_HINT + " (with write access)"
+    return ("the token was refused: " if args.token else "no credentials were given: ") + PUSH_AUTH_HINT
 
 
 def _db_trials(db: str) -> Iterator[list[dict]]:
@@ -292,43 +312,61 @@ def _without_server_meta(resource: dict) -> dict:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    """Push trials (converted from INPUTs, or read from the store with --from-db) to a FHIR server."""
-    from .push import FhirClient, Journal, install_search_parameters
-    from .push.push import Pusher
+    """Push trials (converted from INPUTs, or read from the store with --from-db) to a FHIR server.
+    A 401/403 stops the run at once with one line saying what to do, then the summary (exit 1)."""
+    from .errors import AuthenticationFailed
+    from .push import FhirClient, Journal, install_search_parameters, make_session
+    from .push.push import PushReport, Pusher
 
     if bool(args.inputs) == bool(args.from_db):
         args.parser.error("give INPUT files or --from-db (not both)")
     auth = _push_auth(args, args.parser.error)
-    client = FhirClient(args.to, token=args.token, auth=auth)
+    session = make_session(args.retries, connect_retries=args.connect_retries)
+    client = FhirClient(args.to, session=session, token=args.token, auth=auth,
+                        timeout=(args.connect_timeout, args.timeout))
     version = None if args.fhir_version == "auto" else args.fhir_version
-    journal = Journal(args.resume) if args.resume else None
+    journal = None
     failed_conversion = 0
+    counts: dict = {"failed": 0}
+    pusher = None
+    stopped = None
     try:
-        version = version or client.fhir_version()
-        if args.install_search_parameters and not args.dry_run:
-            for url in install_search_parameters(client, version):
-                print(f"installed SearchParameter {url}", file=sys.stderr)
-        if args.from_db:
-            trials = _db_trials(args.db)
-        else:
-            stream, counts = _convert_stream(args, "converting")
-            trials = ([e["resource"] for e in item.bundle["entry"]] for item in stream if item.ok)
-        with _progress(f"pushing to {args.to}") as tick:
-            def on_trial(result) -> None:
-                tick()
-                if result.outcome == "failed":
-                    print(f"error: {result.trial}: {result.status or ''} {result.error}".replace("  ", " "),
-                          file=sys.stderr)
+        journal = Journal(args.resume) if args.resume else None
+        try:
+            version = version or client.fhir_version()
+            if args.install_search_parameters and not args.dry_run:
+                for url in install_search_parameters(client, version):
+                    print(f"installed SearchParameter {url}", file=sys.stderr)
+            if args.from_db:
+                trials = _db_trials(args.db)
+            else:
+                stream, counts = _convert_stream(args, "converting")
+                trials = ([e["resource"] for e in item.bundle["entry"]] for item in stream if item.ok)
+            with _progress(f"pushing to {args.to}") as tick:
+                def on_trial(result) -> None:
+                    tick()
+                    if result.outcome == "failed":
+                        print(f"error: {result.trial}: {result.status or ''} {result.error}".replace("  ", " "),
+                              file=sys.stderr)
 
-            pusher = Pusher(client, version, journal, dry_run=args.dry_run, on_trial=on_trial,
-                            chunk_trials=args.chunk)
-            report = pusher.run(trials, jobs=args.jobs)
-        if not args.from_db:
-            failed_conversion = counts["failed"]
+                pusher = Pusher(client, version, journal, dry_run=args.dry_run, on_trial=on_trial,
+                                chunk_trials=args.chunk, client_ids=PUSH_IDS[args.ids])
+                pusher.run(trials, jobs=args.jobs)
+        except AuthenticationFailed as exc:
+            stopped = exc
+            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: stopped at the first authentication failure; {_push_auth_advice(args, exc)}",
+                  file=sys.stderr)
+        failed_conversion = counts["failed"]
     finally:
         client.close()
+        if auth is not None:
+            auth.session.close()
         if journal:
             journal.close()
+    report = pusher.report if pusher else PushReport(client.base_url, version or "?", args.dry_run)
+    if stopped is not None and not report.stopped:
+        report.stopped = str(stopped)
     data = report.to_dict()
     data["conversionFailed"] = failed_conversion
     if args.report:
@@ -338,9 +376,54 @@ def cmd_push(args: argparse.Namespace) -> int:
     print(f"{what} to {args.to} (FHIR {report.fhir_version}): created {c['created']}, updated {c['updated']}, "
           f"unchanged {c['unchanged']}, failed {c['failed']}"
           + (f", not converted {failed_conversion}" if failed_conversion else "")
-          + f" ({report.resources['created'] + report.resources['updated']} resources sent, {report.seconds:.1f} s)",
+          + f" ({report.resources['created'] + report.resources['updated']} resources sent, {report.seconds:.1f} s)"
+          + ("; stopped: authentication failed" if stopped is not None else ""),
           file=sys.stderr)
-    return EXIT_FAILED if c["failed"] or failed_conversion else EXIT_OK
+    return EXIT_FAILED if c["failed"] or failed_conversion or stopped is not None else EXIT_OK
+
+
+def _push_url(text: str) -> str:
+    """An argparse type: a FHIR base (or token) URL with http:// or https://."""
+    from .errors import PushError
+    from .push.client import check_base_url
+
+    try:
+        return check_base_url(text, "the URL")
+    except PushError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _push_count(where: str, minimum: int, maximum: int):
+    """An argparse type: a whole number from ``minimum`` to ``maximum`` (fhirstudy.limits.parse_integer)."""
+    from .errors import FhirStudyError
+    from .limits import parse_integer
+
+    def parse(text: str) -> int:
+        try:
+            return parse_integer(text, where, minimum=minimum, maximum=maximum)
+        except FhirStudyError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _push_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0 (at most PUSH_MAX_SECONDS)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= PUSH_MAX_SECONDS:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 and at most {PUSH_MAX_SECONDS:g}, "
+                                         f"not {text!r}")
+    return value
+
+
+PUSH_IDS = {"auto": None, "keep": True, "server": False}   # --ids -> Pusher(client_ids=...)
+PUSH_MAX_SECONDS = 86400.0
+PUSH_MAX_RETRIES = 100
+PUSH_MAX_CHUNK = 1000
+PUSH_MAX_JOBS = 64
 
 
 def _positive(text: str) -> int:
@@ -404,29 +487,47 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: $FHIRSTUDY_WRITE_TOKEN; without one, writes are refused)")
     p.set_defaults(func=cmd_serve)
 
+    from .push.client import DEFAULT_CONNECT_RETRIES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_RETRIES
+    from .push.push import DEFAULT_CHUNK_TRIALS
+
     p = sub.add_parser("push", help="push trials to a FHIR server (R4 or R5), idempotently")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="a file or a folder of records")
     p.add_argument("--from-db", action="store_true", help="push what the store at --db holds instead of INPUTs")
     p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"database URL for --from-db (default {DEFAULT_DB})")
     p.add_argument("--format", choices=FORMATS, help="skip detection and read INPUT as this format")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print conversion warnings")
-    p.add_argument("--to", required=True, metavar="URL", help="the FHIR server's base URL")
+    p.add_argument("--to", required=True, metavar="URL", type=_push_url,
+                   help="the FHIR server's base URL (http:// or https://)")
     p.add_argument("--fhir-version", choices=("auto", "4.0", "5.0"), default="auto",
                    help="the FHIR version to send (default auto: the server's /metadata fhirVersion)")
     p.add_argument("--token", metavar="T", default=os.environ.get("FHIRSTUDY_PUSH_TOKEN"),
                    help="bearer token (default $FHIRSTUDY_PUSH_TOKEN)")
     p.add_argument("--client-id", metavar="ID", help="SMART Backend Services client id")
     p.add_argument("--private-key", metavar="KEY.pem", help="SMART Backend Services private key (RSA: RS384, EC: ES384)")
-    p.add_argument("--token-url", metavar="URL", help="SMART Backend Services token endpoint")
+    p.add_argument("--token-url", metavar="URL", type=_push_url, help="SMART Backend Services token endpoint")
     p.add_argument("--scope", default="system/*.write", help="SMART scope to ask for (default system/*.write)")
     p.add_argument("--dry-run", action="store_true", help="read the server and report what would change; write nothing")
     p.add_argument("--resume", metavar="JOURNAL", help="journal file (SQLite): skip what arrived, record what arrives")
     p.add_argument("--report", metavar="FILE", help="write the run's report as JSON")
     p.add_argument("--install-search-parameters", action="store_true",
                    help="send the SearchParameters the server needs (R4: ResearchStudy condition) first")
-    p.add_argument("--chunk", type=_positive, default=20, metavar="N", help="trials per transaction at most (default 20)")
-    p.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N",
+    p.add_argument("--chunk", type=_push_count("--chunk", 1, PUSH_MAX_CHUNK), default=DEFAULT_CHUNK_TRIALS,
+                   metavar="N", help=f"trials per transaction at most (default {DEFAULT_CHUNK_TRIALS})")
+    p.add_argument("-j", "--jobs", type=_push_count("--jobs", 1, PUSH_MAX_JOBS), default=1, metavar="N",
                    help="send N transactions at a time (default 1)")
+    p.add_argument("--ids", choices=sorted(PUSH_IDS), default="auto",
+                   help="keep: new resources keep their converted ids (ResearchStudy/nct06731140); server: "
+                        "the server picks them; auto (default): keep where the server's CapabilityStatement "
+                        "says updateCreate and versioned-update, falling back when it refuses")
+    p.add_argument("--connect-timeout", type=_push_seconds, default=DEFAULT_CONNECT_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for a connection (default {DEFAULT_CONNECT_TIMEOUT:g})")
+    p.add_argument("--timeout", type=_push_seconds, default=DEFAULT_READ_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for an answer (default {DEFAULT_READ_TIMEOUT:g})")
+    p.add_argument("--connect-retries", type=_push_count("--connect-retries", 0, PUSH_MAX_RETRIES),
+                   default=DEFAULT_CONNECT_RETRIES, metavar="N",
+                   help=f"tries again when no connection can be made (default {DEFAULT_CONNECT_RETRIES})")
+    p.add_argument("--retries", type=_push_count("--retries", 0, PUSH_MAX_RETRIES), default=DEFAULT_RETRIES,
+                   metavar="N", help=f"tries again after a dropped answer or 429/502/503/504 (default {DEFAULT_RETRIES})")
     p.set_defaults(func=cmd_push, parser=p)
 
     p = sub.add_parser("validate", help="validate FHIR R5 JSON files")

@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Callable
 
 import jwt
+import orjson
 import requests
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from ..errors import AuthenticationFailed
-from .client import BearerAuth, make_session, raise_for_status, translate_errors
+from ..errors import AuthenticationFailed, FhirStudyError, PushError
+from ..limits import parse_integer
+from .client import DEFAULT_CONNECT_TIMEOUT, BearerAuth, body_text, check_base_url, make_session, raise_for_status, translate_errors
 
 __all__ = ["BearerAuth", "SmartBackendAuth", "DEFAULT_SCOPE"]
 
@@ -30,13 +33,28 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 300   # seconds: the most the SMART spec allows
 EXPIRY_MARGIN = 30         # seconds: renew this long before the token expires
 DEFAULT_EXPIRES_IN = 300   # when the token endpoint does not say
+TOKEN_TIMEOUT = (DEFAULT_CONNECT_TIMEOUT, 60.0)  # connect, read (seconds) for the token endpoint
 
 
 def _load_key(private_key: str | bytes | Path):
+    """The private key from PEM text or bytes or a PEM file; PushError saying why it cannot be used."""
+    where = "the private key"
     if isinstance(private_key, Path) or (isinstance(private_key, str) and "-----BEGIN" not in private_key):
-        private_key = Path(private_key).read_bytes()
+        where = f"the private key {str(private_key)!r}"
+        try:
+            private_key = Path(private_key).read_bytes()
+        except OSError as exc:
+            raise PushError(f"cannot read {where}: {exc.strerror or exc}") from exc
     data = private_key.encode() if isinstance(private_key, str) else private_key
-    return load_pem_private_key(data, password=None)
+    try:
+        key = load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:  # not PEM, encrypted, or a public key
+        raise PushError(f"{where} is not an unencrypted PEM private key "
+                        f"({(str(exc) or type(exc).__name__).splitlines()[0].split('. ')[0].rstrip('.')})") from exc
+    except UnsupportedAlgorithm as exc:
+        raise PushError(f"{where} uses a key type this system cannot load: {exc}") from exc
+    algorithm_for(key)
+    return key
 
 
 def algorithm_for(key) -> str:
@@ -45,7 +63,7 @@ def algorithm_for(key) -> str:
         return "RS384"
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return "ES384"
-    raise ValueError(f"SMART Backend Services needs an RSA or EC private key, not {type(key).__name__}")
+    raise PushError(f"SMART Backend Services needs an RSA or EC private key, not {type(key).__name__}")
 
 
 class SmartBackendAuth(requests.auth.AuthBase):
@@ -58,7 +76,7 @@ class SmartBackendAuth(requests.auth.AuthBase):
     def __init__(self, token_url: str, client_id: str, private_key: str | bytes | Path,
                  scope: str = DEFAULT_SCOPE, kid: str | None = None, algorithm: str | None = None,
                  session: requests.Session | None = None, clock: Callable[[], float] = time.time):
-        self.token_url = token_url
+        self.token_url = check_base_url(token_url, "the token URL")
         self.client_id = client_id
         self.key = _load_key(private_key)
         self.algorithm = algorithm or algorithm_for(self.key)
@@ -94,20 +112,27 @@ class SmartBackendAuth(requests.auth.AuthBase):
     def _fetch(self) -> None:
         form = {"grant_type": "client_credentials", "scope": self.scope,
                 "client_assertion_type": ASSERTION_TYPE, "client_assertion": self.assertion()}
-        with translate_errors(self.token_url):
+        with translate_errors(self.token_url, self.session):
             response = self.session.post(self.token_url, data=form, headers={"Accept": "application/json"},
-                                         timeout=(10, 60))
+                                         timeout=TOKEN_TIMEOUT)
         try:
             raise_for_status(response)
         except Exception as exc:
             raise AuthenticationFailed(f"the token endpoint refused client {self.client_id!r}: {exc}",
                                        url=self.token_url, status=response.status_code) from exc
-        body = response.json()
-        if not body.get("access_token"):
-            raise AuthenticationFailed(f"the token endpoint sent no access_token: {response.text[:200]}",
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str) or not body["access_token"]:
+            raise AuthenticationFailed(f"the token endpoint sent no access_token: {body_text(response)}",
                                        url=self.token_url, status=response.status_code)
         self._token = body["access_token"]
-        self._expires_at = self.clock() + float(body.get("expires_in") or DEFAULT_EXPIRES_IN)
+        try:
+            expires_in = parse_integer(body.get("expires_in", DEFAULT_EXPIRES_IN), "expires_in", minimum=1)
+        except FhirStudyError:
+            expires_in = DEFAULT_EXPIRES_IN
+        self._expires_at = self.clock() + expires_in
         self.tokens_fetched += 1
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:

@@ -61,7 +61,7 @@ class Journal:
         with self._lock, self._errors():
             row = self._db.execute("SELECT trial, content_hash, fhir_version, server_ids, outcome, pushed_at "
                                    "FROM pushed WHERE target = ? AND trial = ?", (target, trial)).fetchone()
-        return Entry(*row[:3], orjson.loads(row[3]), *row[4:]) if row else None
+        return self._entry(row) if row else None
 
     def record(self, target: str, trial: str, content_hash: str, fhir_version: str,
                server_ids: dict[str, str], outcome: str) -> None:
@@ -77,7 +77,18 @@ class Journal:
         with self._lock, self._errors():
             rows = self._db.execute("SELECT trial, content_hash, fhir_version, server_ids, outcome, pushed_at "
                                     "FROM pushed WHERE target = ? ORDER BY trial", (target,)).fetchall()
-        return [Entry(*r[:3], orjson.loads(r[3]), *r[4:]) for r in rows]
+        return [self._entry(r) for r in rows]
+
+    def _entry(self, row: tuple) -> Entry:
+        """A row as an Entry; JournalError for a row this version cannot read."""
+        try:
+            server_ids = orjson.loads(row[3])
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            server_ids = exc
+        if not isinstance(server_ids, dict) or not all(isinstance(v, str) for v in row[:3] + row[4:]):
+            raise JournalError(f"push journal {self.path}: holds an entry that is not readable (trial {row[0]!r}); "
+                               f"remove the file to start a new journal", path=self.path)
+        return Entry(*row[:3], server_ids, *row[4:])
 
     def close(self) -> None:
         """Close the file."""

@@ -13,14 +13,29 @@ For each chunk of trials (a chunk never splits a trial):
    40 identifiers; Provenance, which has no identifier element, by a ``meta.tag`` we give it).
 3. **plan**: a resource whose stored content equals what we would send (ignoring versionId and
    lastUpdated) is left out, so an unchanged trial gets no new version even without a journal;
-   a new one is ``POST`` with ``ifNoneExist: identifier=...``; a changed one is ``PUT
-   Type?identifier=...`` with ``ifMatch`` the version read. Where the store offers no conditional
-   operations the entries are ``PUT Type/id`` with the ids the search found (search-then-PUT).
+   a new one is ``POST`` with ``ifNoneExist: identifier=...`` (the store picks its id) or, where
+   the store takes client ids, ``PUT Type?identifier=...`` with our id in the body (it keeps the
+   converted id, ``ResearchStudy/nct06731140``); a changed one is ``PUT Type?identifier=...`` with
+   ``ifMatch`` the version read. Where the store offers no conditional operations the entries
+   are ``PUT Type/id`` with the ids the search found (search-then-PUT).
    References between a trial's resources go through the entries' ``urn:uuid`` fullUrls.
+
+   Client ids are used where the CapabilityStatement says ``updateCreate`` and ``versioned-update``
+   (:meth:`FhirClient.takes_client_ids`: fhirstudy, HAPI FHIR) or where the caller asks for them;
+   a store that refuses them anyway (the Medplum engine answers "Cannot provide ID for create by
+   update" to a conditional update that carries an id) refuses the chunk, which is then sent with
+   store-picked ids, and so is the rest of the run. The conditional update is as safe to repeat
+   as ``ifNoneExist`` on such a store: a replay matches by identifier and writes the same
+   content, which keeps its version. Unlike ``ifNoneExist`` it also overwrites a stored copy
+   with other content, so a trial the journal does not know, held with other content under our
+   ids, is brought up to date by the first transaction and reported ``unchanged`` (no version
+   is compared); with ``--resume`` a known trial is read and compared first, as before.
 4. **send** the chunk as ONE transaction (safe to repeat: a replay matches ``ifNoneExist`` and
    fails ``ifMatch``). 409/412 (someone else, or a replay, wrote first): read and plan again once.
    A 4xx for a chunk of several trials: each trial is sent alone, so only the bad one fails,
-   with the store's OperationOutcome; the run goes on.
+   with the store's OperationOutcome; the run goes on. A 401/403 stops the run at once
+   (:class:`~fhirstudy.errors.AuthenticationFailed`, with the report so far in ``Pusher.report``):
+   every other request would be refused the same way.
 5. **journal** each committed trial (hash, server ids).
 """
 from __future__ import annotations
@@ -38,7 +53,7 @@ import orjson
 from urllib.parse import urlencode
 
 from .. import terminology
-from ..errors import PushError, RemoteRejected
+from ..errors import AuthenticationFailed, PushError, RemoteRejected
 from ..mappers import ids
 from ..mappers.r4 import to_r4
 from .client import FhirClient, outcome_text
@@ -152,6 +167,8 @@ class PushReport:
     trials: list[TrialResult] = field(default_factory=list)
     seconds: float = 0.0
     transactions: int = 0
+    ids_kept: bool = False              # the store took our ids (client ids) rather than picking its own
+    stopped: str | None = None          # why the run stopped early (an authentication failure)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -169,7 +186,8 @@ class PushReport:
         sent = self.resources["created"] + self.resources["updated"]
         return {"target": self.target, "fhirVersion": self.fhir_version, "dryRun": self.dry_run,
                 "counts": self.counts, "resources": self.resources, "transactions": self.transactions,
-                "seconds": round(self.seconds, 3),
+                "seconds": round(self.seconds, 3), "idsKept": self.ids_kept,
+                **({"stopped": self.stopped} if self.stopped else {}),
                 "resourcesPerSecond": round(sent / self.seconds, 1) if self.seconds else None,
                 "trials": [t.to_dict() for t in self.trials]}
 
@@ -272,8 +290,10 @@ class _Plan:
     server_ids: dict[str, str]
 
 
-def plan_trial(trial: PreparedTrial, found: dict[_Key, dict], conditional: bool = True) -> _Plan:
-    """The transaction entries that bring the store to ``trial`` (nothing for what it holds)."""
+def plan_trial(trial: PreparedTrial, found: dict[_Key, dict], conditional: bool = True,
+               client_ids: bool = False) -> _Plan:
+    """The transaction entries that bring the store to ``trial`` (nothing for what it holds);
+    ``client_ids``: new resources keep our ids (conditional update) instead of store-picked ones."""
     server_id = {k: found[k]["id"] for k in (_key(r) for r in trial.resources) if k in found}
     settled = {f"{t}/{i}": f"{t}/{server_id.get((t, i), i)}" for t, i in (_key(r) for r in trial.resources)}
     changed: list[dict] = []
@@ -299,6 +319,9 @@ def plan_trial(trial: PreparedTrial, found: dict[_Key, dict], conditional: bool 
             url = f"{key[0]}?{crit}" if conditional and crit else f"{key[0]}/{stored['id']}"
             entry["request"] = {"method": "PUT", "url": url, **({"ifMatch": f'W/"{version}"'} if version else {})}
             sent.append((key, "updated"))
+        elif conditional and crit and client_ids:  # update-as-create with our id, matched by identifier
+            entry["request"] = {"method": "PUT", "url": f"{key[0]}?{crit}"}
+            sent.append((key, "created"))
         elif conditional and crit:
             body.pop("id", None)
             entry["request"] = {"method": "POST", "url": key[0], "ifNoneExist": crit}
@@ -332,7 +355,7 @@ class Pusher:
     def __init__(self, client: FhirClient, fhir_version: str | None = None, journal: Journal | None = None,
                  dry_run: bool = False, chunk_trials: int = DEFAULT_CHUNK_TRIALS,
                  chunk_entries: int = DEFAULT_CHUNK_ENTRIES, conditional: bool | None = None,
-                 on_trial: Callable[[TrialResult], None] | None = None,
+                 client_ids: bool | None = None, on_trial: Callable[[TrialResult], None] | None = None,
                  after_chunk: Callable[[list[TrialResult]], None] | None = None):
         self.client = client
         self.fhir_version = fhir_version or client.fhir_version()
@@ -341,10 +364,15 @@ class Pusher:
         self.chunk_trials = chunk_trials
         self.chunk_entries = chunk_entries
         self.conditional = client.supports_conditional("ResearchStudy") if conditional is None else conditional
+        if client_ids is None:
+            client_ids = self.conditional and client.takes_client_ids("ResearchStudy")
+        self.client_ids = client_ids
         self.on_trial = on_trial
         self.after_chunk = after_chunk
-        self.report = PushReport(client.base_url, self.fhir_version, dry_run)
+        self.report = PushReport(client.base_url, self.fhir_version, dry_run,
+                                 ids_kept=client_ids or not self.conditional)
         self._lock = threading.Lock()
+        self._stop = threading.Event()
 
     # -- results
     def _done(self, result: TrialResult) -> None:
@@ -374,9 +402,15 @@ class Pusher:
             yield chunk
 
     def push_chunk(self, chunk: list[PreparedTrial]) -> list[TrialResult]:
-        """Read, plan and send one chunk; every trial of it gets a result."""
+        """Read, plan and send one chunk; every trial of it gets a result (none once the run was
+        stopped). AuthenticationFailed stops the run."""
+        if self._stop.is_set():
+            return []
         try:
-            results = self._send_new(chunk) if self._may_be_new(chunk) else self._send(chunk, replan=True)
+            results = self._attempt_modes(chunk)
+        except AuthenticationFailed:
+            self._stop.set()
+            raise
         except RemoteRejected as exc:
             if len(chunk) > 1:  # find the trial the store refused: each alone
                 results = [r for t in chunk for r in self.push_chunk([t])]
@@ -395,6 +429,35 @@ class Pusher:
         return TrialResult(trial.id, "failed", error=outcome_text(outcome) or str(exc), operation_outcome=outcome,
                            status=getattr(exc, "status", None), source=trial.source)
 
+    def _attempt_modes(self, chunk: list[PreparedTrial]) -> list[TrialResult]:
+        """The chunk with client ids (when tried), else with store-picked ids; a store that takes
+        the second after refusing the first gets store-picked ids from now on. RemoteRejected
+        (the client-id one) when both are refused."""
+        client_ids = self.client_ids
+        try:
+            return self._attempt(chunk, client_ids)
+        except RemoteRejected as refused:
+            if not client_ids:
+                raise
+            try:
+                results = self._attempt(chunk, False)
+            except RemoteRejected:
+                raise refused from None
+        with self._lock:
+            self.client_ids = False
+            self.report.ids_kept = False
+        return results
+
+    def _attempt(self, chunk: list[PreparedTrial], client_ids: bool) -> list[TrialResult]:
+        if self._may_be_new(chunk):
+            try:
+                return self._send_new(chunk, client_ids)
+            except RemoteRejected:
+                if not client_ids:
+                    raise
+                # some resources are held under other ids (an earlier push): read first
+        return self._send(chunk, replan=True, client_ids=client_ids)
+
     def _may_be_new(self, chunk: list[PreparedTrial]) -> bool:
         """Whether to try the chunk as creates first: the journal has never seen its trials (or
         there is no journal), the store takes conditional creates, and this is not a dry run."""
@@ -402,19 +465,19 @@ class Pusher:
             return False
         return self.journal is None or all(self.journal.get(self.client.base_url, t.id) is None for t in chunk)
 
-    def _send_new(self, chunk: list[PreparedTrial]) -> list[TrialResult]:
+    def _send_new(self, chunk: list[PreparedTrial], client_ids: bool = False) -> list[TrialResult]:
         """Send the chunk as conditional creates without reading first (``ifNoneExist``: what the
         store already holds is left as it is, so this is safe to repeat). A trial whose every
         resource was created is done; one that met existing resources is then reconciled by the
         careful path (read, compare, update what differs)."""
-        plans = [plan_trial(t, {}, True) for t in chunk]
+        plans = [plan_trial(t, {}, True, client_ids) for t in chunk]
         entries = [e for p in plans for e in p.entries]
         response = self.client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
         with self._lock:
             self.report.transactions += 1
         response_entries = response.get("entry", [])
         if len(response_entries) != len(entries):
-            return self._send(chunk, replan=True)
+            return self._send(chunk, replan=True, client_ids=client_ids)
         results, at, existing = [], 0, []
         for plan in plans:
             answers = response_entries[at:at + len(plan.entries)]
@@ -432,13 +495,13 @@ class Pusher:
                                     self.fhir_version, server_ids, "created")
             results.append(result)
         if existing:
-            results += self._send(existing, replan=True)
+            results += self._send(existing, replan=True, client_ids=client_ids)
         order = {t.id: n for n, t in enumerate(chunk)}
         return sorted(results, key=lambda r: order[r.trial])
 
-    def _send(self, chunk: list[PreparedTrial], replan: bool) -> list[TrialResult]:
+    def _send(self, chunk: list[PreparedTrial], replan: bool, client_ids: bool = False) -> list[TrialResult]:
         found = read_existing(self.client, chunk)
-        plans = [plan_trial(t, found, self.conditional) for t in chunk]
+        plans = [plan_trial(t, found, self.conditional, client_ids) for t in chunk]
         entries = [e for p in plans for e in p.entries]
         response_entries: list[dict] = []
         if entries and not self.dry_run:
@@ -446,7 +509,7 @@ class Pusher:
                 response = self.client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
             except RemoteRejected as exc:
                 if replan and exc.status in REPLAN_STATUSES:
-                    return self._send(chunk, replan=False)
+                    return self._send(chunk, replan=False, client_ids=client_ids)
                 raise
             with self._lock:
                 self.report.transactions += 1
@@ -475,14 +538,26 @@ class Pusher:
         return results
 
     def run(self, trials: Iterable[list[dict]], jobs: int = 1) -> PushReport:
-        """Push every trial (its R5 resources, ResearchStudy first); the report."""
+        """Push every trial (its R5 resources, ResearchStudy first); the report. AuthenticationFailed
+        stops the run at the first refusal (``self.report`` holds what was done and why it stopped)."""
         started = time.perf_counter()
         prepared = (prepare_trial(t, self.fhir_version) for t in trials)
-        if jobs <= 1:
-            for chunk in self.chunks(prepared):
-                self.push_chunk(chunk)
-        else:
-            with ThreadPoolExecutor(jobs) as pool:
+        try:
+            if jobs <= 1:
+                for chunk in self.chunks(prepared):
+                    self.push_chunk(chunk)
+            else:
+                self._run_parallel(prepared, jobs)
+        except AuthenticationFailed as exc:
+            self.report.stopped = str(exc)
+            raise
+        finally:
+            self.report.seconds = time.perf_counter() - started
+        return self.report
+
+    def _run_parallel(self, prepared: Iterable[PreparedTrial], jobs: int) -> None:
+        with ThreadPoolExecutor(jobs) as pool:
+            try:
                 pending = []
                 for chunk in self.chunks(prepared):
                     pending.append(pool.submit(self.push_chunk, chunk))
@@ -490,8 +565,10 @@ class Pusher:
                         pending.pop(0).result()
                 for f in pending:
                     f.result()
-        self.report.seconds = time.perf_counter() - started
-        return self.report
+            except BaseException:
+                self._stop.set()
+                pool.shutdown(cancel_futures=True)
+                raise
 
 
 def push_trials(client: FhirClient, trials: Iterable[list[dict]], *, fhir_version: str | None = None,
