@@ -115,22 +115,24 @@ class _Ndjson(Output):
 class _OneBundle(Output):
     """Every trial's entries in one transaction Bundle, streamed one entry a line."""
 
+    HEAD = b'{"resourceType":"Bundle","type":"transaction"'
+
     def __init__(self, path: Path):
         self.file = AtomicFile(path, "the output")
         self.where = str(path)
-        self.file.stream.write(b'{"resourceType":"Bundle","type":"transaction","entry":[')
+        self.file.stream.write(self.HEAD)
         self.entries = 0
 
     def write(self, study_id: str, bundle: dict) -> None:
         for entry in bundle["entry"]:
-            self.file.stream.write((b",\n" if self.entries else b"\n") + orjson.dumps(entry))
+            self.file.stream.write((b",\n" if self.entries else b',"entry":[\n') + orjson.dumps(entry))
             self.entries += 1
 
     def close(self, commit: bool = True) -> None:
         if not commit:
             self.file.discard()
             return
-        self.file.stream.write(b"\n]}\n")
+        self.file.stream.write(b"\n]}\n" if self.entries else b"}\n")  # FHIR has no empty arrays
         self.file.commit()
 
 
