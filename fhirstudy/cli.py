@@ -205,12 +205,13 @@ def cmd_load(args: argparse.Namespace) -> int:
     from .sources._boundary import failure_reason
 
     store = _open_db(args.db)
+    try:
+        load_reference_resources(store)
+    except StoreError as exc:
+        store.close()
+        raise UsageError(f"cannot write to the database --db {args.db}: {exc}") from None
     counts, resources, in_a_row, stopped = _new_counts(), 0, 0, False
     try:
-        try:
-            load_reference_resources(store)
-        except StoreError as exc:
-            raise UsageError(f"cannot write to the database --db {args.db}: {exc}") from None
         stream, counts = _convert_stream(args, "loading", counts)
         for item in stream:
             if not item.ok:

@@ -90,8 +90,7 @@ def iter_raw(inputs: Iterable[str | Path], format: str | None = None,
              unmapped: bool = True) -> Iterator[Record | RawRecord | Skipped]:
     """Like ``iter_records`` but stops before the schema: yields ``RawRecord`` for what a reader
     read, ``Record`` for what failed before that, and ``Skipped`` for a file of a folder that is
-    not a record. ``load_record`` finishes the work, in this
-    process or another. ``unmapped=False`` skips listing the source fields not carried into the
+    not a record. ``load_record`` finishes the work, in this process or another. ``unmapped=False`` skips listing the source fields not carried into the
     Trial (only ``convert --report`` needs them; on results-heavy records it is most of the read)."""
     if format is not None and format not in _BY_FORMAT:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -111,8 +110,8 @@ def iter_records(inputs: Iterable[str | Path], format: str | None = None) -> Ite
 
     An input is a file or a folder (its files, recursively, sorted by name, hidden files and
     folders skipped; in a folder, files whose extension is not in ``RECORD_SUFFIXES`` and files no
-    reader recognises are not records and are left out). Each file's format is detected from its content unless ``format`` (one of
-    ``FORMATS``) is given. Problems with the input (unreadable, not text, no reader recognises
+    reader recognises are not records and are left out). Each file's format is detected from its
+    content unless ``format`` (one of ``FORMATS``) is given. Problems with the input (unreadable, not text, no reader recognises
     it, a field that cannot be read) come back as error Records, never as exceptions; only an
     unknown ``format`` raises ValueError, at once.
     """
