@@ -251,3 +251,18 @@ def test_summary_ends_every_command_even_when_records_fail(tmp_path):
         result = run(*argv)
         assert result.returncode == EXIT_FAILED and "Traceback" not in result.stderr
         assert result.stderr.splitlines()[-1].startswith(summary), result.stderr
+
+
+@pytest.mark.postgres
+def test_load_stops_when_the_database_refuses_trial_after_trial(tmp_path, pg_url):
+    study = json.loads(ONE.read_text())
+    study["protocolSection"]["identificationModule"]["briefTitle"] = "a\u0000b"
+    with (tmp_path / "all.ndjson").open("w") as out:
+        for n in range(30):
+            study["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{n:07d}"
+            out.write(json.dumps(study) + "\n")
+    result = run("load", str(tmp_path / "all.ndjson"), "--db", pg_url, "-q")
+    assert result.returncode == EXIT_FAILED and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-2] == "error: stopping: the database refused 20 trials in a row"
+    assert lines[-1].startswith("loaded 0 trials (0 resources), failed 20")
