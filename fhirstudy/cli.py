@@ -1,8 +1,11 @@
 """The ``fhirstudy`` command: convert, load, serve, validate, push.
 
 Exit codes: 0 when every record converted (or every file is valid), 1 when some failed (each
-reported on stderr with file, record number, field and reason), 2 on usage errors. Every command
-ends with a one-line summary on stderr; on a terminal a progress bar shows the work as it goes.
+reported on stderr with file, record number, field and reason), 2 on usage errors (one line on
+stderr saying what and where, before any work), 70 on an internal error (one line; set
+FHIRSTUDY_DEBUG=1 for the traceback). No traceback reaches the user. convert, load and validate
+end with a one-line summary on stderr, also when they fail; on a terminal a progress display on
+stderr shows the work as it goes (stdout carries only the output).
 """
 from __future__ import annotations
 
@@ -17,11 +20,19 @@ from pathlib import Path
 import orjson
 
 from . import __version__
-from .errors import FhirStudyError, Problem
+from .errors import FhirStudyError, Problem, StoreError
 
 DEFAULT_DB = "sqlite:///fhirstudy.db"
 DEFAULT_PORT = 8080
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+DEBUG_ENV = "FHIRSTUDY_DEBUG"
+MAX_JOBS = 256  # worker processes at most (-j)
+SKIPPED_NAMES_SHOWN = 3  # skipped files named in a summary line; the --report lists them all
+MAX_STORE_FAILURES_IN_A_ROW = 20  # load stops when the database refuses this many trials in a row
+
+
+class UsageError(FhirStudyError):
+    """A mistake in the command line or its files, found before any work: exit 2."""
 
 
 def _report(problem: Problem) -> None:
@@ -31,31 +42,45 @@ def _report(problem: Problem) -> None:
 
 @contextmanager
 def _progress(label: str) -> Iterator:
-    """A progress display on a terminal; a no-op in pipes and files."""
+    """A progress display on stderr when stderr is a terminal; a no-op in pipes and files.
+    Nothing of it goes to stdout, which carries the output alone."""
     if not sys.stderr.isatty():
         yield lambda: None
         return
+    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    console = Console(file=sys.stderr)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} records"),
-                  TimeElapsedColumn(), transient=True) as progress:
+                  TimeElapsedColumn(), console=console, transient=True, redirect_stdout=False) as progress:
         task = progress.add_task(label, total=None)
         yield lambda: progress.advance(task)
 
 
-def _convert_stream(args: argparse.Namespace, label: str):
-    """Yield converted records, reporting problems as they come; returns counts through a dict."""
+def _new_counts() -> dict:
+    return {"converted": 0, "failed": 0, "warnings": 0, "unmapped": Counter(), "skipped": []}
+
+
+def _convert_stream(args: argparse.Namespace, label: str, counts: dict | None = None):
+    """Yield converted records, reporting problems as they come; returns counts through a dict.
+
+    Files of a folder that are not records are counted in ``counts["skipped"]`` and not yielded.
+    A second record of the same trial (the same ResearchStudy id) in one run is an error: the
+    first one is kept, the second reported and yielded as failed, so nothing is overwritten."""
     from .pipeline import convert
 
-    counts = {"converted": 0, "failed": 0, "warnings": 0}
-    unmapped: Counter[str] = Counter()
-    counts["unmapped"] = unmapped
+    counts = _new_counts() if counts is None else counts
+    seen: dict[str, str] = {}
 
     def run():
         with _progress(label) as tick:
             for item in convert(args.inputs, format=args.format, jobs=args.jobs,
                                 unmapped=bool(getattr(args, "report", None))):
-                unmapped.update(item.unmapped)
+                if item.skipped:
+                    counts["skipped"].append(item.file)
+                    continue
+                item = _first_of_its_id(item, seen)
+                counts["unmapped"].update(item.unmapped)
                 for p in item.problems:
                     if p.severity == "warning" and args.quiet:
                         continue
@@ -68,68 +93,166 @@ def _convert_stream(args: argparse.Namespace, label: str):
     return run(), counts
 
 
+def _first_of_its_id(item, seen: dict[str, str]):
+    """``item``, or ``item`` failed when an earlier record of this run had the same study id."""
+    if not item.ok:
+        return item
+    here = f"{item.file}:{item.record}"
+    first = seen.setdefault(item.study_id, here)
+    if first == here:
+        return item
+    problem = Problem(f"the same trial as {first} (ResearchStudy/{item.study_id}): kept from there, not written "
+                      "again", field="identifiers", file=item.file, record=item.record)
+    return type(item)(item.file, item.record, None, (*item.problems, problem), item.unmapped)
+
+
+def _record_failed(counts: dict, item, reason: str) -> None:
+    """Count a converted record as failed after all (it could not be written or stored)."""
+    _report(Problem(reason, file=item.file, record=item.record))
+    counts["converted"] -= 1
+    counts["failed"] += 1
+
+
+def _skipped_text(counts: dict) -> str:
+    skipped = counts["skipped"]
+    if not skipped:
+        return ""
+    names = ", ".join(skipped[:SKIPPED_NAMES_SHOWN]) + (f" and {len(skipped) - SKIPPED_NAMES_SHOWN} more"
+                                                      if len(skipped) > SKIPPED_NAMES_SHOWN else "")
+    files = "file that is not a record" if len(skipped) == 1 else "files that are not records"
+    return f", skipped {len(skipped)} {files}: {names}"
+
+
 def _missing_inputs(inputs: list[str]) -> list[str]:
-    return [i for i in inputs if not Path(i).exists()]
+    return [i for i in inputs if not os.path.lexists(i)]
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    """Convert records to one transaction Bundle per trial (a file each, or NDJSON on stdout)."""
-    to_stdout = args.output == "-"
-    out_dir = None if to_stdout else Path(args.output)
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    """Convert records to one transaction Bundle per trial (a folder of files, an NDJSON file or
+    stdout, or one Bundle file: see fhirstudy.outputs)."""
+    from .outputs import AtomicFile, OutputError, open_output
+
+    output = open_output(args.output, args.inputs)  # OutputError (exit 2) before any work
+    try:
+        report = AtomicFile(args.report, "the report") if args.report else None
+    except OutputError:
+        output.close(commit=False)
+        raise
     stream, counts = _convert_stream(args, "converting")
-    for item in stream:
-        if not item.ok:
-            continue
-        data = orjson.dumps(item.bundle)
-        if to_stdout:
-            sys.stdout.buffer.write(data + b"\n")
-        else:
-            (out_dir / f"{item.study_id}.json").write_bytes(orjson.dumps(item.bundle, option=orjson.OPT_INDENT_2) + b"\n")
-    sys.stdout.flush()
-    where = "stdout" if to_stdout else str(out_dir)
-    if args.report:
-        _write_report(args.report, counts)
-    unmapped = f", unmapped source fields {len(counts['unmapped'])}" if args.report else ""
-    print(f"converted {counts['converted']}, failed {counts['failed']}, warnings {counts['warnings']}"
-          f"{unmapped} -> {where}", file=sys.stderr)
-    return EXIT_FAILED if counts["failed"] else EXIT_OK
+    done = stopped = False
+    try:
+        for item in stream:
+            if item.ok:
+                try:
+                    output.write(item.study_id, item.bundle)
+                except OutputError as exc:  # a full disk: every later write would fail too
+                    _record_failed(counts, item, f"not written: {exc}")
+                    print(f"error: stopping: {exc}", file=sys.stderr)
+                    stopped = True
+                    break
+        done = True
+    finally:
+        _finish_convert(args, output, report, counts, committed=done)
+    return EXIT_FAILED if counts["failed"] or stopped else EXIT_OK
 
 
-def _write_report(path: str, counts: dict) -> None:
-    """The run's report: record counts and every source field that did not reach FHIR, with how
-    many records held it (fields on the documented ignore list are not reported)."""
+def _finish_convert(args: argparse.Namespace, output, report, counts: dict, committed: bool) -> None:
+    """Put the output and the report in place (or leave them as they were when the run broke
+    off), then the summary line, whatever happened."""
+    try:
+        output.close(commit=committed)
+        if report is not None:
+            report.stream.write(_report_bytes(counts))
+            report.commit() if committed else report.discard()
+    finally:
+        where = output.where if committed or output.where == "stdout" else f"nothing written to {output.where}"
+        unmapped = f", unmapped source fields {len(counts['unmapped'])}" if args.report else ""
+        print(f"converted {counts['converted']}, failed {counts['failed']}, warnings {counts['warnings']}"
+              f"{unmapped}{_skipped_text(counts)} -> {where}", file=sys.stderr)
+
+
+def _report_bytes(counts: dict) -> bytes:
+    """The run's report: record counts, every source field that did not reach FHIR with how
+    many records held it (fields on the documented ignore list are not reported), and the files
+    of folders that were skipped as not records."""
     unmapped = counts["unmapped"]
     report = {
         "records": counts["converted"] + counts["failed"],
         "converted": counts["converted"],
         "failed": counts["failed"],
         "warnings": counts["warnings"],
+        "skippedFiles": counts["skipped"],
         "unmappedFields": dict(sorted(unmapped.items())),
         "ignoreList": "mappings/ctgov-ignored-fields.json",
     }
-    Path(path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    return orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def _open_db(url: str):
+    """The store at ``url``; UsageError (exit 2) when it cannot be opened."""
+    from .store import open_store
+
+    try:
+        return open_store(url)
+    except StoreError as exc:
+        raise UsageError(f"cannot open the database --db {url}: {exc}") from None
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    """Convert records and store every resource (each trial in one transaction)."""
+    """Convert records and store every resource (each trial in one transaction). A trial the
+    database refuses is that record's error; the others are still stored."""
     from .loader import load_reference_resources, store_bundle
-    from .store import open_store
+    from .sources._boundary import failure_reason
 
-    store = open_store(args.db)
+    store = _open_db(args.db)
     try:
         load_reference_resources(store)
-        stream, counts = _convert_stream(args, "loading")
-        resources = 0
+    except StoreError as exc:
+        store.close()
+        raise UsageError(f"cannot write to the database --db {args.db}: {exc}") from None
+    counts, resources, in_a_row, stopped = _new_counts(), 0, 0, False
+    try:
+        stream, counts = _convert_stream(args, "loading", counts)
         for item in stream:
-            if item.ok:
+            if not item.ok:
+                continue
+            try:
                 resources += store_bundle(store, item.bundle)
+                in_a_row = 0
+            except Exception as exc:  # noqa: BLE001 - the boundary of one record
+                reason = f"not stored: {exc}" if isinstance(exc, StoreError) else failure_reason(exc, "storing")
+                _record_failed(counts, item, reason)
+                in_a_row += 1
+                if in_a_row >= MAX_STORE_FAILURES_IN_A_ROW:
+                    print(f"error: stopping: the database refused {in_a_row} trials in a row", file=sys.stderr)
+                    stopped = True
+                    break
     finally:
         store.close()
-    print(f"loaded {counts['converted']} trials ({resources} resources), failed {counts['failed']}, "
-          f"warnings {counts['warnings']} -> {args.db}", file=sys.stderr)
-    return EXIT_FAILED if counts["failed"] else EXIT_OK
+        print(f"loaded {counts['converted']} trials ({resources} resources), failed {counts['failed']}, "
+              f"warnings {counts['warnings']}{_skipped_text(counts)} -> {args.db}", file=sys.stderr)
+    return EXIT_FAILED if counts["failed"] or stopped else EXIT_OK
+
+
+VALIDATE_SUFFIXES = (".json", ".ndjson", ".jsonl")
+
+
+def _validate_files(names: list[str], counts: dict) -> Iterator[str]:
+    """The files to validate: each one named, and the .json/.ndjson files of each folder named
+    (sorted, recursively, hidden ones left out; other files are counted as skipped)."""
+    for name in names:
+        if not Path(name).is_dir():
+            yield name
+            continue
+        for root, folders, files in os.walk(name, onerror=lambda exc: _report(
+                Problem(f"cannot list this folder: {exc.strerror}", file=exc.filename))):
+            folders[:] = sorted(f for f in folders if not f.startswith("."))
+            for file in sorted(f for f in files if not f.startswith(".")):
+                path = os.path.join(root, file)
+                if file.lower().endswith(VALIDATE_SUFFIXES):
+                    yield path
+                else:
+                    counts["skipped"].append(path)
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
@@ -158,36 +281,52 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Validate FHIR JSON files (a resource or a Bundle per file, or NDJSON, one per line)."""
+    """Validate FHIR JSON files (a resource or a Bundle per file, or NDJSON, one per line); a
+    folder stands for its .json and .ndjson files."""
+    counts = _new_counts()
+    valid = invalid = 0
+    try:
+        with _progress("validating") as tick:
+            for name in _validate_files(args.files, counts):
+                for ok in _validate_file(name):
+                    valid, invalid = valid + ok, invalid + (not ok)
+                    tick()
+    finally:
+        print(f"valid {valid}, invalid {invalid}{_skipped_text(counts)}", file=sys.stderr)
+    return EXIT_FAILED if invalid else EXIT_OK
+
+
+def _validate_file(name: str) -> Iterator[bool]:
+    """Whether each document of one file is valid, its problems reported as found."""
     from .errors import ValidationFailed
+    from .sources._boundary import failure_reason
     from .validation import validate_bundle, validate_resource
 
-    valid = invalid = 0
-    for name in args.files:
+    try:
+        text = Path(name).read_bytes()
+    except OSError as exc:
+        _report(Problem(reason=f"cannot read: {exc.strerror}", file=name))
+        yield False
+        return
+    ndjson = name.lower().endswith((".ndjson", ".jsonl"))
+    lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()] if ndjson else [(None, text)]
+    for record, line in lines:
         try:
-            text = Path(name).read_bytes()
-        except OSError as exc:
-            _report(Problem(reason=f"cannot read: {exc.strerror}", file=name))
-            invalid += 1
-            continue
-        lines = [text] if not name.endswith(".ndjson") else [ln for ln in text.splitlines() if ln.strip()]
-        for n, line in enumerate(lines, 1):
-            record = n if name.endswith(".ndjson") else None
-            try:
-                doc = orjson.loads(line)
-                (validate_bundle if isinstance(doc, dict) and doc.get("resourceType") == "Bundle"
-                 else validate_resource)(doc)
-            except orjson.JSONDecodeError as exc:
-                _report(Problem(reason=f"not JSON: {exc}", file=name, record=record))
-                invalid += 1
-            except ValidationFailed as exc:
-                for issue in exc.issues:
-                    _report(Problem(reason=issue.reason, field=issue.field, file=name, record=record))
-                invalid += 1
-            else:
-                valid += 1
-    print(f"valid {valid}, invalid {invalid}", file=sys.stderr)
-    return EXIT_FAILED if invalid else EXIT_OK
+            doc = orjson.loads(line)
+            (validate_bundle if isinstance(doc, dict) and doc.get("resourceType") == "Bundle"
+             else validate_resource)(doc)
+        except orjson.JSONDecodeError as exc:
+            _report(Problem(reason=f"not JSON: {exc}", file=name, record=record))
+            yield False
+        except ValidationFailed as exc:
+            for issue in exc.issues:
+                _report(Problem(reason=issue.reason, field=issue.field, file=name, record=record))
+            yield False
+        except Exception as exc:  # noqa: BLE001 - the boundary of one document
+            _report(Problem(reason=failure_reason(exc, "validating"), file=name, record=record))
+            yield False
+        else:
+            yield True
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -426,17 +565,31 @@ PUSH_MAX_CHUNK = 1000
 PUSH_MAX_JOBS = 64
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
+def _positive(text: str, maximum: int | None = None) -> int:
+    from .limits import MAX_INTEGER, parse_integer
+
+    try:
+        return parse_integer(text, "the value", minimum=1, maximum=maximum or MAX_INTEGER)
+    except FhirStudyError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("the value ")) from None
+
+
+def _jobs(text: str) -> int:
+    return _positive(text, MAX_JOBS)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (what, and where to read more)."""
+
+    def error(self, message: str):
+        """Print the one line and exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
     from .sources import FORMATS
 
-    parser = argparse.ArgumentParser(prog="fhirstudy", description="Clinical-trial records to FHIR R5.")
+    parser = _Parser(prog="fhirstudy", description="Clinical-trial records to FHIR R5.")
     parser.add_argument("--version", action="version", version=f"fhirstudy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -444,15 +597,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="a file or a folder of records")
         p.add_argument("--format", choices=FORMATS, help="skip detection and read INPUT as this format")
         p.add_argument("-q", "--quiet", action="store_true", help="do not print warnings")
-        p.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N",
-                       help="map and validate in N processes (default 1)")
+        p.add_argument("-j", "--jobs", type=_jobs, default=1, metavar="N",
+                       help=f"map and validate in N processes (default 1, at most {MAX_JOBS})")
 
     p = sub.add_parser("convert", help="convert records to one FHIR transaction Bundle per trial")
     inputs(p)
-    p.add_argument("-o", "--output", required=True, metavar="DIR",
-                   help="folder for <ResearchStudy id>.json files, or - for NDJSON on stdout")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="a folder for <ResearchStudy id>.json files; NAME.ndjson for one Bundle a line in a "
+                        "file; NAME.json for one transaction Bundle holding every trial; - for NDJSON on stdout")
     p.add_argument("--report", metavar="FILE",
-                   help="write a JSON report: counts and every source field not mapped, with counts")
+                   help="write a JSON report: counts, every source field not mapped (with counts), skipped files")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("load", help="convert records and store them in the database")
@@ -531,25 +685,55 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_push, parser=p)
 
     p = sub.add_parser("validate", help="validate FHIR R5 JSON files")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="a resource or Bundle (.json), NDJSON (.ndjson), or a folder of them")
     p.set_defaults(func=cmd_validate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fhirstudy`` console script."""
+    """Entry point of the ``fhirstudy`` console script: the one place where errors become one line
+    on stderr and an exit code (a traceback only with FHIRSTUDY_DEBUG=1)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    missing = _missing_inputs(getattr(args, "inputs", []))
+    missing = _missing_inputs(getattr(args, "inputs", None) or getattr(args, "files", None) or [])
     if missing:
         parser.error(f"no such file or folder: {', '.join(missing)}")
     try:
         return args.func(args)
-    except FhirStudyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout's reader went away (| head): nothing more to say to it
+        _quiet_stdout()
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the last boundary: never a traceback
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        code, line = _error_line(exc)
+        print(line, file=sys.stderr)
+        return code
+
+
+def _error_line(exc: Exception) -> tuple[int, str]:
+    """The exit code and the one line for an error that ended a command."""
+    from .outputs import OutputError
+
+    message = " ".join(str(exc).split())
+    if isinstance(exc, (UsageError, OutputError)):
+        return EXIT_USAGE, f"error: {message}"
+    if isinstance(exc, FhirStudyError):
+        return EXIT_FAILED, f"error: {message}"
+    return EXIT_INTERNAL, (f"error: internal error: {type(exc).__name__}: {message}; "
+                           f"run with {DEBUG_ENV}=1 for the traceback")
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

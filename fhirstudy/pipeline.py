@@ -6,6 +6,7 @@ loader consume the stream.
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from .errors import Problem, ValidationFailed
 from .mappers import map_trial
-from .sources import RawRecord, Record, iter_raw, load_record
+from .sources import RawRecord, Record, Skipped, iter_raw, load_record
+from .sources._boundary import failure_reason
 from .validation import validate_bundle
 
 
@@ -25,25 +27,42 @@ IN_FLIGHT = 4  # chunks per worker queued at most: bounds memory whatever the in
 @dataclass(frozen=True)
 class Converted:
     """One source record's outcome: ``bundle`` when it converted, ``problems`` either way
-    (warnings on success, at least one error on failure)."""
+    (warnings on success, at least one error on failure); or, with ``skipped``, a file of a folder
+    that is not a record."""
 
     file: str
     record: int
     bundle: dict | None
     problems: tuple[Problem, ...]
     unmapped: tuple[str, ...] = ()
+    skipped: str | None = None  # why a file of a folder is not a record (then nothing else is set)
 
     @property
     def ok(self) -> bool:
+        """True when the record converted (``bundle`` is set)."""
         return self.bundle is not None
 
     @property
     def study_id(self) -> str | None:
+        """The id of the trial's ResearchStudy, when it converted."""
         return self.bundle["entry"][0]["resource"]["id"] if self.bundle else None
 
 
-def convert_record(record: Record | RawRecord) -> Converted:
-    """Check (schema), map and validate one record read by a source."""
+def convert_record(record: Record | RawRecord | Skipped) -> Converted:
+    """Check (schema), map and validate one record read by a source. Never raises: whatever goes
+    wrong inside one record (a bug, a value no rule foresaw) is that record's error Problem, so
+    the other records still convert, in this process or a worker."""
+    if isinstance(record, Skipped):
+        return Converted(record.file, 0, None, (), skipped=record.reason)
+    try:
+        return _convert(record)
+    except Exception as exc:  # noqa: BLE001 - the boundary of one record: nothing may escape it
+        problems = [*record.problems, Problem(failure_reason(exc))]
+        return Converted(record.file, record.record, None, tuple(
+            dataclasses.replace(p, file=p.file or record.file, record=p.record or record.record) for p in problems))
+
+
+def _convert(record: Record | RawRecord) -> Converted:
     record = load_record(record)
     if record.trial is None:
         return Converted(record.file, record.record, None, record.problems, record.unmapped)
@@ -92,5 +111,5 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _convert_chunk(records: list[Record | RawRecord]) -> list[Converted]:
+def _convert_chunk(records: list[Record | RawRecord | Skipped]) -> list[Converted]:
     return [convert_record(r) for r in records]

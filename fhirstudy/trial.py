@@ -30,6 +30,7 @@ INTERVENTION_TYPES = (
 )
 SEXES = ("FEMALE", "MALE", "ALL")
 DATE_TYPES = ("ACTUAL", "ESTIMATED")
+MAX_COUNT = 2**31 - 1  # FHIR unsignedInt: the largest enrollment a ResearchStudy can hold
 OUTCOME_KINDS = ("primary", "secondary", "other")
 IDENTIFIER_KINDS = ("nct", "org", "secondary", "derived")
 SOURCE_FORMATS = (
@@ -451,7 +452,7 @@ class TrialSchema(_Base):
     officials = _nested_list(PartySchema)
     contacts = _nested_list(PartySchema)
     sites = _nested_list(SiteSchema)
-    enrollment = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0))
+    enrollment = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=MAX_COUNT))
     enrollment_type = _one_of(DATE_TYPES, allow_none=True)
     sex = _one_of(SEXES, allow_none=True)
     minimum_age = fields.String(allow_none=True)

@@ -2,18 +2,27 @@
 
 The ResearchStudy of NCT06731140 is ``nct06731140``; the other resources of the trial hang off it
 (``nct06731140-protocol``, ``nct06731140-eligibility``, ``nct06731140-outcome-primary-1``,
-``nct06731140-site-1``). A trial without an NCT number uses its first org or derived identifier,
-hashed (``fs-<16 hex>``). Same record, same ids, on every run and machine.
+``nct06731140-site-1``). A trial without an NCT number uses its first org identifier, hashed
+(``fs-<16 hex>``); a trial with neither (a text record: only the identifier derived from its
+title) is identified by its content: the title identifier and a digest of everything the record
+says, so two different records with the same title get two ids, and the same record gets the same
+id on every run and machine (text is NFC-normalised first, so composed and decomposed accents
+agree). Editing such a record makes it a new trial; give it a Registration Number (NCT) to keep
+its id across edits.
 """
 from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 import uuid
 
-from ..trial import Trial
+import orjson
+
+from ..trial import Trial, dump_trial
 
 NAMESPACE = uuid.UUID("6f1c3a52-0d55-5b7e-9c1e-f3a7d0e2b4c1")  # fhirstudy's own uuid5 namespace
+ID_HEX_DIGITS = 16
 _NCT = re.compile(r"^NCT\d{8}$")
 
 
@@ -22,9 +31,25 @@ def study_id(trial: Trial) -> str:
     nct = trial.nct_id
     if nct and _NCT.match(nct):
         return nct.lower()
-    ident = next((i for i in trial.identifiers if i.kind in ("org", "derived")), None)
-    key = f"{ident.system or ''}|{ident.value}" if ident else trial.brief_title
-    return "fs-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    org = next((i for i in trial.identifiers if i.kind == "org"), None)
+    if org is not None:
+        key = f"{org.system or ''}|{org.value}"
+    else:
+        derived = next((i for i in trial.identifiers if i.kind == "derived"), None)
+        key = f"{derived.system or ''}|{derived.value}" if derived else trial.brief_title
+        key = f"{key}|{content_digest(trial)}"
+    return "fs-" + _hex(key)
+
+
+def content_digest(trial: Trial) -> str:
+    """A digest of what a trial says (every field but its provenance: where it was read from),
+    NFC-normalised: the same for the same record wherever it lies."""
+    content = {k: v for k, v in dump_trial(trial).items() if k != "provenance"}
+    return _hex(orjson.dumps(content, option=orjson.OPT_SORT_KEYS).decode("utf-8"))
+
+
+def _hex(text: str) -> str:
+    return hashlib.sha256(unicodedata.normalize("NFC", text).encode("utf-8")).hexdigest()[:ID_HEX_DIGITS]
 
 
 def child_id(trial_id: str, *parts: object) -> str:

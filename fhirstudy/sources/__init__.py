@@ -32,6 +32,7 @@ from typing import BinaryIO
 
 from ..errors import Problem, SourceError, TrialError
 from ..trial import Trial, load_trial
+from ._boundary import failure_reason
 from . import _fields, ctgov_csv, ctgov_json, ctgov_xml, text_bulleted, text_registry_export, text_webpage
 
 # Detection order: the most specific layout first; the first reader that recognises a file wins.
@@ -40,6 +41,11 @@ READERS: tuple[ModuleType, ...] = (ctgov_json, ctgov_csv, ctgov_xml, text_webpag
 FORMATS: tuple[str, ...] = tuple(r.FORMAT for r in READERS)
 _BY_FORMAT = {r.FORMAT: r for r in READERS}
 ENCODING = "utf-8-sig"
+# What a record file is called, in a folder scan (after .gz); other files there are skipped. An
+# archive (.zip) is read member by member under the same rule.
+RECORD_SUFFIXES = frozenset({".json", ".ndjson", ".jsonl", ".xml", ".csv", ".txt"})
+COMPRESSED_SUFFIXES = frozenset({".gz"})
+ARCHIVE_SUFFIXES = frozenset({".zip"})
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,15 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A file of a folder that is not a record (a README, a picture): left out and counted, not an
+    error. A file named on its own is always read, and reported when it is not a record."""
+
+    file: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class RawRecord:
     """A record as a reader gave it, before the Trial schema: cheap to pass to another process."""
 
@@ -72,10 +87,10 @@ class RawRecord:
 
 
 def iter_raw(inputs: Iterable[str | Path], format: str | None = None,
-             unmapped: bool = True) -> Iterator[Record | RawRecord]:
+             unmapped: bool = True) -> Iterator[Record | RawRecord | Skipped]:
     """Like ``iter_records`` but stops before the schema: yields ``RawRecord`` for what a reader
-    read and ``Record`` for what failed before that. ``load_record`` finishes the work, in this
-    process or another. ``unmapped=False`` skips listing the source fields not carried into the
+    read, ``Record`` for what failed before that, and ``Skipped`` for a file of a folder that is
+    not a record. ``load_record`` finishes the work, in this process or another. ``unmapped=False`` skips listing the source fields not carried into the
     Trial (only ``convert --report`` needs them; on results-heavy records it is most of the read)."""
     if format is not None and format not in _BY_FORMAT:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -94,27 +109,48 @@ def iter_records(inputs: Iterable[str | Path], format: str | None = None) -> Ite
     """Read every record of the inputs, one at a time.
 
     An input is a file or a folder (its files, recursively, sorted by name, hidden files and
-    folders skipped). Each file's format is detected from its content unless ``format`` (one of
-    ``FORMATS``) is given. Problems with the input (unreadable, not text, no reader recognises
+    folders skipped; in a folder, files whose extension is not in ``RECORD_SUFFIXES`` and files no
+    reader recognises are not records and are left out). Each file's format is detected from its
+    content unless ``format`` (one of ``FORMATS``) is given. Problems with the input (unreadable, not text, no reader recognises
     it, a field that cannot be read) come back as error Records, never as exceptions; only an
     unknown ``format`` raises ValueError, at once.
     """
-    return map(load_record, iter_raw(inputs, format))
+    return (load_record(r) for r in iter_raw(inputs, format) if not isinstance(r, Skipped))
 
 
-def _iter(inputs: Iterable[str | Path], format: str | None) -> Iterator[Record | RawRecord]:
+def _iter(inputs: Iterable[str | Path], format: str | None) -> Iterator[Record | RawRecord | Skipped]:
     for item in inputs:
+        scanned = Path(item).is_dir()  # a file found in a folder, not one named on its own
         for path in _files(Path(item)):
-            yield from _read_file(path, format)
+            if isinstance(path, Record):  # a folder that cannot be listed
+                yield path
+                continue
+            if scanned and _suffix(path.name) not in RECORD_SUFFIXES | ARCHIVE_SUFFIXES:
+                yield Skipped(str(path), f"its extension is not one of {', '.join(sorted(RECORD_SUFFIXES))}")
+                continue
+            yield from _read_file(path, format, scanned)
 
 
-def _files(path: Path) -> Iterator[Path]:
-    """The files of an input: itself, or a folder's files sorted by name, recursively."""
+def _suffix(name: str) -> str:
+    """The extension that says what a file holds: ``.json`` for ``a.json.gz`` too."""
+    suffixes = [s.lower() for s in Path(name).suffixes]
+    while suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
+def _files(path: Path) -> Iterator[Path | Record]:
+    """The files of an input: itself, or a folder's files sorted by name, recursively (an error
+    Record for a folder that cannot be listed)."""
     if not path.is_dir():
         yield path  # a missing file is reported when it is read
         return
-    with os.scandir(path) as it:
-        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    try:
+        with os.scandir(path) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        yield _failed(str(path), f"cannot list this folder: {exc.strerror or exc}")
+        return
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             yield from _files(Path(entry.path))
@@ -188,7 +224,7 @@ def _head(opener: Callable[[], BinaryIO]) -> str:
     return raw.decode(ENCODING, errors="ignore")
 
 
-def _read_file(path: Path, format: str | None) -> Iterator[Record]:
+def _read_file(path: Path, format: str | None, scanned: bool = False) -> Iterator[Record | RawRecord | Skipped]:
     if not path.exists():
         yield _failed(str(path), "cannot read: No such file or directory")
         return
@@ -197,11 +233,16 @@ def _read_file(path: Path, format: str | None) -> Iterator[Record]:
     except (OSError, zipfile.BadZipFile) as exc:
         yield _failed(str(path), f"cannot read: {getattr(exc, 'strerror', None) or exc}")
         return
+    in_archive = len(members) != 1 or members[0][0] != str(path)
     for file, opener in members:
-        yield from _read_member(file, opener, format)
+        if in_archive and _suffix(file) not in RECORD_SUFFIXES:
+            yield Skipped(file, f"its extension is not one of {', '.join(sorted(RECORD_SUFFIXES))}")
+            continue
+        yield from _read_member(file, opener, format, scanned or in_archive)
 
 
-def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None) -> Iterator[Record]:
+def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None,
+                 scanned: bool = False) -> Iterator[Record | RawRecord | Skipped]:
     try:
         head = _head(opener)
     except SourceError as exc:
@@ -211,6 +252,9 @@ def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None) 
         yield _failed(file, "empty file: no record (a record needs at least a title line)", "brief_title")
         return
     reader = _BY_FORMAT[format] if format else next((r for r in READERS if r.detect(head)), None)
+    if reader is None and scanned:
+        yield Skipped(file, "no reader recognises its content")
+        return
     if reader is None:
         yield _failed(file, f"no reader recognises this file as any of: {', '.join(FORMATS)}", "format")
         return
@@ -228,6 +272,9 @@ def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None) 
         yield Record(file, number + 1, None, tuple(_placed(p, file, number + 1) for p in exc.problems))
     except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .gz or a failing disk
         yield _failed(file, f"cannot read past record {number}: {exc}", record=number + 1)
+    except Exception as exc:  # noqa: BLE001 - a reader's bug ends its file, never the run
+        yield _failed(file, f"{failure_reason(exc)}; the file is not read past record {number}",
+                      record=number + 1)
 
 
 def _placed(problem: Problem, file: str, record: int) -> Problem:

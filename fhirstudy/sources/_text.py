@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from functools import cache
 
 from ..errors import Problem
@@ -67,8 +68,9 @@ def unplaced(lineno: int, text: str) -> Problem:
 
 def derived_identifier(title: str) -> dict:
     """An identifier derived from the title, stable across runs and machines: sha256 of the
-    lower-cased, whitespace-collapsed title, first 16 hex digits."""
-    norm = " ".join(title.lower().split())
+    NFC-normalised, lower-cased, whitespace-collapsed title, first 16 hex digits. Two records
+    with the same title share it (their resource ids differ: ``mappers.ids.study_id``)."""
+    norm = " ".join(unicodedata.normalize("NFC", title).lower().split())
     value = hashlib.sha256(norm.encode("utf-8")).hexdigest()[:DERIVED_ID_LENGTH]
     return {"value": value, "kind": "derived", "system": DERIVED_ID_SYSTEM}
 

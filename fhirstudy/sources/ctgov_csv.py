@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..errors import Problem, SourceError
+from ._boundary import FHIR_UNSIGNED_INT_MAX, is_whole_number, one_record, whole_number
 from ._ctgov_legacy import NCT_ID, UnknownValue, api_value, masking, partial_date, read_value
 from ._fields import Fields, ignored_fields
 from ._text import clean, error, intervention_type, snippet, warning
@@ -77,7 +78,7 @@ _SHAPES: dict[str, Callable[[str], bool]] = {
     "Study Results": lambda v: v.upper() in ("YES", "NO"),
     "Sex": _enum_shape("sex"),
     "Phases": _enum_shape("phase"),
-    "Enrollment": str.isdigit,
+    "Enrollment": is_whole_number,
     "Funder Type": _enum_shape("agencyClass"),
     "Study Type": _enum_shape("studyType"),
     "Start Date": lambda v: bool(_ISO_DAY.match(v)),
@@ -166,6 +167,7 @@ def _broken(row: list[str], header: list[str], lines: str) -> Problem | None:
                  f"from {column!r} on; the row is skipped", column)
 
 
+@one_record
 def convert_row(row: dict[str, str]) -> tuple[dict | None, list[Problem], list[str]]:
     """One export row (column name -> cell) as a ``TrialSchema`` dict without provenance, the
     problems found, and the columns left unmapped."""
@@ -215,10 +217,10 @@ def convert_row(row: dict[str, str]) -> tuple[dict | None, list[Problem], list[s
                       for p in read_value("phase", phase, "phases", "'Phases'", problems) or []]
     enrollment = cell("Enrollment")
     if enrollment is not None:
-        if enrollment.isdigit():
-            data["enrollment"] = int(enrollment)
-        else:
-            problems.append(warning(f"'Enrollment' {enrollment!r} is not a number; left empty", "enrollment"))
+        data["enrollment"] = whole_number(enrollment)
+        if data["enrollment"] is None:
+            problems.append(warning(f"'Enrollment' {enrollment!r} is not a whole number from 0 to "
+                                    f"{FHIR_UNSIGNED_INT_MAX}; left empty", "enrollment"))
     data["study_type"] = read_value("studyType", cell("Study Type"), "study_type", "'Study Type'", problems)
     _design(items("Study Design"), data, problems)
     for field, column in _PERIOD_DATES:

@@ -39,6 +39,7 @@ import orjson
 
 from ..errors import Problem
 from . import _ctgov
+from ._boundary import one_record
 from ._criteria import split_criteria
 from ._fields import Fields, ignored_fields
 
@@ -86,6 +87,7 @@ def read_stream(stream: BinaryIO, file: str) -> Iterator[tuple[dict | None, list
         yield from _objects(replay)
 
 
+@one_record
 def convert(study: Any) -> tuple[dict | None, list[Problem], list[str]]:
     """One API v2 study object -> (``TrialSchema`` dict without provenance, problems, unmapped
     source paths). Never raises for bad input: a study it cannot convert gives ``None`` data with

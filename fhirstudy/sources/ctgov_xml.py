@@ -1,15 +1,16 @@
 """Reader of ClinicalTrials.gov legacy XML: ``<clinical_study>`` records (the public.xsd layout of
 AACT and TREC archives), one per file or many under any root element.
 
-The file is streamed with ``iterparse``: each ``<clinical_study>`` is turned into a nested dict
+The file is streamed and cut at each ``<clinical_study`` start tag; each record is parsed on its
+own (after the file's prolog, for its encoding and namespaces), turned into a nested dict
 view (``element_view``: tag -> text or children, repeated tags -> lists, attributes as ``@name``,
 an element's own text beside attributes or children as ``#text``), converted, and dropped, so a file
 of any number of records runs in bounded memory. Display values ("Phase 1/Phase 2") become API v2
 names through ``mappings/ctgov-legacy-values.json``; the view is read through ``Fields``, so every
 element the reader does not carry into the Trial (``clinical_results`` among them) and that is not
 on the ignore list (``mappings/ctgov-ignored-fields.json``, key ``ctgov-xml``) is reported as
-unmapped. A record without ``<nct_id>`` is an error record; malformed XML ends the file with one
-error naming the line, after the records before it.
+unmapped. A record without ``<nct_id>`` is an error record; so is a record holding malformed XML
+(the error names the line in the file), and reading goes on at the next ``<clinical_study>``.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any, BinaryIO
 
 from ..errors import Problem, SourceError
 from . import _ctgov
+from ._boundary import FHIR_UNSIGNED_INT_MAX, one_record, whole_number
 from ._criteria import split_criteria
 from ._ctgov_legacy import (
     NCT_ID,
@@ -39,6 +41,10 @@ FORMAT = "ctgov-xml"
 RECORD_TAG = "clinical_study"
 TEXT = "#text"
 _DETECT = re.compile(r"<clinical_study[\s>/]")
+_RECORD_START = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?clinical_study[\s>/]")
+_TAG_BYTES = 64  # longer than any record start tag's name with a namespace prefix
+READ_BYTES = 64 << 10
+MAX_PROLOG_BYTES = 16 << 20  # no <clinical_study> in the first 16 MB: not a file of records
 
 # Posting dates under their current element name, then the pre-2017 name read when it is absent.
 _POSTED_DATES = (
@@ -61,26 +67,37 @@ def detect(head: str) -> bool:
 def read_stream(stream: BinaryIO, file: str) -> Iterator[tuple[dict | None, list[Problem], list[str]]]:
     """Each ``<clinical_study>`` of the stream, in order, as ``(data, problems, unmapped)``.
 
-    Raises SourceError (after yielding the records before it) when the XML is malformed, and when
-    the file holds no ``<clinical_study>`` at all.
+    Each record is parsed on its own (``_pieces``), so malformed XML costs only the record that
+    holds it: that record is an error naming the line, and reading goes on at the next
+    ``<clinical_study>``. Raises SourceError when the file holds no ``<clinical_study>`` at all.
     """
     count = 0
-    records = _records(stream)
-    while True:
-        try:
-            element = next(records)
-        except StopIteration:
-            break
-        except ET.ParseError as exc:
-            line, column = exc.position
-            raise SourceError(Problem(
-                f"malformed XML at line {line}, column {column} ({_parse_message(exc)}): the file is not "
-                f"read past this point ({count} record(s) before it were read)", field="format")) from None
+    for prolog, piece, line, column in _pieces(stream):
         count += 1
+        try:
+            element = _parse_record(prolog, piece)
+        except ET.ParseError as exc:
+            yield None, [error(_malformed(exc, prolog, line, column), "format")], []
+            continue
         yield convert_study(element_view(element))
         element.clear()
     if count == 0:
         raise SourceError(Problem(f"no <{RECORD_TAG}> element in the file", field="format"))
+
+
+def _malformed(exc: ET.ParseError, prolog: bytes, line: int, column: int) -> str:
+    """The reason for a record whose XML is malformed, placed at its line in the file."""
+    err_line, err_column = exc.position
+    prolog_lines = prolog.count(b"\n")
+    if err_line <= prolog_lines:
+        where = "in the lines before the first record"
+    else:
+        file_line = line + err_line - 1 - prolog_lines
+        if err_line == prolog_lines + 1:  # on the record's first line, after the prolog's last
+            err_column = column + err_column - (len(prolog) - prolog.rfind(b"\n") - 1)
+        where = f"at line {file_line}, column {err_column}"
+    return (f"malformed XML {where} ({_parse_message(exc)}): this record is skipped, reading goes on "
+            f"at the next <{RECORD_TAG}>")
 
 
 def _parse_message(exc: ET.ParseError) -> str:
@@ -91,23 +108,64 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _records(stream: BinaryIO) -> Iterator[ET.Element]:
-    """The ``<clinical_study>`` elements of a stream, each complete when yielded; every finished
-    element is detached from its parent, so memory holds one record at a time."""
-    stack: list[ET.Element] = []
-    depth = 0  # how many open elements are <clinical_study>
-    for event, element in ET.iterparse(stream, events=("start", "end")):
-        is_record = _local(element.tag) == RECORD_TAG
-        if event == "start":
-            stack.append(element)
-            depth += is_record
+def _pieces(stream: BinaryIO) -> Iterator[tuple[bytes, bytes, int, int]]:
+    """The stream cut at each ``<clinical_study`` start tag: ``(prolog, piece, line, column)``
+    per record, where the prolog is everything before the first record (XML declaration,
+    DOCTYPE, the wrapping elements and their namespaces), the piece runs from the record's start
+    tag to the next one, and ``line``/``column`` place the piece's first byte in the file. One
+    record (plus a read-ahead chunk) is in memory at a time."""
+    buffer, eof, first = b"", False, None
+    while first is None and not eof and len(buffer) < MAX_PROLOG_BYTES:
+        chunk = stream.read(READ_BYTES)
+        eof = not chunk
+        buffer += chunk
+        first = _RECORD_START.search(buffer)
+    if first is None:
+        return
+    prolog, buffer = buffer[:first.start()], buffer[first.start():]
+    line = prolog.count(b"\n") + 1
+    column = len(prolog) - prolog.rfind(b"\n") - 1
+    searched = 1  # the start tag at 0 is this piece's own
+    while True:
+        following = _RECORD_START.search(buffer, searched)
+        if following is None and not eof:
+            searched = max(1, len(buffer) - _TAG_BYTES)  # a start tag may straddle the next chunk
+            chunk = stream.read(READ_BYTES)
+            eof = not chunk
+            buffer += chunk
             continue
-        stack.pop()
-        if is_record:
-            depth -= 1
-            yield element
-        if stack and not depth:
-            stack[-1].remove(element)  # a finished record, or anything else outside a record
+        cut = following.start() if following else len(buffer)
+        piece, buffer = buffer[:cut], buffer[cut:]
+        yield prolog, piece, line, column
+        if not buffer:
+            return
+        newlines = piece.count(b"\n")
+        line += newlines
+        column = len(piece) - piece.rfind(b"\n") - 1 if newlines else column + len(piece)
+        searched = 1
+
+
+def _parse_record(prolog: bytes, piece: bytes) -> ET.Element:
+    """The ``<clinical_study>`` element of one piece, parsed after the prolog (for its encoding,
+    entities and namespaces); what follows the record's end tag is not looked at. Raises
+    ET.ParseError when the record is malformed or cut short."""
+    parser = ET.XMLPullParser(events=("end",))
+    for data in (prolog, piece):
+        parser.feed(data)
+        if (element := _record_end(parser)) is not None:
+            return element
+    parser.close()  # raises for a record cut short by the end of the file
+    element = _record_end(parser)
+    if element is None:
+        raise ET.ParseError(f"no </{RECORD_TAG}> before the next record")
+    return element
+
+
+def _record_end(parser: ET.XMLPullParser) -> ET.Element | None:
+    for _event, element in parser.read_events():
+        if _local(element.tag) == RECORD_TAG:
+            return element
+    return None
 
 
 def element_view(element: ET.Element) -> Any:
@@ -223,6 +281,7 @@ def _texts(f: Fields, key: str) -> list[str]:
     return [t for t in texts if t]
 
 
+@one_record
 def convert_study(study: Any) -> tuple[dict | None, list[Problem], list[str]]:
     """One ``<clinical_study>`` view (``element_view``) as a ``TrialSchema`` dict without
     provenance, the problems found, and the element paths left unmapped. ``data`` is None when
@@ -286,12 +345,13 @@ def convert_study(study: Any) -> tuple[dict | None, list[Problem], list[str]]:
 
     enrollment = _text(f, "enrollment")
     if enrollment is not None:
-        if enrollment.isdigit():
-            data["enrollment"] = int(enrollment)
+        data["enrollment"] = whole_number(enrollment)
+        if data["enrollment"] is not None:
             data["enrollment_type"] = read_value("dateType", _attr(f, "enrollment", "type"), "enrollment_type",
                                                  "<enrollment type>", problems, "warning")
         else:
-            problems.append(warning(f"<enrollment> {enrollment!r} is not a number; left empty", "enrollment"))
+            problems.append(warning(f"<enrollment> {enrollment!r} is not a whole number from 0 to "
+                                    f"{FHIR_UNSIGNED_INT_MAX}; left empty", "enrollment"))
     data["conditions"] = _texts(f, "condition")
     data["keywords"] = _texts(f, "keyword")
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..errors import Problem
+from ._boundary import whole_number
 from ._text import (clean, derived_identifier, eligibility_label, error, intervention_type,
                     phases_from_text, snippet, split_components, split_eligibility, unplaced,
                     warning)
@@ -135,7 +136,8 @@ def _single(block: _Block, data: dict, problems: list[Problem], criteria: list) 
     elif label == "Sex":
         data["sex"] = _SEXES.get(value.upper(), value)
     elif label == "Target Recruitment":
-        data["enrollment"] = int(value) if value.isdigit() else value
+        number = whole_number(value)
+        data["enrollment"] = value if number is None else number  # not a number: the schema says so
         # "Target" is the anticipated count: ClinicalTrials.gov calls that ESTIMATED.
         data["enrollment_type"] = "ESTIMATED"
     elif label == "Study Type":
