@@ -10,6 +10,7 @@ stderr shows the work as it goes (stdout carries only the output).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections import Counter
@@ -342,7 +343,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config["BASE_URL"] = args.base_url
     if args.write_token:
         config["WRITE_TOKEN"] = args.write_token
-    app = create_app(config)
+    _check_listen(args.host, args.port)
+    from .errors import StoreError
+
+    try:
+        app = create_app(config)
+    except StoreError as exc:
+        raise UsageError(f"cannot open the database --db {args.db}: {exc}") from None
     print(f"serving FHIR R5 at http://{args.host}:{args.port}/ from {args.db}", file=sys.stderr)
     if args.dev:
         app.run(host=args.host, port=args.port)
@@ -351,6 +358,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     run_gunicorn(app, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
     return EXIT_OK
+
+
+def _check_listen(host: str, port: int) -> None:
+    """UsageError unless the server can listen on ``host``:``port`` (checked the way gunicorn binds,
+    with SO_REUSEADDR, before anything else is started)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: not an address this machine has ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(f"port {port} on {host} is in use (another fhirstudy serve?); "
+                                 f"stop it or choose another with --port (PORT= for make run)") from None
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port (1 to 65535, ASCII digits)."""
+    from .limits import parse_integer
+
+    try:
+        return parse_integer(text, "--port", minimum=1, maximum=65535)
+    except FhirStudyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _megabytes_or_zero(text: str) -> float:
+    """An argparse type: a size in MB, 0 or more (``--cache-mb``)."""
+    return 0.0 if text.strip() in ("0", "0.0") else _megabytes(text)
 
 
 def _megabytes(text: str) -> float:
@@ -622,13 +665,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve the FHIR REST endpoint")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT)
     p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"database URL (default {DEFAULT_DB})")
     p.add_argument("--workers", type=_positive, default=2, help="gunicorn worker processes (default 2)")
     p.add_argument("--threads", type=_positive, default=32,
                    help="requests each worker serves at once (gunicorn gthread; default 32)")
     p.add_argument("--dev", action="store_true", help="use Flask's development server instead of gunicorn")
-    p.add_argument("--cache-mb", type=float, default=None, metavar="MB",
+    p.add_argument("--cache-mb", type=_megabytes_or_zero, default=None, metavar="MB",
                    help="search responses kept per worker until the next write (default 64; 0: none)")
     p.add_argument("--max-body-mb", type=_megabytes, default=None, metavar="MB",
                    help="largest request body taken, larger ones get 413 (default 8, or "

@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,8 @@ def _samples():
 
 def run(*args: str, cwd: Path | None = None, **kw) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "FHIRSTUDY_DEBUG"}
-    return subprocess.run([FHIRSTUDY, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300, **kw)
+    kw.setdefault("timeout", 300)
+    return subprocess.run([FHIRSTUDY, *args], capture_output=True, text=True, cwd=cwd, env=env, **kw)
 
 
 def one_line(result: subprocess.CompletedProcess) -> str:
@@ -233,14 +235,27 @@ def test_load_reports_a_trial_postgresql_refuses_and_stores_the_others(tmp_path,
     folder.mkdir()
     for n, name in enumerate(("NCT00763412.json", "NCT03064438.json", "NCT05594173.json")):
         study = json.loads((SAMPLES / name).read_text())
-        if n == 1:  # PostgreSQL text cannot hold NUL
-            study["protocolSection"]["identificationModule"]["briefTitle"] = "a\u0000b"
         (folder / name).write_text(json.dumps(study))
+    _refuse_inserts(pg_url, "nct03064438")
     result = run("load", str(folder), "--db", pg_url, "-q")
     assert result.returncode == EXIT_FAILED and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {folder / 'NCT03064438.json'}:1")
     assert result.stderr.splitlines()[-1].startswith("loaded 2 trials")
+
+
+def _refuse_inserts(pg_url: str, pattern: str) -> None:
+    """Make the real database refuse every resource whose id holds ``pattern`` (a trigger), after
+    fhirstudy has made its tables."""
+    import psycopg
+
+    open_store(pg_url).close()
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute(f"""CREATE OR REPLACE FUNCTION refuse() RETURNS trigger AS $$
+            BEGIN IF NEW.id LIKE '%{pattern}%' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;
+            RETURN NEW; END $$ LANGUAGE plpgsql""")
+        conn.execute("DROP TRIGGER IF EXISTS refuse ON resource")
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON resource FOR EACH ROW EXECUTE FUNCTION refuse()")
 
 
 def test_summary_ends_every_command_even_when_records_fail(tmp_path):
@@ -256,7 +271,7 @@ def test_summary_ends_every_command_even_when_records_fail(tmp_path):
 @pytest.mark.postgres
 def test_load_stops_when_the_database_refuses_trial_after_trial(tmp_path, pg_url):
     study = json.loads(ONE.read_text())
-    study["protocolSection"]["identificationModule"]["briefTitle"] = "a\u0000b"
+    _refuse_inserts(pg_url, "nct9")
     with (tmp_path / "all.ndjson").open("w") as out:
         for n in range(30):
             study["protocolSection"]["identificationModule"]["nctId"] = f"NCT9{n:07d}"
@@ -266,3 +281,38 @@ def test_load_stops_when_the_database_refuses_trial_after_trial(tmp_path, pg_url
     lines = result.stderr.splitlines()
     assert lines[-2] == "error: stopping: the database refused 20 trials in a row"
     assert lines[-1].startswith("loaded 0 trials (0 resources), failed 20")
+
+
+SERVE_MISTAKES = [
+    ("port-out-of-range", ["--port", "99999"], ["--port", "65535"]),
+    ("port-superscript", ["--port", "8²"], ["--port"]),
+    ("cache-mb-nan", ["--cache-mb", "nan"], ["--cache-mb"]),
+    ("host-unknown", ["--host", "no-such-host.invalid"], ["--host", "no-such-host.invalid"]),
+    ("db-relative-folder-missing", ["--db", "sqlite:///no/such/folder/x.db"], ["--db", "does not exist"]),
+]
+
+
+@pytest.mark.parametrize(("name", "extra", "words"), SERVE_MISTAKES, ids=[m[0] for m in SERVE_MISTAKES])
+def test_serve_mistakes_are_one_line_and_exit_2(tmp_path, name, extra, words):
+    port = [] if "--port" in extra else ["--port", str(_free_port())]  # were it to start, a port nobody uses
+    result = run("serve", *port, *extra, cwd=tmp_path, timeout=60)
+    assert result.returncode == EXIT_USAGE, result.stderr
+    line = one_line(result)
+    assert all(w in line for w in words), line
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_on_a_busy_port_says_so_before_starting(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--port", str(port), "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    assert result.returncode == EXIT_USAGE
+    line = one_line(result)  # no "serving ..." line, no gunicorn errors
+    assert f"port {port}" in line and "in use" in line
