@@ -65,6 +65,7 @@ from fhirstudy.search.registry import Registry, load_registry
 DEFAULT_URL = "sqlite:///fhirstudy.db"
 CHUNK = 500  # rows per IN (...) list and per executemany batch
 WRITE_RETRIES = 3  # times a write transaction is run again after losing a race
+MAX_VERSION = 2**31 - 1  # the version columns are 32-bit integers (sa.Integer on PostgreSQL)
 HISTORY_COUNT = 50  # history entries per page unless asked otherwise
 ITERATE_ROUNDS = 3  # rounds of _include:iterate / _revinclude:iterate after the first
 MAX_INCLUDED = 1000  # included resources per page at most
@@ -505,6 +506,8 @@ class SqlStore:
         """Version ``version`` of ``rtype/rid`` (``json`` None if that version is a delete), or None."""
         check_key(rtype, rid)
         check_integer(version, "version")
+        if version > MAX_VERSION:  # past the version column: no resource has that many versions
+            return None
         with _db_errors(), self.engine.connect() as conn:
             row = conn.execute(_history_select().where(
                 history.c.type == rtype, history.c.id == rid, history.c.version == version)).first()
