@@ -266,8 +266,7 @@ def search_parameter(corpus: Corpus, rtype: str) -> st.SearchStrategy[tuple[str,
 
 def query_strings(corpus: Corpus, rtype: str) -> st.SearchStrategy[str]:
     """A %-encoded query string: search and result parameters, repeated ones, raw bad escapes."""
-    encoded = st.one_of(search_parameter(corpus, rtype), search_parameter(corpus, rtype),
-                        result_parameter(corpus, rtype)).map(lambda kv: f"{encode(kv[0])}={encode(kv[1])}")
+    encoded = st.one_of(search_parameter(corpus, rtype), result_parameter(corpus, rtype)).map(lambda kv: f"{encode(kv[0])}={encode(kv[1])}")
     junk = st.sampled_from(RAW_ESCAPES).map(lambda e: f"_id={e}") | st.sampled_from(("", "=", "&", "x"))
     piece = st.one_of(encoded, encoded, encoded, encoded, junk)
     return st.lists(piece, min_size=1, max_size=3).map("&".join)
@@ -488,3 +487,48 @@ def bundle_requests(corpus: Corpus) -> st.SearchStrategy[Request]:
     body = bundles(corpus).map(dump) | raw_bodies
     return st.builds(lambda b, a, h: Request("POST", "/", _with(_with(a, h), FHIR_CONTENT), b),
                      body, AUTHORIZATIONS, headers(corpus).map(lambda h: tuple(x for x in h if x[0] == "Prefer")))
+
+
+# ---------------------------------------------------------------------------------------------
+# the edge sweep: every edge value in every place that takes one, once
+
+
+def edge_sweep(corpus: Corpus) -> dict[str, list[Request]]:
+    """Requests putting each edge value (dates, integers, cursors) in every place the registry and
+    the routes take one: date and number parameters of every type, ``_count``/``_offset`` of search
+    and history, version ids, ``If-Match``/``If-None-Match``, a Bundle entry's ``ifMatch``."""
+    registry, auth = corpus.registry, (("Authorization", f"Bearer {TOKEN}"),) + FHIR_CONTENT
+    first = {t: ids[0] for t, ids in corpus.ids.items()}
+    resource = {r["resourceType"]: r for r in corpus.resources}
+    dates_, numbers_, integers, places = [], [], [], []
+    for rtype in registry.served_types:
+        for code, param in sorted(registry.params(rtype).items()):
+            if param.type == "date":
+                dates_ += [Request("GET", f"/{rtype}?{code}={encode(PREFIXES[n % len(PREFIXES)] + d)}")
+                           for n, d in enumerate(EDGE_DATES)] + [Request("GET", f"/{rtype}?{code}={encode(d)}")
+                                                                  for d in EDGE_DATES]
+            elif param.type == "number":
+                numbers_ += [Request("GET", f"/{rtype}?{code}={encode(p + n)}") for n in EDGE_INTEGERS
+                             for p in ("", "gt")]
+        places += [f"/{rtype}?_count={{}}", f"/{rtype}?_offset={{}}", f"/{rtype}/_history?_count={{}}",
+                   f"/{rtype}/_history?_offset={{}}"]
+    places += ["/_history?_count={}", "/_history?_offset={}", "/_history?_since={}"]
+    for rtype, rid in sorted(first.items()):
+        places += [f"/{rtype}/{rid}/_history/{{}}", f"/{rtype}/{rid}/_history?_count={{}}"]
+    integers += [Request("GET", place.format(encode(n))) for place in places for n in EDGE_INTEGERS]
+    for rtype, rid in sorted(first.items()):
+        for n in EDGE_INTEGERS:
+            etag = f'W/"{n}"'
+            integers += [Request("GET", f"/{rtype}/{rid}", (("If-None-Match", etag),)),
+                         Request("PUT", f"/{rtype}/{rid}", auth + (("If-Match", etag),), dump(resource[rtype])),
+                         Request("DELETE", f"/{rtype}/{rid}", auth + (("If-Match", etag),))]
+    bundles_ = [Request("POST", "/", auth, dump({"resourceType": "Bundle", "type": kind, "entry": [
+        {"resource": resource["ResearchStudy"], "request": {"method": "PUT", "url": f"ResearchStudy/{first['ResearchStudy']}",
+                                                            field: value}}]}))
+        for kind in ("batch", "transaction") for field in ("ifMatch", "ifNoneExist")
+        for value in (*[f'W/"{n}"' for n in EDGE_INTEGERS], 1, 2**70, True, None, [], {}, ["W/\"1\""])]
+    cursors_ = [Request("GET", f"/ResearchStudy?{name}={_b64(value)}") for name in ("_cursor", "_before")
+                for value in ([True], ["x"], [None], [1e308], [[1]], [{"a": 1}], [2**70], ["x", 2**63], [], {},
+                              [1, 2, 3, 4, 5, 6, 7], "x", 1)]
+    return {"dates": dates_, "numbers": numbers_, "integers": integers, "bundle fields": bundles_,
+            "cursors": cursors_}

@@ -11,6 +11,9 @@ answer must hold these properties:
 - a refused request (4xx) leaves the store as it was (write generation and history count);
 - a request without the write token never changes the store, whatever it asks.
 
+Beside the random search, :func:`test_edge_sweep` sends every edge value (dates, integers,
+cursors, Bundle request fields) once in every place the registry and the routes take one.
+
 Budget: ``FHIRSTUDY_FUZZ_EXAMPLES`` examples per property (default :data:`DEFAULT_EXAMPLES`,
 derandomized so CI is repeatable; on SQLite).  ``make fuzz`` sets it high: the run is random then,
 and on PostgreSQL too.  Hypothesis keeps no database (``database=None``): nothing lands in the repo.
@@ -29,13 +32,15 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from _fuzz_strategies import (TOKEN, WRITE_METHODS, Corpus, Request, any_requests, bundle_requests,
-                              search_requests, write_requests)
+                              edge_sweep, search_requests, write_requests)
 from _server_fixtures import pg_server, serve_in_thread  # noqa: F401
 from fhirstudy.loader import load_reference_resources, store_bundle
 from fhirstudy.search import load_registry
 from fhirstudy.server import STORE_EXTENSION, close_store, create_app
 
 DEFAULT_EXAMPLES = 100
+SWEEP_FAMILIES = ("dates", "numbers", "integers", "bundle fields", "cursors")
+SHOWN_FAILURES = 12  # of a sweep, in its message
 EXAMPLES = int(os.environ.get("FHIRSTUDY_FUZZ_EXAMPLES", DEFAULT_EXAMPLES))
 LONG = "FHIRSTUDY_FUZZ_EXAMPLES" in os.environ
 TIMEOUT_SECONDS = 60  # for one request; a hang is a failure too
@@ -222,3 +227,20 @@ def test_writes(target, data):
 def test_bundles(target, data):
     """Batch and transaction Bundles whose entries' request fields have wrong JSON types."""
     check(target, data.draw(bundle_requests(target.corpus), label="request"))
+
+
+@pytest.mark.parametrize("family", SWEEP_FAMILIES)
+def test_edge_sweep(target, family):
+    """Every edge value in every place that takes one (from :func:`edge_sweep`), each request once;
+    the message lists every request that broke a property, not only the first."""
+    requests = edge_sweep(target.corpus)[family]
+    assert requests, f"no {family} in the registry and data"
+    failures = []
+    for request in requests:
+        try:
+            check(target, request)
+        except AssertionError as exc:
+            failures.append(str(exc).split("\nserver logged")[0][:1500])
+    if failures:  # pytest.fail: the assertion rewriter would print the whole list again
+        pytest.fail(f"{len(failures)} of {len(requests)} {family} requests failed:\n\n"
+                    + "\n\n".join(failures[:SHOWN_FAILURES]), pytrace=False)
