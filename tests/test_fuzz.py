@@ -16,7 +16,8 @@ cursors, Bundle request fields) once in every place the registry and the routes 
 
 Budget: ``FHIRSTUDY_FUZZ_EXAMPLES`` examples per property (default :data:`DEFAULT_EXAMPLES`,
 derandomized so CI is repeatable; on SQLite).  ``make fuzz`` sets it high: the run is random then,
-and on PostgreSQL too.  Hypothesis keeps no database (``database=None``): nothing lands in the repo.
+and on PostgreSQL too.  Hypothesis keeps no database (``database=None``) and puts its caches under
+``.pytest_cache/``: nothing lands in the repo.
 """
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ import http.client
 import logging
 import os
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from _fuzz_strategies import (TOKEN, WRITE_METHODS, Corpus, Request, any_requests, bundle_requests,
                               edge_sweep, search_requests, write_requests)
@@ -38,6 +41,8 @@ from fhirstudy.loader import load_reference_resources, store_bundle
 from fhirstudy.search import load_registry
 from fhirstudy.server import STORE_EXTENSION, close_store, create_app
 
+# Hypothesis keeps no example database here, and its caches go under the ignored .pytest_cache/
+set_hypothesis_home_dir(Path(__file__).resolve().parent.parent / ".pytest_cache" / "hypothesis")
 DEFAULT_EXAMPLES = 100
 SWEEP_FAMILIES = ("dates", "numbers", "integers", "bundle fields", "cursors")
 SHOWN_FAILURES = 12  # of a sweep, in its message
