@@ -151,7 +151,8 @@ def target(request, tmp_path_factory, seed_conversions):
     handler = _Collect(log)
     app.logger.addHandler(handler)
     quiet = logging.getLogger("werkzeug")  # one access-log line per request would drown the report
-    level, quiet.level = quiet.level, logging.CRITICAL
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     with serve_in_thread(app) as base:
         fuzzed = Target(base, app, Corpus.build(load_registry(), resources), log)
         yield fuzzed
