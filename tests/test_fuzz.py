@@ -250,3 +250,17 @@ def test_edge_sweep(target, family):
     if failures:  # pytest.fail: the assertion rewriter would print the whole list again
         pytest.fail(f"{len(failures)} of {len(requests)} {family} requests failed:\n\n"
                     + "\n\n".join(failures[:SHOWN_FAILURES]), pytrace=False)
+
+
+def test_the_store_probe_sees_a_write(target):
+    """The probe behind "unchanged" moves with a write that succeeds, and not with a refused one
+    (else the properties above could not fail)."""
+    study = dict(next(r for r in target.corpus.resources if r["resourceType"] == "ResearchStudy"))
+    study["title"] = f"{study.get('title', '')} (probe {uuid.uuid4().hex[:8]})"
+    put = Request("PUT", f"/ResearchStudy/{study['id']}", (("Content-Type", "application/fhir+json"),),
+                  orjson.dumps(study))
+    before = target.state()
+    assert target.send(put)[0] == 401 and target.state() == before
+    status = target.send(Request(put.method, put.target, put.headers + (("Authorization", f"Bearer {TOKEN}"),),
+                                 put.body))[0]
+    assert status == 200 and target.state() != before
