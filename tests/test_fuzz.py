@@ -263,4 +263,4 @@ def test_the_store_probe_sees_a_write(target):
     assert target.send(put)[0] == 401 and target.state() == before
     status = target.send(Request(put.method, put.target, put.headers + (("Authorization", f"Bearer {TOKEN}"),),
                                  put.body))[0]
-    assert status == 200 and target.state() != before
+    assert status in (200, 201) and target.state() != before  # 201: a fuzzed DELETE removed it
