@@ -534,10 +534,12 @@ def edge_sweep(corpus: Corpus) -> dict[str, list[Request]]:
             integers += [Request("GET", f"/{rtype}/{rid}", (("If-None-Match", etag),)),
                          Request("PUT", f"/{rtype}/{rid}", auth + (("If-Match", etag),), dump(resource[rtype])),
                          Request("DELETE", f"/{rtype}/{rid}", auth + (("If-Match", etag),))]
+    study = first["ResearchStudy"]
+    entry_request = {"ifMatch": {"method": "PUT", "url": f"ResearchStudy/{study}"},  # where each field is read
+                     "ifNoneExist": {"method": "POST", "url": "ResearchStudy"}}
     bundles_ = [Request("POST", "/", auth, dump({"resourceType": "Bundle", "type": kind, "entry": [
-        {"resource": resource["ResearchStudy"], "request": {"method": "PUT", "url": f"ResearchStudy/{first['ResearchStudy']}",
-                                                            field: value}}]}))
-        for kind in ("batch", "transaction") for field in ("ifMatch", "ifNoneExist")
+        {"resource": resource["ResearchStudy"], "request": {**entry_request[field], field: value}}]}))
+        for kind in ("batch", "transaction") for field in entry_request
         for value in (*[f'W/"{n}"' for n in EDGE_INTEGERS], 1, 2**70, True, None, [], {}, ["W/\"1\""])]
     cursors_ = [Request("GET", f"/ResearchStudy?{name}={_b64(value)}") for name in ("_cursor", "_before")
                 for value in ([True], ["x"], [None], [1e308], [[1]], [{"a": 1}], [2**70], ["x", 2**63], [], {},

@@ -43,7 +43,7 @@ from fhirstudy.server import STORE_EXTENSION, close_store, create_app
 
 # Hypothesis keeps no example database here, and its caches go under the ignored .pytest_cache/
 set_hypothesis_home_dir(Path(__file__).resolve().parent.parent / ".pytest_cache" / "hypothesis")
-DEFAULT_EXAMPLES = 100
+DEFAULT_EXAMPLES = 150
 SWEEP_FAMILIES = ("dates", "numbers", "integers", "bundle fields", "cursors")
 SHOWN_FAILURES = 12  # of a sweep, in its message
 EXAMPLES = int(os.environ.get("FHIRSTUDY_FUZZ_EXAMPLES", DEFAULT_EXAMPLES))
