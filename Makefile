@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 DB     ?= sqlite:///$(CURDIR)/fhirstudy.db
 PEER_DIR ?= $(CURDIR)/../shared/peer-fhir
 
-.PHONY: run test install install-test load serve bench clean
+.PHONY: run test fuzz install install-test load serve bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ run: install
 ## make test: install with the test extra, then the whole suite (SQLite, PostgreSQL, real HTTP, peer validator)
 test: install-test
 	FHIRSTUDY_PEER_DIR='$(PEER_DIR)' $(BIN)/python -m pytest
+
+## make fuzz: the property-based fuzz test run long (random, shrinking failures), on SQLite and PostgreSQL
+FUZZ_EXAMPLES ?= 20000
+fuzz: install-test
+	FHIRSTUDY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FHIRSTUDY_PEER_DIR='$(PEER_DIR)' $(BIN)/python -m pytest tests/test_fuzz.py \
+		-p no:cacheprovider --hypothesis-show-statistics
 
 ## make bench: the three benchmarks (each prints its figures beside a baseline from the same run)
 bench: install-test
