@@ -15,8 +15,8 @@ Beside the random search, :func:`test_edge_sweep` sends every edge value (dates,
 cursors, Bundle request fields) once in every place the registry and the routes take one.
 
 Budget: ``FHIRSTUDY_FUZZ_EXAMPLES`` examples per property (default :data:`DEFAULT_EXAMPLES`,
-derandomized so CI is repeatable; on SQLite).  ``make fuzz`` sets it high: the run is random then,
-and on PostgreSQL too.  Hypothesis keeps no database (``database=None``) and puts its caches under
+derandomized so CI is repeatable), on SQLite and PostgreSQL.  ``make fuzz`` sets it high: the run
+is random then, and shrinks failures to minimal examples.  Hypothesis keeps no database (``database=None``) and puts its caches under
 ``.pytest_cache/``: nothing lands in the repo.
 """
 from __future__ import annotations
@@ -134,8 +134,7 @@ def _database(kind: str, request, tmp_path_factory) -> tuple[str, object]:
 
 @pytest.fixture(scope="module", params=[
     "sqlite",
-    pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.skipif(
-        not LONG, reason="the PostgreSQL fuzz runs with make fuzz (FHIRSTUDY_FUZZ_EXAMPLES)")]),
+    pytest.param("postgresql", marks=pytest.mark.postgres),
 ])
 def target(request, tmp_path_factory, seed_conversions):
     """The app with writes enabled, loaded with the converted seeds, served over real HTTP."""
