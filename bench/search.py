@@ -218,12 +218,13 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def bench_server(url: str, workers: int, seconds: float, connections: int, cache: bool = True) -> tuple[dict, bytes]:
+def bench_server(url: str, workers: int, seconds: float, connections: int, cache: bool = True,
+                 threads: int = 32) -> tuple[dict, bytes]:
     """Serve ``url`` with ``fhirstudy serve`` (``--cache-mb 0`` unless ``cache``) and drive QUERY;
     the figures and one response body."""
     fhirstudy = str(Path(sys.executable).parent / "fhirstudy")
     process, port = _serve([fhirstudy, "serve", "--db", url, "--port", "{port}", "--workers", str(workers),
-                            *([] if cache else ["--cache-mb", "0"])])
+                            "--threads", str(threads), *([] if cache else ["--cache-mb", "0"])])
     try:
         _wait(port, process)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -234,13 +235,15 @@ def bench_server(url: str, workers: int, seconds: float, connections: int, cache
         _stop(process)
 
 
-def bench_baseline(body: bytes, workers: int, seconds: float, connections: int) -> dict:
-    """The same stack (gunicorn + Flask, same workers) serving ``body`` as a fixed response."""
+def bench_baseline(body: bytes, workers: int, seconds: float, connections: int, threads: int = 32) -> dict:
+    """The same stack (gunicorn's thread worker + Flask, same workers and threads) serving ``body``
+    as a fixed response."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         fh.write(body)
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    process, port = _serve([gunicorn, "--chdir", str(ROOT / "bench"), "-w", str(workers), "-b", "127.0.0.1:{port}",
-                            "--log-level", "warning", "_baseline_app:app"], {"BASELINE_BODY": fh.name})
+    process, port = _serve([gunicorn, "--chdir", str(ROOT / "bench"), "-w", str(workers), "-k", "gthread",
+                            "--threads", str(threads), "-b", "127.0.0.1:{port}", "--log-level", "warning",
+                            "_baseline_app:app"], {"BASELINE_BODY": fh.name})
     try:
         _wait(port, process, "/fixed")
         return drive(port, "/fixed", seconds, connections)
@@ -252,9 +255,9 @@ def bench_baseline(body: bytes, workers: int, seconds: float, connections: int) 
 def _bench_search(kind: str, url: str, args) -> dict:
     """Search with the response cache (the repeated query is answered from it after the first
     time) and without it (``--cache-mb 0``: every request searches the index), then the baseline."""
-    cached, body = bench_server(url, args.workers, args.seconds, args.connections)
-    uncached, _ = bench_server(url, args.workers, args.seconds, args.connections, cache=False)
-    baseline = bench_baseline(body, args.workers, args.seconds, args.connections)
+    cached, body = bench_server(url, args.workers, args.seconds, args.connections, threads=args.threads)
+    uncached, _ = bench_server(url, args.workers, args.seconds, args.connections, cache=False, threads=args.threads)
+    baseline = bench_baseline(body, args.workers, args.seconds, args.connections, args.threads)
     print(f"[{kind}] {len(body)} bytes per answer; load generator: {cached['generator']}", flush=True)
     out = {"baseline": baseline, "body_bytes": len(body)}
     for label, run in (("baseline", baseline), ("cached", cached), ("uncached", uncached)):
@@ -282,6 +285,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--threads", type=int, default=32, help="threads per worker (fhirstudy serve --threads)")
     parser.add_argument("--url", help="serve this already loaded database instead of generating one")
     args = parser.parse_args()
     if args.url:
