@@ -2,7 +2,6 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY fhirstudy ./fhirstudy
-COPY mappings ./mappings
 COPY seeds ./seeds
 RUN pip install --no-cache-dir -e '.[postgres]'
 EXPOSE 8080

@@ -184,7 +184,7 @@ def _report_bytes(counts: dict) -> bytes:
         "warnings": counts["warnings"],
         "skippedFiles": counts["skipped"],
         "unmappedFields": dict(sorted(unmapped.items())),
-        "ignoreList": "mappings/ctgov-ignored-fields.json",
+        "ignoreList": "fhirstudy/mappings/ctgov-ignored-fields.json",
     }
     return orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"
 

@@ -1,4 +1,4 @@
-"""Terminology kept as data under ``mappings/``, loaded once; code reads it, never repeats it.
+"""Terminology kept as data in :mod:`fhirstudy.mappings`, loaded once; code reads it, never repeats it.
 
 - ``ctgov-to-fhir.json``: ClinicalTrials.gov enum values -> FHIR R5 codings (official package codes).
 - ``conditions.json``: fhirstudy's condition-group CodeSystem, the patterns that recognise each
@@ -6,27 +6,18 @@
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 import unicodedata
 from functools import lru_cache
-from pathlib import Path
 
-# mappings/ beside the package (a clone or an editable install); FHIRSTUDY_MAPPINGS_DIR overrides.
-MAPPINGS_DIR = Path(os.environ.get("FHIRSTUDY_MAPPINGS_DIR") or Path(__file__).resolve().parent.parent / "mappings")
+from fhirstudy import mappings
+
 MESH_SYSTEM = "https://www.nlm.nih.gov/mesh"
 
 
-def mappings_dir() -> Path:
-    """The folder holding the terminology tables (``mappings/`` beside the package)."""
-    return MAPPINGS_DIR
-
-
-@lru_cache(maxsize=None)
 def load_mapping(name: str) -> dict:
-    """One JSON table of ``mappings/`` by file name, parsed once per process."""
-    return json.loads((MAPPINGS_DIR / name).read_text(encoding="utf-8"))
+    """One JSON table of :mod:`fhirstudy.mappings` by file name, parsed once per process."""
+    return mappings.load(name)
 
 
 def coding(section: str, key: str | None) -> dict | None:

@@ -13,7 +13,6 @@ Node.js/npm or the peer tooling the module is skipped, saying what is missing.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -294,9 +293,9 @@ def _bundles() -> list[dict]:
 
 
 def _local_search_parameters() -> list[dict]:
-    from fhirstudy.search.registry import DEFINITION_FILES
+    from fhirstudy.search.registry import DEFINITION_FILES, read_definitions
 
-    local = json.loads(DEFINITION_FILES[1].read_text(encoding="utf-8"))["parameters"]
+    local = read_definitions(DEFINITION_FILES[1:])
     return [d for d in local if d["type"] != "composite"]
 
 

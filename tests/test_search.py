@@ -1,7 +1,6 @@
 """Search parameters as data: registry, FHIRPath subset, index rows and request parsing."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
@@ -11,9 +10,9 @@ from fhirstudy.search import index_rows, load_registry, parse_search
 from fhirstudy.search.fhirpath import UnsupportedExpression, compile_expression, split_union
 from fhirstudy.search.index import date_range, normalize
 from fhirstudy.search.query import MAX_COUNT, RangeValue, TokenValue
-from fhirstudy.search.registry import DEFINITION_FILES, SERVED_TYPES
+from fhirstudy.search.registry import DEFINITION_FILES, SERVED_TYPES, read_definitions
 
-OFFICIAL = json.loads(DEFINITION_FILES[0].read_text(encoding="utf-8"))["parameters"]
+OFFICIAL = read_definitions(DEFINITION_FILES[:1])
 
 
 def _official(rtype: str) -> dict[str, dict]:

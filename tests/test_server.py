@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
 
-import json
 
 import orjson
 import pytest
@@ -11,7 +10,7 @@ import requests
 
 from _server_fixtures import FILLER_STUDIES, fixed_clock, sample_resources, serve_in_thread
 from fhirstudy.search import load_registry
-from fhirstudy.search.registry import DEFINITION_FILES
+from fhirstudy.search.registry import DEFINITION_FILES, read_definitions
 from fhirstudy.server import STORE_EXTENSION, close_store, create_app
 
 BASE = "https://fhir.example.org/r5"
@@ -476,7 +475,7 @@ def test_every_declared_parameter_works(client):
 
 
 def _undeclared() -> list[tuple[str, str]]:
-    official = json.loads(DEFINITION_FILES[0].read_text(encoding="utf-8"))["parameters"]
+    official = read_definitions(DEFINITION_FILES[:1])
     declared = {(rtype, code) for rtype, code, _ in DECLARED}
     out = set()
     for definition in official:

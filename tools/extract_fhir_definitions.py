@@ -142,7 +142,7 @@ def _elements(pkg: Path) -> dict:
 
 def _code_systems(pkg: Path) -> dict:
     """Codes of every official CodeSystem that ``mappings/ctgov-to-fhir.json`` draws from."""
-    table = json.loads((ROOT / "mappings/ctgov-to-fhir.json").read_text(encoding="utf-8"))
+    table = json.loads((ROOT / "fhirstudy/mappings/ctgov-to-fhir.json").read_text(encoding="utf-8"))
     wanted = {section["system"] for key, section in table.items() if not key.startswith("_")}
     out = {}
     for path in sorted(pkg.glob("CodeSystem-*.json")):
@@ -167,16 +167,16 @@ def main() -> None:
     pkg = args.package / "package" if (args.package / "package").is_dir() else args.package
     header = {"source": "hl7.fhir.r5.core@5.0.0 (npm)", "generatedBy": "tools/extract_fhir_definitions.py"}
     sps = _search_parameters(pkg)
-    (ROOT / "mappings/fhir-r5-search-parameters.json").write_text(
+    (ROOT / "fhirstudy/mappings/fhir-r5-search-parameters.json").write_text(
         json.dumps({**header, "parameters": sps}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     bindings = _required_bindings(pkg)
-    (ROOT / "mappings/fhir-r5-required-bindings.json").write_text(
+    (ROOT / "fhirstudy/mappings/fhir-r5-required-bindings.json").write_text(
         json.dumps({**header, "bindings": bindings}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     elements = _elements(pkg)
-    (ROOT / "mappings/fhir-r5-elements.json").write_text(
+    (ROOT / "fhirstudy/mappings/fhir-r5-elements.json").write_text(
         json.dumps({**header, "elements": elements}, indent=0, ensure_ascii=False) + "\n", encoding="utf-8")
     code_systems = _code_systems(pkg)
-    (ROOT / "mappings/fhir-r5-codesystems.json").write_text(
+    (ROOT / "fhirstudy/mappings/fhir-r5-codesystems.json").write_text(
         json.dumps({**header, "codeSystems": code_systems}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{len(code_systems)} code systems, {len(elements)} element paths, {len(sps)} search parameters, {len(bindings)} required bindings")
 

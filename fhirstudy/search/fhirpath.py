@@ -19,10 +19,11 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-ELEMENTS_FILE = Path(__file__).resolve().parents[2] / "mappings" / "fhir-r5-elements.json"
+from fhirstudy import mappings
+
+ELEMENTS_FILE = "fhir-r5-elements.json"  # in fhirstudy.mappings
 _FHIRPATH_SYSTEM_PREFIX = "http://hl7.org/fhirpath/System."
 # First steps that stand for "the resource at hand" whatever its type.
 _ANY_RESOURCE = {"Resource", "DomainResource"}
@@ -53,8 +54,7 @@ class _Resolved:
 
 @lru_cache(maxsize=1)
 def _elements() -> dict[str, dict]:
-    with ELEMENTS_FILE.open(encoding="utf-8") as fh:
-        return json.load(fh)["elements"]
+    return mappings.load(ELEMENTS_FILE)["elements"]
 
 
 @lru_cache(maxsize=1)

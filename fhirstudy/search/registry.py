@@ -12,16 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
+from fhirstudy import mappings
 from fhirstudy.search.fhirpath import (Expression, Item, UnsupportedExpression, compile_expression,
                                        first_step, split_union)
 
-MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
-DEFINITION_FILES = (
-    MAPPINGS_DIR / "fhir-r5-search-parameters.json",
-    MAPPINGS_DIR / "search-parameters-local.json",
-)
+DEFINITION_FILES = ("fhir-r5-search-parameters.json", "search-parameters-local.json")  # in fhirstudy.mappings
 SERVED_TYPES = (
     "ResearchStudy", "PlanDefinition", "EvidenceVariable", "Group", "Location", "Organization",
     "Practitioner", "CodeSystem", "Provenance",
@@ -160,16 +156,16 @@ class Registry:
         return dict(self._unsupported.get(resource_type, {}))
 
 
-def read_definitions(paths=DEFINITION_FILES) -> list[dict]:
-    """Every SearchParameter definition in ``paths`` (each file: ``{"parameters": [...]}``)."""
+def read_definitions(names=DEFINITION_FILES) -> list[dict]:
+    """Every SearchParameter definition in the tables ``names`` of :mod:`fhirstudy.mappings`
+    (each ``{"parameters": [...]}``), read afresh: the caller may change them."""
     definitions: list[dict] = []
-    for path in paths:
-        with Path(path).open(encoding="utf-8") as fh:
-            definitions.extend(json.load(fh)["parameters"])
+    for name in names:
+        definitions.extend(json.loads((mappings.folder() / name).read_text(encoding="utf-8"))["parameters"])
     return definitions
 
 
 @lru_cache(maxsize=1)
 def load_registry() -> Registry:
-    """The registry built from the definition files under ``mappings/`` (loaded once)."""
+    """The registry built from the definition files of :mod:`fhirstudy.mappings` (loaded once)."""
     return Registry(read_definitions())
