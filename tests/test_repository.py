@@ -3,14 +3,18 @@
 round; the index-row cache belongs to one store and its registry."""
 from __future__ import annotations
 
+import ast
+import inspect
+from pathlib import Path
+
 import orjson
 import pytest
 
 from _server_fixtures import FIXED_INSTANT, fixed_clock, pg_server, pg_url, sample_resources  # noqa: F401
 from fhirstudy.search import load_registry, parse_search
 from fhirstudy.search.registry import Registry, read_definitions
-from fhirstudy.store import Repository, SqlStore, Transaction, open_store
-from fhirstudy.store import indexing, sql
+from fhirstudy.store import Repository, SqlStore, Transaction, Tx, open_store
+from fhirstudy.store import indexing, repository, sql
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -35,6 +39,27 @@ def test_sql_store_is_a_repository_and_hands_out_transactions(store):
     assert isinstance(store, SqlStore)
     assert store.write(lambda tx: isinstance(tx, Transaction)) is True
     assert not isinstance(object(), Repository)
+
+
+@pytest.mark.parametrize(("protocol", "implementation"), [(Repository, SqlStore), (Transaction, Tx)])
+def test_the_implementation_takes_what_the_protocol_says(protocol, implementation):
+    """isinstance only checks that the methods exist: their parameters must match too."""
+    methods = [name for name, _ in inspect.getmembers(protocol, inspect.isfunction) if not name.startswith("_")]
+    assert methods
+    for name in methods:
+        wanted = list(inspect.signature(getattr(protocol, name)).parameters.values())
+        given = list(inspect.signature(getattr(implementation, name)).parameters.values())
+        assert [(p.name, p.default) for p in given[:len(wanted)]] == [(p.name, p.default) for p in wanted], name
+        assert all(p.default is not inspect.Parameter.empty for p in given[len(wanted):]), name
+
+
+def test_the_protocol_module_holds_no_sql():
+    """repository.py is the contract (search service, export, match code against it): it imports
+    neither SQLAlchemy nor any room of the SQL implementation."""
+    tree = ast.parse(Path(repository.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"__future__", "dataclasses", "typing", "fhirstudy.search.query"}
 
 
 def test_create_read_vread_update_delete_history_search_round_trip(store):
