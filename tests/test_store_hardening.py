@@ -18,7 +18,7 @@ from fhirstudy.limits import MAX_OR_VALUES
 from fhirstudy.errors import QueryTooCostly, StoreError, StoreValueRejected
 from fhirstudy.search import load_registry, parse_search
 from fhirstudy.store import open_store
-from fhirstudy.store import sql as store_sql
+from fhirstudy.store import indexing as store_indexing
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -108,7 +108,7 @@ def test_put_many_computes_index_rows_without_holding_the_sqlite_write_lock(tmp_
     long load gets the lock between two trials instead of timing out."""
     path = tmp_path / "store.db"
     store = open_store(f"sqlite:///{path}")
-    real = store_sql.index_rows
+    real = store_indexing.index_rows
     seen = []
 
     def spy(doc, params):
@@ -125,7 +125,7 @@ def test_put_many_computes_index_rows_without_holding_the_sqlite_write_lock(tmp_
         seen.append((locked, [p.code for p in params]))
         return real(doc, params)
 
-    monkeypatch.setattr(store_sql, "index_rows", spy)
+    monkeypatch.setattr(store_indexing, "index_rows", spy)
     try:
         store.put_many(sample_resources()[:3])
     finally:

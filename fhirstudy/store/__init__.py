@@ -1,4 +1,13 @@
-"""Storage of FHIR resources with their search index, behind a small API.
+"""Storage of FHIR resources with their search index, behind a small protocol.
+
+The room: :class:`Repository` (``repository.py``, the protocol every caller relies on) and its
+one implementation :class:`SqlStore` (``sql.py``) on SQLite or PostgreSQL, split into rooms:
+``schema`` (tables, layout check), ``engine`` (engines, the database-error boundary),
+``indexing`` (index rows, one ``Indexer`` per store), ``writes`` (``Tx``), ``reads``,
+``compiler`` (criteria -> SQL), ``paging`` (keyset, both ways), ``includes``, plus ``state``,
+``reindex``, ``guards``, ``timeout`` and ``urls``.  It may import ``fhirstudy.errors`` and
+``fhirstudy.search`` (the registry, the parsed query, index-row computation) and SQLAlchemy;
+never sources, mappers, the server, push or the CLI (``tests/test_imports.py``).
 
     store = open_store("sqlite:///fhirstudy.db")      # or "sqlite://", "postgresql://..."
               (IndexOutdated when the index was built for other search parameters: reindex)
@@ -17,11 +26,15 @@
     store.search(query)        -> SearchResult(total, entries)   query from search.parse_search
                                   (QueryTooCostly past store.search_timeout_ms)
     store.generation()         -> int, moves with every committed write (the search cache's key)
+    store.create(resource), store.update(resource), store.delete(type, id)  -> WriteResult
+                                  (each one write; create gives a new id when there is none)
     store.close()
     reindex.reindex(open_store(url, check_index=False)) -> ReindexReport   (fhirstudy reindex)
 """
-from fhirstudy.store.sql import (DEFAULT_URL, Head, HistoryEntry, HistoryPage, PutResult, SearchResult,
-                                 SqlStore, StoredResource, Tx, WriteResult, open_store)
+from fhirstudy.store.repository import (HISTORY_COUNT, Head, HistoryEntry, HistoryPage, PutResult, Repository,
+                                        SearchResult, StoredResource, Transaction, WriteResult)
+from fhirstudy.store.sql import DEFAULT_URL, SqlStore, open_store
+from fhirstudy.store.writes import Tx
 
-__all__ = ["DEFAULT_URL", "Head", "HistoryEntry", "HistoryPage", "PutResult", "SearchResult", "SqlStore",
-           "StoredResource", "Tx", "WriteResult", "open_store"]
+__all__ = ["DEFAULT_URL", "HISTORY_COUNT", "Head", "HistoryEntry", "HistoryPage", "PutResult", "Repository",
+           "SearchResult", "SqlStore", "StoredResource", "Transaction", "Tx", "WriteResult", "open_store"]

@@ -21,8 +21,10 @@ import sqlalchemy as sa
 
 from fhirstudy.errors import WriteConflict
 from fhirstudy.store import state as _state
-from fhirstudy.store.sql import (_WRITE_OPTION, INDEX_TABLES, WRITE_RETRIES, SqlStore, _chunks, _db_errors,
-                                 _insert_rows, resource)
+from fhirstudy.store.engine import WRITE_OPTION, chunks, db_errors
+from fhirstudy.store.schema import INDEX_TABLES, resource
+from fhirstudy.store.sql import WRITE_RETRIES, SqlStore
+from fhirstudy.store.writes import insert_rows
 
 DEFAULT_BATCH = 500  # resources per transaction
 T = TypeVar("T")
@@ -45,7 +47,7 @@ def reindex(store: SqlStore, batch: int = DEFAULT_BATCH,
     its hash; ``progress(done, total)`` after each transaction.  Open the store with
     ``check_index=False`` (a store whose index is outdated is refused otherwise)."""
     started = time.monotonic()
-    writer = store.engine.execution_options(**{_WRITE_OPTION: True})
+    writer = store.engine.execution_options(**{WRITE_OPTION: True})
 
     def begin_reindex(conn: sa.Connection) -> None:
         conn.execute(sa.update(_state.state).where(_state.state.c.id == _state.STATE_ID)
@@ -70,7 +72,7 @@ def reindex(store: SqlStore, batch: int = DEFAULT_BATCH,
         return count
 
     _transaction(writer, begin_reindex)
-    with _db_errors(), store.engine.connect() as conn:
+    with db_errors(), store.engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(resource)
                              .where(resource.c.deleted.is_(False))).scalar_one()
     done = transactions = rewritten = last = 0
@@ -95,7 +97,7 @@ def _transaction(writer: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
     writer that locks the same resources in another order)."""
     for attempt in range(WRITE_RETRIES + 1):
         try:
-            with _db_errors(), writer.begin() as conn:
+            with db_errors(), writer.begin() as conn:
                 return work(conn)
         except WriteConflict:
             if attempt == WRITE_RETRIES:
@@ -119,7 +121,7 @@ def _rebuild(store: SqlStore, conn: sa.Connection, pks: list[int]) -> None:
     if not pks:
         return
     pending: dict[str, list[dict]] = {kind: [] for kind in INDEX_TABLES}
-    for chunk in _chunks(pks):
+    for chunk in chunks(pks):
         rows = conn.execute(sa.select(resource.c.pk, resource.c.deleted, resource.c.content)
                             .where(resource.c.pk.in_(chunk)).order_by(resource.c.pk).with_for_update())
         for pk, deleted, content in rows:
@@ -130,6 +132,6 @@ def _rebuild(store: SqlStore, conn: sa.Connection, pks: list[int]) -> None:
         for table in INDEX_TABLES.values():
             conn.execute(sa.delete(table).where(table.c.resource_pk.in_(chunk)))
     for kind, index in pending.items():
-        _insert_rows(conn, INDEX_TABLES[kind], index)
+        insert_rows(conn, INDEX_TABLES[kind], index)
     conn.execute(sa.update(_state.state).where(_state.state.c.id == _state.STATE_ID)
                  .values(generation=_state.state.c.generation + 1))

@@ -1,0 +1,232 @@
+"""Search criteria to SQL conditions over ``resource`` and the index tables.
+
+Each clause of a :class:`~fhirstudy.search.query.SearchQuery` becomes a condition on a
+resource's primary key: ``pk IN (index rows of the parameter with one of the values)``, ``NOT
+IN`` for ``:not`` and ``:missing=true``; ``_id`` is answered from ``resource.id`` itself, a
+composite by items whose components all match (same ``grp``).  Without ``_sort``, a query with
+a clause that selects index rows is answered from the index tables alone
+(:func:`index_matches`): deleted resources have no index rows and a ``pid`` belongs to one
+resource type, so ``resource`` need not be read.  Values are compared as they were indexed:
+cut to the column's length, strings by byte-wise range scans ("starts with"), dates as ranges
+(FHIR R5 3.2.1.5.6).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import sqlalchemy as sa
+
+from fhirstudy.search.index import STRING_INDEX_LENGTH
+from fhirstudy.search.query import (Clause, CompositeValue, RangeValue, ReferenceValue, SearchQuery,
+                                    StringValue, TokenValue, UriValue)
+from fhirstudy.store.guards import check_integer, check_values
+from fhirstudy.store.schema import ID_EXPRESSIONS, INDEX_TABLES, param_id, resource
+
+_MAX_CHAR = "\U0010ffff"  # upper bound for starts-with range scans
+
+
+def check_query(query: SearchQuery) -> None:
+    """No NUL and no integer past 64 bits in what ``query`` would send to the database."""
+    check_integer(query.count, "_count")
+    check_integer(query.offset, "_offset")
+    for clause in query.clauses:
+        check_values(clause.values, clause.param.code)
+    for name, position in (("_cursor", query.cursor), ("_before", query.before)):
+        if position is not None:
+            check_values(position, name)
+
+
+def search_conditions(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
+    """The WHERE conditions on ``resource`` of the live resources that meet every clause."""
+    clauses = [_clause_condition(query.resource_type, clause) for clause in query.clauses]
+    where = [*clauses, resource.c.deleted.is_(False)]
+    if not any(_narrows(clause) for clause in query.clauses):
+        # index rows already carry the type; matching on it here too would make SQLite scan
+        # every resource of the type instead of looking up the matches by primary key
+        where.append(resource.c.type == query.resource_type)
+    return where
+
+
+def _clause_condition(rtype: str, clause: Clause, pk: sa.ColumnElement = resource.c.pk) -> sa.ColumnElement[bool]:
+    """Whether the resource whose primary key is ``pk`` meets ``clause``."""
+    if clause.param.type == "composite":
+        return sa.or_(*(_composite_condition(rtype, clause, value, pk) for value in clause.values))
+    if clause.param.expression.text in ID_EXPRESSIONS:
+        if pk is resource.c.pk:
+            return _id_condition(clause)
+        matches = sa.select(resource.c.pk).where(resource.c.type == rtype, _id_condition(clause))
+        return pk.in_(matches)
+    if clause.modifier == "missing":
+        rows = _matching_rows(rtype, clause, any_value=True)
+        return pk.not_in(rows) if clause.missing else pk.in_(rows)
+    matches = _matching_rows(rtype, clause)
+    return pk.not_in(matches) if clause.modifier == "not" else pk.in_(matches)
+
+
+def _matching_rows(rtype: str, clause: Clause, any_value: bool = False) -> sa.Select:
+    """``resource_pk`` of the index rows of ``clause``'s parameter with one of its values (any
+    value with ``any_value``); not for composites or ``_id``."""
+    table = INDEX_TABLES[clause.param.type]
+    rows = sa.select(table.c.resource_pk).where(table.c.pid == param_id(rtype, clause.param.code))
+    if any_value:
+        return rows
+    return rows.where(sa.or_(*(_value_condition(table, clause.modifier, v) for v in clause.values)))
+
+
+def index_matches(query: SearchQuery) -> sa.Subquery | None:
+    """The primary keys of the matches read from the index tables alone (one row each, as
+    ``pk``), or None when no clause selects from an index table.
+
+    Deleted resources have no index rows, and a parameter's rows belong to one resource type
+    (``pid``), so the ``resource`` table is not read: at 100,000 studies a common condition
+    matches thousands, and looking each up in ``resource`` costs milliseconds.
+    """
+    first = next((c for c in query.clauses if _narrows(c) and c.param.type != "composite"), None)
+    if first is None:
+        return None
+    rows = _matching_rows(query.resource_type, first, any_value=first.modifier == "missing").subquery("base")
+    pk = rows.c.resource_pk
+    others = [_clause_condition(query.resource_type, c, pk) for c in query.clauses if c is not first]
+    return sa.select(pk.label("pk")).where(*others).distinct().subquery("matches")
+
+
+class _IdColumns(NamedTuple):
+    """``resource.id`` seen as a token index row: a code without system or text."""
+
+    code: sa.ColumnElement = resource.c.id
+    system: sa.ColumnElement = sa.null()
+    text: sa.ColumnElement = sa.null()
+
+
+def _id_condition(clause: Clause) -> sa.ColumnElement[bool]:
+    """``_id`` from ``resource.id`` (every resource has one: ``:missing=true`` matches none)."""
+    if clause.modifier == "missing":
+        return sa.false() if clause.missing else sa.true()
+    match = sa.or_(*(_token_condition(_IdColumns(), v) for v in clause.values))
+    return sa.not_(match) if clause.modifier == "not" else match
+
+
+def _composite_condition(rtype: str, clause: Clause, value: CompositeValue,
+                         pk: sa.ColumnElement = resource.c.pk) -> sa.ColumnElement[bool]:
+    """Resources with one item of the composite whose components all match (same ``grp``)."""
+    table = INDEX_TABLES["composite"]
+    aliases = [table.alias(f"comp_{n}") for n in range(len(value.parts))]
+    first = aliases[0]
+    statement = sa.select(first.c.resource_pk)
+    conditions = []
+    for number, (alias, component, part) in enumerate(zip(aliases, clause.param.components, value.parts)):
+        conditions += [alias.c.pid == param_id(rtype, clause.param.code), alias.c.comp == number,
+                       _component_condition(alias.c, component.type, part)]
+        if number:
+            conditions += [alias.c.resource_pk == first.c.resource_pk, alias.c.grp == first.c.grp]
+    return pk.in_(statement.select_from(*aliases).where(*conditions))
+
+
+def _component_condition(c, kind: str, value) -> sa.ColumnElement[bool]:
+    if kind == "token":
+        return _token_condition(c, value)
+    if kind == "date":
+        return _date_condition(c.low, c.high, value)
+    if kind == "number":
+        return _number_condition(c.num, value)
+    if kind == "string":
+        return _starts_with(c.text, value.normalized)
+    if kind == "uri":
+        return c.code == value.uri
+    return c.code == (value.url or f"{value.target_type}/{value.target_id}")  # reference
+
+
+def _token_condition(c, value: TokenValue) -> sa.ColumnElement[bool]:
+    if value.text is not None:
+        return _starts_with(c.text, value.text)
+    parts = []
+    if value.code is not None:
+        parts.append(c.code == _cut(value.code, c.code))
+    if value.system is not None:
+        parts.append(c.system == _cut(value.system, c.system))
+    elif value.no_system:
+        parts.append(c.system.is_(None))
+    return sa.and_(*parts) if parts else sa.false()
+
+
+def _narrows(clause: Clause) -> bool:
+    """Whether ``clause`` selects from index rows of its type (not :not / :missing=true, not ``_id``)."""
+    if clause.param.expression.text in ID_EXPRESSIONS:
+        return False
+    return clause.modifier != "not" and not (clause.modifier == "missing" and clause.missing)
+
+
+def _value_condition(table: sa.Table, modifier: str | None, value) -> sa.ColumnElement[bool]:
+    c = table.c
+    if isinstance(value, TokenValue):
+        return _token_condition(c, value)
+    if isinstance(value, StringValue):
+        if modifier == "exact":
+            return c.exact == value.exact
+        if modifier == "contains":
+            return sa.func.coalesce(c.full, c.value).like("%" + _escape_like(value.normalized) + "%", escape="\\")
+        if len(value.normalized) > STRING_INDEX_LENGTH:  # longer than ``value`` keeps: only ``full`` can match
+            return c.full.like(_escape_like(value.normalized) + "%", escape="\\")
+        return _starts_with(c.value, value.normalized)
+    if isinstance(value, ReferenceValue):
+        by_id = sa.and_(c.target_id == _cut(value.target_id, c.target_id),
+                        *([c.target_type == _cut(value.target_type, c.target_type)] if value.target_type else []))
+        url = _cut(value.url, c.url)
+        if value.url and value.target_id:
+            return sa.or_(c.url == url, by_id)
+        return c.url == url if value.url else by_id
+    if isinstance(value, RangeValue) and "low" in c:
+        return _date_condition(c.low, c.high, value)
+    if isinstance(value, RangeValue):
+        return _number_condition(c.value, value)
+    if isinstance(value, UriValue):
+        return c.uri == _cut(value.uri, c.uri)
+    raise TypeError(f"no SQL for {value!r}")  # pragma: no cover - query.py only builds the above
+
+
+def _cut(text: str | None, column) -> str | None:
+    """``text`` cut to the length of index column ``column``, as index values are when written
+    (so a long value still finds itself); ``resource`` columns are compared whole."""
+    length = getattr(getattr(column, "type", None), "length", None)
+    if text is None or not length or len(text) <= length or getattr(column, "table", None) is resource:
+        return text
+    return text[:length]
+
+
+def _starts_with(column, text: str) -> sa.ColumnElement[bool]:
+    return sa.and_(column >= text, column < text + _MAX_CHAR)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _date_condition(low, high, v: RangeValue) -> sa.ColumnElement[bool]:
+    """Resource range [low, high] against search range [v.low, v.high] (FHIR R5 3.2.1.5.6)."""
+    return {
+        "eq": lambda: sa.and_(low >= v.low, high <= v.high),
+        "ne": lambda: sa.or_(low < v.low, high > v.high),
+        "gt": lambda: high > v.high,
+        "lt": lambda: low < v.low,
+        "ge": lambda: high >= v.low,
+        "le": lambda: low <= v.high,
+        "sa": lambda: low > v.high,
+        "eb": lambda: high < v.low,
+        "ap": lambda: sa.and_(low <= v.high, high >= v.low),
+    }[v.prefix]()
+
+
+def _number_condition(column, v: RangeValue) -> sa.ColumnElement[bool]:
+    """A number against the search value (eq/ne use the implicit precision range)."""
+    margin = abs(v.value) * 0.1
+    return {
+        "eq": lambda: sa.and_(column >= v.low, column < v.high),
+        "ne": lambda: sa.or_(column < v.low, column >= v.high),
+        "gt": lambda: column > v.value,
+        "lt": lambda: column < v.value,
+        "ge": lambda: column >= v.value,
+        "le": lambda: column <= v.value,
+        "sa": lambda: column > v.value,
+        "eb": lambda: column < v.value,
+        "ap": lambda: sa.and_(column >= v.value - margin, column <= v.value + margin),
+    }[v.prefix]()

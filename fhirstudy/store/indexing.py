@@ -1,0 +1,119 @@
+"""The index rows of a resource, ready for the index tables (``pid`` set, cut to the columns).
+
+An :class:`Indexer` belongs to one store and its registry: it knows, per resource type, which
+parameters get index rows (all but ``_id``, answered from ``resource.id``), which of them depend
+on the moment of the write (``_lastUpdated``: computed inside the write transaction) and their
+``pid``; it remembers that per type, for its own registry only.  Everything else is computed
+before a write transaction begins (:meth:`Indexer.prepare`), so that the costly part of a load
+does not hold the write lock.  The rows themselves come from
+:func:`fhirstudy.search.index.index_rows`.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Iterable, NamedTuple
+
+import orjson
+
+from fhirstudy.errors import StoreValueRejected
+from fhirstudy.search.index import index_rows
+from fhirstudy.search.registry import Registry
+from fhirstudy.store.guards import bounded_columns, check_key, fit_rows, text_columns
+from fhirstudy.store.schema import ID_EXPRESSIONS, INDEX_TABLES, param_id
+
+# Parameters whose index rows depend on the moment of the write: computed inside the write
+# transaction (the rest are computed before it begins, from the resource alone).
+DYNAMIC_MARK = "lastUpdated"
+# per index table: its length-bounded string columns, and all its string columns
+_FIT = MappingProxyType({kind: (bounded_columns(table), text_columns(table)) for kind, table in INDEX_TABLES.items()})
+
+
+def content_hash(resource: dict) -> str:
+    """SHA-256 of the resource without meta.versionId/lastUpdated, keys sorted: equal content,
+    equal hash."""
+    body = dict(resource)
+    meta = {k: v for k, v in (body.pop("meta", None) or {}).items() if k not in ("versionId", "lastUpdated")}
+    if meta:
+        body["meta"] = meta
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass
+class Prepared:
+    """A resource ready to be written: its content hash and the index rows (pid set) of every
+    parameter that does not depend on the moment of the write."""
+
+    resource: dict
+    digest: str
+    rows: dict[str, list[dict]]
+
+
+class IndexedParams(NamedTuple):
+    """The parameters of one resource type that get index rows: computed from the resource alone
+    (``static``), depending on the moment of the write (``dynamic``), and their pids by code."""
+
+    static: list
+    dynamic: list
+    pids: dict[str, int]
+
+
+class Indexer:
+    """Index rows for the search parameters of one registry (one per store)."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self._by_type: dict[str, IndexedParams] = {}  # this registry's, filled as types are seen
+
+    def params(self, rtype: str) -> IndexedParams:
+        """The parameters of ``rtype`` that get index rows (all but ``_id``)."""
+        found = self._by_type.get(rtype)
+        if found is None:
+            params = [p for p in self.registry.params(rtype).values() if p.expression.text not in ID_EXPRESSIONS]
+            dynamic = [p for p in params if DYNAMIC_MARK in p.expression.text]
+            found = self._by_type.setdefault(rtype, IndexedParams(
+                [p for p in params if p not in dynamic], dynamic, {p.code: param_id(rtype, p.code) for p in params}))
+        return found
+
+    def prepare(self, resources: Iterable[dict]) -> list[Prepared]:
+        """Check ``resources``' keys and compute their content hashes and the index rows that do
+        not depend on the moment of the write."""
+        batch = list(resources)
+        check_keys(batch)
+        prepared = []
+        for r in batch:
+            params = self.params(r["resourceType"])
+            prepared.append(Prepared(r, content_hash(r), rows_with_pids(r, params.static, params.pids)))
+        return prepared
+
+    def write_time_rows(self, doc: dict) -> dict[str, list[dict]]:
+        """The index rows of the stored ``doc`` that depend on the moment of the write."""
+        params = self.params(doc["resourceType"])
+        return rows_with_pids(doc, params.dynamic, params.pids) if params.dynamic else {}
+
+    def all_rows(self, doc: dict) -> dict[str, list[dict]]:
+        """Every index row of the stored resource ``doc`` (pid set, no ``resource_pk``)."""
+        params = self.params(doc["resourceType"])
+        return rows_with_pids(doc, params.static + params.dynamic, params.pids)
+
+
+def rows_with_pids(doc: dict, params: list, pids: dict[str, int]) -> dict[str, list[dict]]:
+    """Index rows of ``doc`` for ``params``, cut to their columns (a NUL refused), ``param``
+    replaced by its ``pid``."""
+    rows = index_rows(doc, params)
+    where = f"{doc['resourceType']}/{doc['id']}"
+    for kind, index in rows.items():
+        if index:
+            fit_rows(index, *_FIT[kind], where)
+            for r in index:
+                r["pid"] = pids[r.pop("param")]
+    return rows
+
+
+def check_keys(resources: list[dict]) -> None:
+    """Refuse a resource without a usable ``resourceType`` and ``id``."""
+    for r in resources:
+        if not isinstance(r.get("resourceType"), str) or not isinstance(r.get("id"), str) or not r["id"]:
+            raise StoreValueRejected("every resource needs a resourceType and an id")
+        check_key(r["resourceType"], r["id"], f"{r['resourceType']}.id")

@@ -1,0 +1,153 @@
+"""The tables of the store, the ``pid`` of a search parameter, and the layout check.
+
+``resource`` holds the current version of each resource (type, id, version, last_updated,
+deleted, content_hash and the stored JSON bytes with ``meta.versionId``/``meta.lastUpdated``
+set); ``resource_history`` every version, the current one included, with the REST method that
+made it (a delete is a version without content; the current version's bytes live in
+``resource`` only, and move into its history row when a newer version supersedes it); one
+index table per search-parameter type (``idx_token``, ``idx_string``, ``idx_reference``,
+``idx_date``, ``idx_number``, ``idx_uri``, ``idx_composite``).  Index rows name their parameter
+by ``pid``, a 32-bit hash of ``type.code`` (:func:`param_id`, after HAPI FHIR's hash columns),
+and ``_id`` is answered from ``resource.id`` itself.  ``fhirstudy_schema`` holds the layout's
+version: a database of another layout is refused (:func:`check_layout`) rather than searched
+wrongly.
+"""
+from __future__ import annotations
+
+import hashlib
+from types import MappingProxyType
+from typing import Iterable
+
+import sqlalchemy as sa
+
+from fhirstudy.errors import StoreError
+from fhirstudy.search.registry import Registry
+
+MAX_VERSION = 2**31 - 1  # the version columns are 32-bit integers (sa.Integer on PostgreSQL)
+_ID = sa.String(64)
+# Indexed text columns compare byte-wise on both backends, so range scans mean "starts with".
+_SORTABLE = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
+SCHEMA_VERSION = 2  # 1: rtype/param strings in index rows, JSON in resource and history alike
+
+metadata = sa.MetaData()
+
+schema = sa.Table("fhirstudy_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+resource = sa.Table(
+    "resource", metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("id", _ID, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_updated", sa.String(32), nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("type", "id", name="uq_resource_type_id"),
+)
+
+history = sa.Table(
+    "resource_history", metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("id", _ID, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_updated", sa.String(32), nullable=False),
+    sa.Column("method", sa.String(8), nullable=False),        # POST, PUT or DELETE
+    sa.Column("created", sa.Boolean, nullable=False),         # this version (re)created the resource
+    sa.Column("content", sa.LargeBinary, nullable=True),      # None for a delete
+    sa.UniqueConstraint("type", "id", "version", name="uq_history_type_id_version"),
+    sa.Index("ix_history_type_pk", "type", "pk"),
+)
+
+
+def _index_table(name: str, *columns: sa.Column, indexes: Iterable[tuple[str, ...]],
+                 sort: tuple[str, ...] = ()) -> sa.Table:
+    """An index table; ``indexes`` lead with ``pid`` for searching, and the per-resource
+    index ends with the ``sort`` columns so that sorting reads it alone."""
+    table = sa.Table(
+        name, metadata,
+        sa.Column("resource_pk", sa.Integer, sa.ForeignKey("resource.pk", ondelete="CASCADE"),
+                  nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),  # param_id(type, code)
+        *columns,
+    )
+    sa.Index(f"ix_{name}_resource", table.c.resource_pk, table.c.pid, *(table.c[c] for c in sort))
+    for number, cols in enumerate(indexes):
+        sa.Index(f"ix_{name}_{number}", table.c.pid, *(table.c[c] for c in cols), table.c.resource_pk)
+    return table
+
+
+def param_id(rtype: str, code: str) -> int:
+    """The 32-bit signed number that stands for parameter ``code`` of ``rtype`` in index rows
+    (stable across processes and versions: a hash of ``rtype.code``)."""
+    return int.from_bytes(hashlib.blake2b(f"{rtype}.{code}".encode(), digest_size=4).digest(),
+                          "big", signed=True)
+
+
+def check_param_ids(registry: Registry) -> None:
+    """Refuse a registry where two parameters would share a ``pid``."""
+    seen: dict[int, str] = {}
+    for rtype in registry.served_types:
+        for code in registry.params(rtype):
+            key = f"{rtype}.{code}"
+            other = seen.setdefault(param_id(rtype, code), key)
+            if other != key:  # pragma: no cover - would need a colliding definition
+                raise StoreError(f"search parameters {other} and {key} hash to the same param_id")
+
+
+INDEX_TABLES = MappingProxyType({
+    "token": _index_table(
+        "idx_token", sa.Column("system", _SORTABLE), sa.Column("code", _SORTABLE),
+        sa.Column("text", _SORTABLE),
+        indexes=[("code", "system"), ("text",)], sort=("code",)),
+    # full: the whole normalised text, only when ``value`` had to be cut (else None)
+    "string": _index_table(
+        "idx_string", sa.Column("value", _SORTABLE), sa.Column("full", sa.Text),
+        sa.Column("exact", sa.Text), indexes=[("value",)], sort=("value",)),
+    "reference": _index_table(
+        "idx_reference", sa.Column("target_type", sa.String(64)), sa.Column("target_id", _ID),
+        sa.Column("url", _SORTABLE), indexes=[("target_id", "target_type"), ("url",)]),
+    "date": _index_table(
+        "idx_date", sa.Column("low", sa.String(32)), sa.Column("high", sa.String(32)),
+        indexes=[("low", "high"), ("high",)], sort=("low", "high")),
+    "number": _index_table("idx_number", sa.Column("value", sa.Float), indexes=[("value",)],
+                           sort=("value",)),
+    "uri": _index_table("idx_uri", sa.Column("uri", _SORTABLE), indexes=[("uri",)], sort=("uri",)),
+    "composite": _index_table(
+        "idx_composite", sa.Column("grp", sa.Integer, nullable=False), sa.Column("comp", sa.Integer, nullable=False),
+        sa.Column("system", _SORTABLE), sa.Column("code", _SORTABLE), sa.Column("text", _SORTABLE),
+        sa.Column("low", sa.String(32)), sa.Column("high", sa.String(32)), sa.Column("num", sa.Float),
+        indexes=[("comp", "code"), ("comp", "low", "high")]),
+})
+# Columns of ``resource`` that answer a parameter directly when sorting.
+RESOURCE_COLUMNS = MappingProxyType({"Resource.id": resource.c.id,
+                                     "Resource.meta.lastUpdated": resource.c.last_updated})
+# Token parameters answered from ``resource.id`` alone: no index rows are written for them.
+ID_EXPRESSIONS = frozenset({"Resource.id", "id"})
+SORT_COLUMNS = MappingProxyType({"token": "code", "string": "value", "date": "low", "number": "value", "uri": "uri"})
+
+
+def create_tables(engine: sa.Engine) -> None:
+    """Create the tables that do not exist yet and record the layout version in a new database."""
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        if conn.execute(sa.select(sa.func.count()).select_from(schema)).scalar_one() == 0:
+            conn.execute(sa.insert(schema).values(version=SCHEMA_VERSION))
+
+
+def check_layout(engine: sa.Engine) -> None:
+    """Refuse a database whose tables another layout made (it would be searched wrongly)."""
+    inspector = sa.inspect(engine)
+    if not inspector.has_table(resource.name):
+        return
+    version = 1
+    if inspector.has_table(schema.name):
+        with engine.connect() as conn:
+            version = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar() or 1
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"the database at {engine.url.render_as_string(hide_password=True)} was made by "
+            f"another version of fhirstudy (storage layout {version}, this one reads "
+            f"{SCHEMA_VERSION}); load the data again into a new database (for SQLite: another "
+            f"--db path, or delete the file and its -wal/-shm files)")

@@ -1,0 +1,224 @@
+"""The write path: :class:`Tx`, one database transaction's reads and writes, and the inserts.
+
+A version is written as its ``resource`` row (inserted or updated), its history row and its index
+rows, always in one transaction; the bytes of the version it supersedes move from ``resource``
+into that version's history row (the JSON of a version is stored once).  Rows are read with
+``SELECT ... FOR UPDATE`` in a fixed order (no deadlock between two writers of the same
+resources); index rows go in straight through the driver (COPY on PostgreSQL, executemany on
+SQLite), since a load writes them by the hundred thousand.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from fhirstudy.search.query import SearchQuery
+from fhirstudy.store.compiler import check_query, search_conditions
+from fhirstudy.store.engine import chunks
+from fhirstudy.store.guards import check_integer, check_key
+from fhirstudy.store.indexing import Indexer, Prepared
+from fhirstudy.store.reads import head as _head, read_entry as _read_entry
+from fhirstudy.store.repository import Head, StoredResource, WriteResult
+from fhirstudy.store.schema import INDEX_TABLES, history, resource
+
+
+class Tx:
+    """Reads and writes inside one database transaction (see :meth:`SqlStore.write`).
+
+    Every version written in it gets the same lastUpdated (``now``).  Rows read with
+    :meth:`head` stay locked until the transaction ends (PostgreSQL ``FOR UPDATE``; a SQLite write
+    transaction holds the database's write lock anyway).
+    """
+
+    def __init__(self, indexer: Indexer, conn: sa.Connection, now: str):
+        self.indexer = indexer
+        self.conn = conn
+        self.now = now
+        self.written: set[int] = set()  # primary keys of the resources this transaction changed
+
+    def head(self, rtype: str, rid: str) -> Head | None:
+        """The current version of ``rtype/rid`` (locked), deleted or not; None if never stored."""
+        check_key(rtype, rid)
+        return _head(self.conn, rtype, rid, lock=True)
+
+    def read_entry(self, rtype: str, rid: str) -> StoredResource | None:
+        """The current stored resource, as this transaction sees it (None if absent or deleted)."""
+        check_key(rtype, rid)
+        return _read_entry(self.conn, rtype, rid)
+
+    def match(self, query: SearchQuery, limit: int = 2) -> list[str]:
+        """Ids of at most ``limit`` resources matching ``query``'s criteria (for conditional
+        operations: zero, one, or more than one), seeing this transaction's own writes.
+
+        Two transactions matching the same criteria run one after the other: on PostgreSQL the
+        first takes a transaction-scoped advisory lock on the criteria, so the second's match
+        waits for its commit and sees what it created (two racing conditional creates make one
+        resource, not two).  SQLite write transactions are serialised anyway.
+        """
+        check_query(query)
+        check_integer(limit, "limit")
+        if self.conn.dialect.name == "postgresql":
+            criteria = "&".join(f"{name}={value}" for name, value in sorted(query.echo))
+            digest = hashlib.blake2b(f"{query.resource_type}?{criteria}".encode(), digest_size=8).digest()
+            self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+        statement = (sa.select(resource.c.id).where(*search_conditions(query))
+                     .order_by(resource.c.id).limit(limit))
+        return list(self.conn.execute(statement).scalars())
+
+    def put(self, resources: Iterable[dict], method: str = "PUT") -> list[WriteResult]:
+        """Create or update each resource (``resourceType`` and ``id`` required) as a new version
+        made by ``method``; unchanged content keeps its version (outcome ``unchanged``)."""
+        return self.put_prepared(self.indexer.prepare(resources), method)
+
+    def put_prepared(self, prepared: list[Prepared], method: str = "PUT") -> list[WriteResult]:
+        """:meth:`put` of resources :meth:`Indexer.prepare` made ready (before the transaction)."""
+        batch = [(p.resource, p.digest, p.rows) for p in prepared]
+        known = self._known({(r["resourceType"], r["id"]) for r, _, _ in batch})
+        pending: dict[tuple, dict] = {}
+        versions: list[dict] = []
+        written: dict[tuple, int] = {}  # key -> index in versions of its newest version
+        results = []
+        for r, digest, rows in batch:
+            key = (r["resourceType"], r["id"])
+            state = pending.get(key) or known.get(key)
+            if state and not state["deleted"] and state["content_hash"] == digest:
+                results.append(WriteResult(*key, state["version"], state["last_updated"], "unchanged",
+                                           bytes(state["content"])))
+                continue
+            version = state["version"] + 1 if state else 1
+            doc = _with_meta(r, version, self.now)
+            content = orjson.dumps(doc)
+            created = state is None or state["deleted"]
+            if key in pending:  # a second version in this batch: the first keeps its bytes in history
+                versions[written[key]]["content"] = pending[key]["content"]
+                superseded = pending[key]["superseded"]
+            else:
+                superseded = known[key] if state and not state["deleted"] else None
+            written[key] = len(versions)
+            pending[key] = {"pk": state["pk"] if state else None, "type": key[0], "id": key[1],
+                            "version": version, "last_updated": self.now, "deleted": False,
+                            "content_hash": digest, "content": content, "doc": doc, "rows": rows,
+                            "superseded": superseded}
+            versions.append({"type": key[0], "id": key[1], "version": version, "last_updated": self.now,
+                             "method": method, "created": created, "content": None})
+            results.append(WriteResult(*key, version, self.now, "created" if created else "updated", content))
+        self._write(list(pending.values()), versions)
+        return results
+
+    def delete(self, rtype: str, rid: str) -> WriteResult | None:
+        """Delete ``rtype/rid``: a new version without content, its index rows removed.  None when
+        there is nothing to delete (never stored, or already deleted)."""
+        state = self._known({(rtype, rid)}).get((rtype, rid))
+        if state is None or state["deleted"]:
+            return None
+        version = state["version"] + 1
+        self.written.add(state["pk"])
+        for table in INDEX_TABLES.values():
+            self.conn.execute(sa.delete(table).where(table.c.resource_pk == state["pk"]))
+        _keep_superseded(self.conn, [state])
+        self.conn.execute(sa.update(resource).where(resource.c.pk == state["pk"]).values(
+            version=version, last_updated=self.now, deleted=True, content_hash="", content=b""))
+        self.conn.execute(sa.insert(history).values(
+            type=rtype, id=rid, version=version, last_updated=self.now, method="DELETE", created=False,
+            content=None))
+        return WriteResult(rtype, rid, version, self.now, "deleted", None)
+
+    def _known(self, keys: set[tuple[str, str]]) -> dict[tuple, dict]:
+        """Current rows of ``keys`` (deleted ones too), locked, in a fixed order against deadlocks."""
+        known = {}
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in keys:
+            by_type.setdefault(rtype, []).append(rid)
+        for rtype in sorted(by_type):
+            for chunk in chunks(sorted(by_type[rtype])):
+                rows = self.conn.execute(
+                    sa.select(resource.c.pk, resource.c.type, resource.c.id, resource.c.version,
+                              resource.c.last_updated, resource.c.deleted, resource.c.content_hash,
+                              resource.c.content)
+                    .where(resource.c.type == rtype, resource.c.id.in_(chunk))
+                    .order_by(resource.c.id).with_for_update())
+                for row in rows:
+                    known[(rtype, row.id)] = row._asdict()
+        return known
+
+    def _write(self, rows: list[dict], versions: list[dict]) -> None:
+        conn = self.conn
+        columns = ("type", "id", "version", "last_updated", "deleted", "content_hash", "content")
+        updates = [row for row in rows if row["pk"] is not None]
+        inserts = [row for row in rows if row["pk"] is None]
+        if updates:
+            for chunk in chunks([u["pk"] for u in updates]):
+                for table in INDEX_TABLES.values():
+                    conn.execute(sa.delete(table).where(table.c.resource_pk.in_(chunk)))
+            _keep_superseded(conn, [u["superseded"] for u in updates if u["superseded"]])
+            conn.execute(
+                sa.update(resource).where(resource.c.pk == sa.bindparam("b_pk"))
+                .values({c: sa.bindparam(f"b_{c}") for c in columns}),
+                [{"b_pk": u["pk"], **{f"b_{c}": u[c] for c in columns}} for u in updates])
+        if inserts:
+            pks = conn.execute(
+                sa.insert(resource).returning(resource.c.pk, sort_by_parameter_order=True),
+                [{c: row[c] for c in columns} for row in inserts]).scalars().all()
+            for row, pk in zip(inserts, pks):
+                row["pk"] = pk
+        pending: dict[str, list[dict]] = {kind: [] for kind in INDEX_TABLES}
+        for row in rows:
+            now_rows = self.indexer.write_time_rows(row["doc"])
+            pk = row["pk"]
+            self.written.add(pk)
+            for kind in INDEX_TABLES:
+                for r in (*row["rows"].get(kind, ()), *now_rows.get(kind, ())):
+                    pending[kind].append({**r, "resource_pk": pk})
+        for kind, index in pending.items():
+            insert_rows(conn, INDEX_TABLES[kind], index)
+        insert_rows(conn, history, versions)
+
+
+def _keep_superseded(conn: sa.Connection, states: list[dict]) -> None:
+    """Move the bytes of versions about to be superseded into their history rows (the current
+    version keeps its bytes in ``resource`` only)."""
+    if states:
+        conn.execute(
+            sa.update(history).where(history.c.type == sa.bindparam("b_type"),
+                                     history.c.id == sa.bindparam("b_id"),
+                                     history.c.version == sa.bindparam("b_version"))
+            .values(content=sa.bindparam("b_content")),
+            [{"b_type": s["type"], "b_id": s["id"], "b_version": s["version"], "b_content": s["content"]}
+             for s in states])
+
+
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
+    """Insert ``rows`` (dicts by column name) straight through the driver (COPY on PostgreSQL,
+    executemany on SQLite): index rows come by the hundred thousand when loading, and a
+    statement per row costs more than the database's own work."""
+    if not rows:
+        return
+    columns = [c.name for c in table.columns if not c.primary_key]  # the database numbers rows
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    if conn.dialect.name == "postgresql":  # COPY: one stream instead of a statement per row
+        sql = f"COPY {quote(table.name)} ({names}) FROM STDIN"
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row([row.get(c) for c in columns])
+        except dbapi.Error as exc:
+            raise sa_exc.DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
+        return
+    sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({', '.join(['?'] * len(columns))})"
+    for chunk in chunks(rows, 5000):
+        conn.exec_driver_sql(sql, [tuple(row.get(c) for c in columns) for row in chunk])
+
+
+def _with_meta(resource: dict, version: int, last_updated: str) -> dict:
+    """``resource`` with ``meta.versionId``/``meta.lastUpdated`` set, its keys first."""
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = last_updated
+    head = {"resourceType": resource["resourceType"], "id": resource["id"], "meta": meta}
+    return {**head, **{k: v for k, v in resource.items() if k not in head}}
