@@ -16,7 +16,7 @@ RESOURCE_TYPE = "EvidenceVariable"
 def _outcome(trial: Trial, sid: str, outcome, n: int) -> dict:
     return compact({
         "resourceType": RESOURCE_TYPE,
-        "id": ids.child_id(sid, "outcome", outcome.kind, n),
+        "id": ids.outcome_id(sid, outcome.kind, n),
         "meta": meta(trial),
         "status": "active",
         "title": outcome.name,
@@ -73,7 +73,7 @@ def _eligibility(trial: Trial, sid: str) -> dict:
              f"Gender description: {trial.gender_description}" if trial.gender_description else None]
     return compact({
         "resourceType": RESOURCE_TYPE,
-        "id": ids.child_id(sid, "eligibility"),
+        "id": ids.eligibility_id(sid),
         "meta": meta(trial),
         "status": "active",
         "title": f"Eligibility criteria: {trial.brief_title}",

@@ -37,7 +37,7 @@ def map_trial(trial: Trial) -> list[dict]:
                     if site.latitude is not None and site.longitude is not None else None)
         out.append(compact({
             "resourceType": RESOURCE_TYPE,
-            "id": ids.child_id(sid, "site", n),
+            "id": ids.site_id(sid, n),
             "meta": meta(trial),
             "status": "active",
             "name": site.facility or ", ".join(p for p in (site.city, site.state, site.country) if p) or None,

@@ -65,7 +65,7 @@ def map_trial(trial: Trial) -> list[dict]:
         actions.extend(_component_actions(trial, intervention, f"intervention-{n}"))
     return [{
         "resourceType": RESOURCE_TYPE,
-        "id": ids.child_id(sid, "protocol"),
+        "id": ids.protocol_id(sid),
         "meta": meta(trial),
         "status": "active",
         "title": f"Interventions: {trial.brief_title}",

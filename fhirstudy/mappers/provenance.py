@@ -13,7 +13,7 @@ def map_resources(trial: Trial, resources: list[dict]) -> dict:
     name = p.file.replace("\\\\", "/").rsplit("/", 1)[-1]
     return compact({
         "resourceType": "Provenance",
-        "id": ids.child_id(ids.study_id(trial), "provenance"),
+        "id": ids.provenance_id(ids.study_id(trial)),
         "meta": meta(trial),
         "target": [{"reference": f"{r['resourceType']}/{r['id']}"} for r in resources],
         "occurredDateTime": p.source_date,

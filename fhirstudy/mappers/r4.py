@@ -120,7 +120,7 @@ def _sponsor(study: dict, sid: str, meta: dict) -> dict | None:
     party = next((p for p in study.get("associatedParty", []) if _role(p) in roles and p.get("name")), None)
     if party is None:
         return None
-    return {"resourceType": "Organization", "id": ids.child_id(sid, "sponsor"), "meta": meta,
+    return {"resourceType": "Organization", "id": ids.sponsor_id(sid), "meta": meta,
             "active": True, "name": party["name"]}
 
 
@@ -133,7 +133,7 @@ def _investigator(study: dict, sid: str, meta: dict) -> tuple[dict | None, str |
     person = contained.get((party.get("party") or {}).get("reference", ""))
     display = (party.get("party") or {}).get("display") or party.get("name")
     name = person["name"] if person else [{"text": party.get("name") or display}]
-    return compact({"resourceType": "Practitioner", "id": ids.child_id(sid, "principal-investigator"),
+    return compact({"resourceType": "Practitioner", "id": ids.investigator_id(sid),
                     "meta": meta, "active": True, "name": name,
                     "telecom": person.get("telecom") if person else None}), display
 
@@ -155,7 +155,7 @@ def _group(study: dict, eligibility: dict | None, sid: str) -> dict:
     recruitment = study.get("recruitment") or {}
     return compact({
         "resourceType": "Group",
-        "id": ids.child_id(sid, "enrollment"),
+        "id": ids.enrollment_id(sid),
         "meta": study.get("meta"),
         "type": "person",
         "actual": False,
