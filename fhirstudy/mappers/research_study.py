@@ -5,6 +5,7 @@ from .. import terminology
 from ..trial import DateStruct, Trial
 from . import evidence_variable, ids
 from .common import compact, concept, meta, reference
+from .r4_research_study import to_r4  # noqa: F401 - the R4 converter this module declares
 
 NCT_SYSTEM = "https://clinicaltrials.gov"
 RESOURCE_TYPE = "ResearchStudy"
