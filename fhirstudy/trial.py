@@ -396,7 +396,7 @@ class ProvenanceSchema(_Base):
     model = Provenance
     file = fields.String(required=True)
     record = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
-    format = _one_of(SOURCE_FORMATS, required=True)
+    format = fields.String(required=True, validate=validate.Length(min=1))  # a reader's FORMAT (sources.READERS)
     source_date = fields.String(allow_none=True)
 
 

@@ -64,7 +64,8 @@ def detect(head: str) -> bool:
     return head.lstrip("\ufeff \t\r\n").startswith("<") and _DETECT.search(head) is not None
 
 
-def read_stream(stream: BinaryIO, file: str) -> Iterator[tuple[dict | None, list[Problem], list[str]]]:
+def read_stream(stream: BinaryIO, file: str,
+                accounting: bool = True) -> Iterator[tuple[dict | None, list[Problem], list[str]]]:
     """Each ``<clinical_study>`` of the stream, in order, as ``(data, problems, unmapped)``.
 
     Each record is parsed on its own (``_pieces``), so malformed XML costs only the record that
@@ -79,7 +80,7 @@ def read_stream(stream: BinaryIO, file: str) -> Iterator[tuple[dict | None, list
         except ET.ParseError as exc:
             yield None, [error(_malformed(exc, prolog, line, column), "format")], []
             continue
-        yield convert_study(element_view(element))
+        yield convert_study(element_view(element), accounting)
         element.clear()
     if count == 0:
         raise SourceError(Problem(f"no <{RECORD_TAG}> element in the file", field="format"))
@@ -282,11 +283,11 @@ def _texts(f: Fields, key: str) -> list[str]:
 
 
 @one_record
-def convert_study(study: Any) -> tuple[dict | None, list[Problem], list[str]]:
+def convert_study(study: Any, accounting: bool = True) -> tuple[dict | None, list[Problem], list[str]]:
     """One ``<clinical_study>`` view (``element_view``) as a ``TrialSchema`` dict without
     provenance, the problems found, and the element paths left unmapped. ``data`` is None when
     the record has no NCT number."""
-    f = Fields(study if isinstance(study, dict) else {})
+    f = Fields(study if isinstance(study, dict) else {}, accounting=accounting)
     problems: list[Problem] = []
     nct = _text(f, "id_info.nct_id")
     if not nct or not NCT_ID.match(nct):
