@@ -285,3 +285,17 @@ def test_large_export_streams_in_bounded_memory(tmp_path):
         tracemalloc.stop()
     assert count == ROWS
     assert peak < size / 20, f"peak {peak} bytes for a {size}-byte file"
+
+
+def test_a_cell_longer_than_the_csv_default_reads_and_the_process_limit_stays(tmp_path):
+    """A Locations cell of 300,000 characters (a study with thousands of sites) is read; the
+    process-wide ``csv.field_size_limit`` is not changed by reading it."""
+    import csv
+    before = csv.field_size_limit()
+    sites = "|".join(f"Site {n}, City {n}, Country" for n in range(12000))
+    assert len(sites) > 2 * 131072
+    path = tmp_path / "long.csv"
+    path.write_text(f'NCT Number,Study Title,Locations\r\nNCT00000801,A title,"{sites}"\r\n', encoding="utf-8")
+    (record,) = iter_records([path])
+    assert record.ok and len(record.trial.sites) == 12000
+    assert csv.field_size_limit() == before

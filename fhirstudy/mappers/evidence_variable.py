@@ -7,6 +7,7 @@ from .. import terminology
 from ..trial import Trial
 from . import ids
 from .common import compact, concept, meta, reference
+from .r4_base import R4Context, complex_ext, ext, extension_url, related_artifact
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Year|Month|Week|Day|Hour|Minute)s?\s*$", re.IGNORECASE)
 
@@ -16,7 +17,7 @@ RESOURCE_TYPE = "EvidenceVariable"
 def _outcome(trial: Trial, sid: str, outcome, n: int) -> dict:
     return compact({
         "resourceType": RESOURCE_TYPE,
-        "id": ids.child_id(sid, "outcome", outcome.kind, n),
+        "id": ids.outcome_id(sid, outcome.kind, n),
         "meta": meta(trial),
         "status": "active",
         "title": outcome.name,
@@ -73,7 +74,7 @@ def _eligibility(trial: Trial, sid: str) -> dict:
              f"Gender description: {trial.gender_description}" if trial.gender_description else None]
     return compact({
         "resourceType": RESOURCE_TYPE,
-        "id": ids.child_id(sid, "eligibility"),
+        "id": ids.eligibility_id(sid),
         "meta": meta(trial),
         "status": "active",
         "title": f"Eligibility criteria: {trial.brief_title}",
@@ -104,3 +105,41 @@ def map_trial(trial: Trial) -> list[dict]:
     if has_eligibility(trial):
         out.append(_eligibility(trial, sid))
     return out
+
+
+def to_r4(ev: dict, context: R4Context | None = None) -> dict:
+    """R5 EvidenceVariable -> R4 (``definitionByTypeAndValue`` and ``timeFromEvent`` as extensions,
+    each characteristic keeping a CodeableConcept definition; ``actual`` as an extension)."""
+    base = "EvidenceVariable"
+    characteristics = []
+    for c in ev.get("characteristic", []):
+        extensions = [e for e in (
+            complex_ext(extension_url(f"{base}.characteristic.definitionByTypeAndValue"), [
+                ("type", "CodeableConcept", (c.get("definitionByTypeAndValue") or {}).get("type")),
+                *[(k, k[5:], v) for k, v in (c.get("definitionByTypeAndValue") or {}).items() if k.startswith("value")]]),
+            *[complex_ext(extension_url(f"{base}.characteristic.timeFromEvent"), [
+                ("description", "Markdown", t.get("description"))]) for t in c.get("timeFromEvent", [])],
+        ) if e]
+        characteristics.append(compact({
+            "extension": extensions,
+            "description": c.get("description"),
+            "definitionCodeableConcept": c.get("definitionCodeableConcept") or {"text": c.get("description")},
+            "exclude": c.get("exclude"),
+        }))
+    if not characteristics:  # R4 needs one: the study population in words
+        characteristics.append({"description": ev.get("description") or ev.get("title"),
+                                "definitionCodeableConcept": {"text": ev.get("description") or ev.get("title")}})
+    return compact({
+        "resourceType": "EvidenceVariable",
+        "id": ev["id"],
+        "meta": ev.get("meta"),
+        "extension": [e for e in [ext(extension_url(f"{base}.actual"), "Boolean", ev.get("actual"))] if e],
+        "identifier": ev.get("identifier", []),
+        "title": ev.get("title"),
+        "shortTitle": ev.get("shortTitle"),
+        "status": ev["status"],
+        "description": ev.get("description"),
+        "note": ev.get("note", []),
+        "relatedArtifact": [related_artifact(ra, base) for ra in ev.get("relatedArtifact", [])],
+        "characteristic": characteristics,
+    })

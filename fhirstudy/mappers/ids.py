@@ -53,8 +53,54 @@ def _hex(text: str) -> str:
 
 
 def child_id(trial_id: str, *parts: object) -> str:
-    """The id of a resource that belongs to one trial (``<trial id>-protocol``)."""
+    """The id of a resource that belongs to one trial (``<trial id>-protocol``); the named
+    functions below are the ids in use, so a mapper never spells a suffix itself."""
     return "-".join([trial_id, *(str(p) for p in parts)])
+
+
+def protocol_id(trial_id: str) -> str:
+    """The PlanDefinition of the trial's interventions: ``<trial>-protocol``."""
+    return child_id(trial_id, "protocol")
+
+
+def eligibility_id(trial_id: str) -> str:
+    """The eligibility EvidenceVariable: ``<trial>-eligibility``."""
+    return child_id(trial_id, "eligibility")
+
+
+def outcome_id(trial_id: str, kind: str, n: int) -> str:
+    """The EvidenceVariable of the n-th (from 1) outcome of one kind: ``<trial>-outcome-primary-1``."""
+    return child_id(trial_id, "outcome", kind, n)
+
+
+def site_id(trial_id: str, n: int) -> str:
+    """The Location of the n-th (from 1) site: ``<trial>-site-1``."""
+    return child_id(trial_id, "site", n)
+
+
+def provenance_id(trial_id: str) -> str:
+    """The Provenance of the trial's resources: ``<trial>-provenance``."""
+    return child_id(trial_id, "provenance")
+
+
+def enrollment_id(trial_id: str) -> str:
+    """The R4 enrollment Group: ``<trial>-enrollment``."""
+    return child_id(trial_id, "enrollment")
+
+
+def sponsor_id(trial_id: str) -> str:
+    """The R4 sponsor Organization: ``<trial>-sponsor``."""
+    return child_id(trial_id, "sponsor")
+
+
+def investigator_id(trial_id: str) -> str:
+    """The R4 principal investigator Practitioner: ``<trial>-principal-investigator``."""
+    return child_id(trial_id, "principal-investigator")
+
+
+def contained_person_id(n: int) -> str:
+    """A Practitioner contained in the ResearchStudy (the n-th person, from 1): ``person-1``."""
+    return f"person-{n}"
 
 
 def full_url(resource_type: str, resource_id: str) -> str:

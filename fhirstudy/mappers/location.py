@@ -5,6 +5,7 @@ from .. import terminology
 from ..trial import Site, Trial
 from . import ids
 from .common import compact, concept, meta
+from .r4_base import R4Context, complex_ext, ext, extension_url
 
 RESOURCE_TYPE = "Location"
 
@@ -37,7 +38,7 @@ def map_trial(trial: Trial) -> list[dict]:
                     if site.latitude is not None and site.longitude is not None else None)
         out.append(compact({
             "resourceType": RESOURCE_TYPE,
-            "id": ids.child_id(sid, "site", n),
+            "id": ids.site_id(sid, n),
             "meta": meta(trial),
             "status": "active",
             "name": site.facility or ", ".join(p for p in (site.city, site.state, site.country) if p) or None,
@@ -48,3 +49,19 @@ def map_trial(trial: Trial) -> list[dict]:
             "contact": _contacts(site),
         }))
     return out
+
+
+def to_r4(loc: dict, context: R4Context | None = None) -> dict:
+    """R5 Location -> R4 (``characteristic`` and ``contact`` as extensions; the contacts' phones
+    and emails also in ``telecom``)."""
+    out = {k: v for k, v in loc.items() if k not in ("characteristic", "contact")}
+    extensions = [ext(extension_url("Location.characteristic"), "CodeableConcept", c)
+                  for c in loc.get("characteristic", [])]
+    extensions += [complex_ext(extension_url("Location.contact"), [
+        ("purpose", "CodeableConcept", c.get("purpose")), ("name", "HumanName", c.get("name", [])),
+        ("telecom", "ContactPoint", c.get("telecom", []))]) for c in loc.get("contact", [])]
+    telecom = [t for c in loc.get("contact", []) for t in c.get("telecom", [])]
+    head = {"resourceType": out.pop("resourceType"), "id": out.pop("id")}
+    if "meta" in out:
+        head["meta"] = out.pop("meta")
+    return compact({**head, "extension": [e for e in extensions if e], **out, "telecom": telecom})

@@ -9,6 +9,7 @@ from .. import terminology
 from ..trial import Intervention, Trial
 from . import ids
 from .common import compact, meta, reference
+from .r4_base import R4Context, ext, extension_url, related_artifact
 
 RESOURCE_TYPE = "PlanDefinition"
 
@@ -65,10 +66,31 @@ def map_trial(trial: Trial) -> list[dict]:
         actions.extend(_component_actions(trial, intervention, f"intervention-{n}"))
     return [{
         "resourceType": RESOURCE_TYPE,
-        "id": ids.child_id(sid, "protocol"),
+        "id": ids.protocol_id(sid),
         "meta": meta(trial),
         "status": "active",
         "title": f"Interventions: {trial.brief_title}",
         "relatedArtifact": [{"type": "documentation", "resourceReference": reference("ResearchStudy", sid)}],
         "action": actions,
     }] if actions else []
+
+
+def _action(action: dict) -> dict:
+    return compact({
+        "extension": [e for e in [ext(extension_url("PlanDefinition.action.linkId"), "String",
+                                       action.get("linkId"))] if e],
+        "title": action.get("title"),
+        "description": action.get("description"),
+        "textEquivalent": action.get("textEquivalent"),
+        "code": [action["code"]] if isinstance(action.get("code"), dict) else action.get("code", []),
+        "groupingBehavior": action.get("groupingBehavior"),
+        "action": [_action(a) for a in action.get("action", [])],
+    })
+
+
+def to_r4(pd: dict, context: R4Context | None = None) -> dict:
+    """R5 PlanDefinition -> R4 (``action.code`` is a list in R4; ``action.linkId`` an extension)."""
+    out = {k: v for k, v in pd.items() if k not in ("action", "relatedArtifact")}
+    out["relatedArtifact"] = [related_artifact(ra, "PlanDefinition") for ra in pd.get("relatedArtifact", [])]
+    out["action"] = [_action(a) for a in pd.get("action", [])]
+    return compact(out)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from ..trial import Trial
 from . import ids
 from .common import GENERATOR, compact, meta
+from .r4_base import EPOCH, R4Context, instant
+
+RESOURCE_TYPE = "Provenance"
 
 
 def map_resources(trial: Trial, resources: list[dict]) -> dict:
@@ -12,8 +15,8 @@ def map_resources(trial: Trial, resources: list[dict]) -> dict:
     p = trial.provenance
     name = p.file.replace("\\\\", "/").rsplit("/", 1)[-1]
     return compact({
-        "resourceType": "Provenance",
-        "id": ids.child_id(ids.study_id(trial), "provenance"),
+        "resourceType": RESOURCE_TYPE,
+        "id": ids.provenance_id(ids.study_id(trial)),
         "meta": meta(trial),
         "target": [{"reference": f"{r['resourceType']}/{r['id']}"} for r in resources],
         "occurredDateTime": p.source_date,
@@ -21,3 +24,24 @@ def map_resources(trial: Trial, resources: list[dict]) -> dict:
         "agent": [{"who": {"display": GENERATOR}}],
         "entity": [{"role": "source", "what": {"display": f"record {p.record} of {name} ({p.format})"}}],
     })
+
+
+def _provenance_r4(prov: dict, study: dict | None) -> dict:
+    """R5 Provenance -> R4: ``recorded`` (required in R4) from the source date, else the study's
+    last update date or start, else the epoch (a conversion never reads the clock)."""
+    recorded = (prov.get("recorded") or instant(prov.get("occurredDateTime"))
+                or instant((study or {}).get("date")) or instant(((study or {}).get("period") or {}).get("start"))
+                or EPOCH)
+    out = dict(prov)
+    out["recorded"] = recorded
+    order = ["resourceType", "id", "meta", "target", "occurredDateTime", "recorded", "activity", "agent", "entity"]
+    return compact({k: out[k] for k in order if k in out} | {k: v for k, v in out.items() if k not in order})
+
+
+
+
+def to_r4(prov: dict, context: R4Context) -> dict:
+    """R5 Provenance -> R4, targeting also the resources the R4 conversion added."""
+    out = _provenance_r4(prov, context.study())
+    out["target"] = out["target"] + [{"reference": f"{x['resourceType']}/{x['id']}"} for x in context.added]
+    return out

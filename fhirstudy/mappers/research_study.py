@@ -5,6 +5,7 @@ from .. import terminology
 from ..trial import DateStruct, Trial
 from . import evidence_variable, ids
 from .common import compact, concept, meta, reference
+from .r4_research_study import to_r4  # noqa: F401 - the R4 converter this module declares
 
 NCT_SYSTEM = "https://clinicaltrials.gov"
 RESOURCE_TYPE = "ResearchStudy"
@@ -158,7 +159,7 @@ def _parties(trial: Trial) -> tuple[list[dict], list[dict]]:
             continue
         cid = None
         if party.is_person and (party.phone or party.email or party.title):
-            cid = f"person-{len(contained) + 1}"
+            cid = ids.contained_person_id(len(contained) + 1)
             contained.append(_person(party, cid))
         parties.append(_party(party, cid))
     return parties, contained
@@ -214,7 +215,7 @@ def _outcome_measures(trial: Trial, study_id: str) -> list[dict]:
     counters: dict[str, int] = {}
     for outcome in trial.outcomes:
         counters[outcome.kind] = counters.get(outcome.kind, 0) + 1
-        ev_id = ids.child_id(study_id, "outcome", outcome.kind, counters[outcome.kind])
+        ev_id = ids.outcome_id(study_id, outcome.kind, counters[outcome.kind])
         out.append(compact({
             "name": outcome.name,
             "type": [concept(terminology.coding("outcomeKind", outcome.kind))],
@@ -232,7 +233,7 @@ def map_trial(trial: Trial) -> dict:
     recruitment = compact({
         "targetNumber": trial.enrollment if trial.enrollment_type != "ACTUAL" else None,
         "actualNumber": trial.enrollment if trial.enrollment_type == "ACTUAL" else None,
-        "eligibility": reference("EvidenceVariable", ids.child_id(sid, "eligibility"), "Eligibility criteria")
+        "eligibility": reference("EvidenceVariable", ids.eligibility_id(sid), "Eligibility criteria")
         if has_eligibility else None,
     })
     parties, contained = _parties(trial)
@@ -260,7 +261,7 @@ def map_trial(trial: Trial) -> dict:
         "descriptionSummary": trial.brief_summary,
         "description": description,
         "period": _period(trial.start_date, trial.completion_date),
-        "site": [reference("Location", ids.child_id(sid, "site", n), s.facility or s.city)
+        "site": [reference("Location", ids.site_id(sid, n), s.facility or s.city)
                  for n, s in enumerate(trial.sites, 1)],
         "associatedParty": parties,
         "progressStatus": _progress(trial),
@@ -268,6 +269,6 @@ def map_trial(trial: Trial) -> dict:
         "recruitment": recruitment or None,
         "comparisonGroup": _comparison_groups(trial),
         "outcomeMeasure": _outcome_measures(trial, sid),
-        "protocol": [reference("PlanDefinition", ids.child_id(sid, "protocol"), "Interventions")]
+        "protocol": [reference("PlanDefinition", ids.protocol_id(sid), "Interventions")]
         if has_protocol else [],
     })

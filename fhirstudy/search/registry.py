@@ -18,10 +18,8 @@ from fhirstudy.search.fhirpath import (Expression, Item, UnsupportedExpression, 
                                        first_step, split_union)
 
 DEFINITION_FILES = ("fhir-r5-search-parameters.json", "search-parameters-local.json")  # in fhirstudy.mappings
-SERVED_TYPES = (
-    "ResearchStudy", "PlanDefinition", "EvidenceVariable", "Group", "Location", "Organization",
-    "Practitioner", "CodeSystem", "Provenance",
-)
+RESOURCE_TYPES_FILE = "resource-types.json"  # in fhirstudy.mappings: the one list of resource types
+SERVED_TYPES = tuple(row["type"] for row in mappings.load(RESOURCE_TYPES_FILE)["resourceTypes"])
 # Parameters defined on Resource that we serve on every type (``_in``, ``_list``, ``_has``... are not).
 COMMON_PARAMETERS = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source", "_language")
 # Parameter types the index can answer, and the modifiers each accepts.

@@ -6,8 +6,9 @@ A reader module has these names:
     detect(head) -> bool    whether a file whose first characters are ``head`` is in this format
     read(text, file)        for small text layouts: yields per record ``(data, problems)``
       or
-    read_stream(stream, file)  for registry files of any size: the same, from a binary stream,
-                            one record at a time (never the whole file in memory)
+    read_stream(stream, file, accounting)  for registry files of any size: the same, from a
+                            binary stream, one record at a time (never the whole file in memory);
+                            ``accounting=False`` skips listing the unmapped source fields
 
 ``data`` is a dict in the shape of ``trial.TrialSchema`` without ``provenance``; ``problems`` a list
 of ``errors.Problem`` (a record with an error Problem is not loaded). A reader may yield a third
@@ -17,11 +18,16 @@ Trial and that are not on the documented ignore list (``mappings/ctgov-ignored-f
 Adding a format is one module and one line in ``READERS``. Readers are pure functions of their
 input; file handling (folders, ``.gz``, ``.zip``), record numbering, provenance and schema checking
 happen here, once.
+
+May import: ``fhirstudy.trial``, ``fhirstudy.errors``, ``fhirstudy.terminology``,
+``fhirstudy.mappings``, the standard library, ijson and orjson; never mappers, validation, store,
+search, server, push or cli.
 """
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import importlib
 import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -33,11 +39,18 @@ from typing import BinaryIO
 from ..errors import Problem, SourceError, TrialError
 from ..trial import Trial, load_trial
 from ._boundary import failure_reason
-from . import _fields, ctgov_csv, ctgov_json, ctgov_xml, text_bulleted, text_registry_export, text_webpage
 
-# Detection order: the most specific layout first; the first reader that recognises a file wins.
-READERS: tuple[ModuleType, ...] = (ctgov_json, ctgov_csv, ctgov_xml, text_webpage, text_bulleted,
-                                   text_registry_export)
+# The readers, one line each, in detection order: the most specific layout first; the first reader
+# that recognises a file wins. Adding a format: one reader module and one line here.
+READER_MODULES = (
+    ".ctgov_json",
+    ".ctgov_csv",
+    ".ctgov_xml",
+    ".text_webpage",
+    ".text_bulleted",
+    ".text_registry_export",
+)
+READERS: tuple[ModuleType, ...] = tuple(importlib.import_module(m, __name__) for m in READER_MODULES)
 FORMATS: tuple[str, ...] = tuple(r.FORMAT for r in READERS)
 _BY_FORMAT = {r.FORMAT: r for r in READERS}
 ENCODING = "utf-8-sig"
@@ -94,8 +107,7 @@ def iter_raw(inputs: Iterable[str | Path], format: str | None = None,
     Trial (only ``convert --report`` needs them; on results-heavy records it is most of the read)."""
     if format is not None and format not in _BY_FORMAT:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    _fields.set_accounting(unmapped)
-    return _iter(inputs, format)
+    return _iter(inputs, format, unmapped)
 
 
 def load_record(item: Record | RawRecord) -> Record:
@@ -118,7 +130,8 @@ def iter_records(inputs: Iterable[str | Path], format: str | None = None) -> Ite
     return (load_record(r) for r in iter_raw(inputs, format) if not isinstance(r, Skipped))
 
 
-def _iter(inputs: Iterable[str | Path], format: str | None) -> Iterator[Record | RawRecord | Skipped]:
+def _iter(inputs: Iterable[str | Path], format: str | None,
+          accounting: bool = True) -> Iterator[Record | RawRecord | Skipped]:
     for item in inputs:
         scanned = Path(item).is_dir()  # a file found in a folder, not one named on its own
         for path in _files(Path(item)):
@@ -128,7 +141,7 @@ def _iter(inputs: Iterable[str | Path], format: str | None) -> Iterator[Record |
             if scanned and _suffix(path.name) not in RECORD_SUFFIXES | ARCHIVE_SUFFIXES:
                 yield Skipped(str(path), f"its extension is not one of {', '.join(sorted(RECORD_SUFFIXES))}")
                 continue
-            yield from _read_file(path, format, scanned)
+            yield from _read_file(path, format, scanned, accounting)
 
 
 def _suffix(name: str) -> str:
@@ -224,7 +237,8 @@ def _head(opener: Callable[[], BinaryIO]) -> str:
     return raw.decode(ENCODING, errors="ignore")
 
 
-def _read_file(path: Path, format: str | None, scanned: bool = False) -> Iterator[Record | RawRecord | Skipped]:
+def _read_file(path: Path, format: str | None, scanned: bool = False,
+               accounting: bool = True) -> Iterator[Record | RawRecord | Skipped]:
     if not path.exists():
         yield _failed(str(path), "cannot read: No such file or directory")
         return
@@ -238,11 +252,11 @@ def _read_file(path: Path, format: str | None, scanned: bool = False) -> Iterato
         if in_archive and _suffix(file) not in RECORD_SUFFIXES:
             yield Skipped(file, f"its extension is not one of {', '.join(sorted(RECORD_SUFFIXES))}")
             continue
-        yield from _read_member(file, opener, format, scanned or in_archive)
+        yield from _read_member(file, opener, format, scanned or in_archive, accounting)
 
 
 def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None,
-                 scanned: bool = False) -> Iterator[Record | RawRecord | Skipped]:
+                 scanned: bool = False, accounting: bool = True) -> Iterator[Record | RawRecord | Skipped]:
     try:
         head = _head(opener)
     except SourceError as exc:
@@ -262,7 +276,7 @@ def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None,
     try:
         if hasattr(reader, "read_stream"):
             with opener() as stream:
-                for number, item in enumerate(reader.read_stream(stream, file), start=1):
+                for number, item in enumerate(reader.read_stream(stream, file, accounting), start=1):
                     yield _raw(file, number, reader.FORMAT, *item)
         else:
             text = _decode(opener)

@@ -13,24 +13,19 @@ from typing import Any
 
 from ..terminology import load_mapping
 
-_accounting = True  # set by sources.iter_raw: the report is the only consumer, and it costs
-
-
-def set_accounting(enabled: bool) -> None:
-    """Turn the computation of unmapped fields on or off for the readers of this process."""
-    global _accounting
-    _accounting = enabled
-
-
 class Fields:
-    """A read-tracking view of one record (a tree of dicts and lists), or of a part of it."""
+    """A read-tracking view of one record (a tree of dicts and lists), or of a part of it.
 
-    __slots__ = ("value", "path", "_used")
+    ``accounting=False`` (per record: the report is the only consumer, and it costs) makes
+    ``unmapped()`` empty without walking the record."""
 
-    def __init__(self, value: Any, path: str = "", used: set[str] | None = None):
+    __slots__ = ("value", "path", "_used", "accounting")
+
+    def __init__(self, value: Any, path: str = "", used: set[str] | None = None, accounting: bool = True):
         self.value = value
         self.path = path
         self._used = used if used is not None else set()
+        self.accounting = accounting
 
     def _child_path(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -50,14 +45,14 @@ class Fields:
         for part in key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
             path = f"{path}.{part}" if path else part
-        return Fields(value, path, self._used)
+        return Fields(value, path, self._used, self.accounting)
 
     def nodes(self, key: str) -> list[Fields]:
         """The items of the list at ``key`` (empty when absent), each a node to read from."""
         node = self.node(key)
         if not isinstance(node.value, list):
             return []
-        return [Fields(item, node.path, self._used) for item in node.value]
+        return [Fields(item, node.path, self._used, self.accounting) for item in node.value]
 
     def mark(self, *keys: str) -> None:
         """Mark fields used without reading them (consumed by another field's logic)."""
@@ -67,7 +62,7 @@ class Fields:
     def unmapped(self, ignored: Iterable[str] = ()) -> list[str]:
         """Leaf paths of the record neither used nor ignored (a path is covered by any used or
         ignored path that equals it or is one of its prefixes), sorted, without duplicates."""
-        if not _accounting:
+        if not self.accounting:
             return []
         covered = self._used | set(ignored)
         if self.path and _covered(self.path, covered):

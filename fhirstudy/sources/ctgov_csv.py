@@ -15,6 +15,7 @@ the ignore list (``mappings/ctgov-ignored-fields.json``, key ``ctgov-csv``) is r
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import re
 from collections.abc import Callable, Iterator
@@ -33,6 +34,22 @@ ENCODING = "utf-8-sig"
 # module's default of 131,072 characters is too small for those. Bounds the memory a broken
 # quote can take.
 FIELD_SIZE_LIMIT = 16 * 1024 * 1024
+
+
+def _own_csv_parser():
+    """The stdlib's C csv parser loaded as a module instance of our own, so its field limit is
+    ours: ``csv.field_size_limit`` of the process (the ``csv`` module everyone else uses) stays
+    untouched. Set once here, never changed after."""
+    spec = importlib.util.find_spec("_csv")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.field_size_limit(FIELD_SIZE_LIMIT)
+    return module
+
+
+_PARSER = _own_csv_parser()
+_EXCEL = {"delimiter": ",", "quotechar": '"', "doublequote": True, "skipinitialspace": False,
+          "lineterminator": "\r\n", "strict": False}  # csv.excel, spelled out: the own parser has no dialect registry
 COLUMNS = (
     "NCT Number", "Study Title", "Study URL", "Acronym", "Study Status", "Brief Summary", "Study Results",
     "Conditions", "Interventions", "Primary Outcome Measures", "Secondary Outcome Measures",
@@ -100,14 +117,13 @@ def detect(head: str) -> bool:
     return "NCT Number" in cells and len(cells & set(COLUMNS)) >= 2
 
 
-def read_stream(stream: BinaryIO, file: str) -> Iterator[tuple[dict | None, list[Problem], list[str]]]:
+def read_stream(stream: BinaryIO, file: str,
+                accounting: bool = True) -> Iterator[tuple[dict | None, list[Problem], list[str]]]:
     """Each row of the export, in order, as ``(data, problems, unmapped)``; ``data`` is None for a
     row that cannot be read. Raises SourceError when the file is not UTF-8, has no export header or
     no rows."""
-    if csv.field_size_limit() < FIELD_SIZE_LIMIT:
-        csv.field_size_limit(FIELD_SIZE_LIMIT)  # process-wide; only ever raised
     text = io.TextIOWrapper(stream, encoding=ENCODING, newline="")
-    reader = csv.reader(text)
+    reader = _PARSER.reader(text, **_EXCEL)
     try:
         header = [h.strip() for h in next(reader, [])]
         if "NCT Number" not in header:
@@ -117,7 +133,7 @@ def read_stream(stream: BinaryIO, file: str) -> Iterator[tuple[dict | None, list
         if duplicates:
             raise SourceError(Problem(f"the header repeats column(s) {', '.join(duplicates)}", field="format"))
         count = 0
-        for item in _rows(reader, header):
+        for item in _rows(reader, header, accounting):
             count += 1
             yield item
         if count == 0:
@@ -129,14 +145,14 @@ def read_stream(stream: BinaryIO, file: str) -> Iterator[tuple[dict | None, list
             text.detach()  # the caller owns the stream and closes it
 
 
-def _rows(reader: Any, header: list[str]) -> Iterator[tuple[dict | None, list[Problem], list[str]]]:
+def _rows(reader: Any, header: list[str], accounting: bool) -> Iterator[tuple[dict | None, list[Problem], list[str]]]:
     while True:
         first_line = reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:
+        except _PARSER.Error as exc:
             yield None, [error(f"lines {first_line}-{reader.line_num}: the CSV cannot be read here ({exc}); an "
                                "unterminated quote is the usual cause; the row is skipped", None)], []
             continue
@@ -147,7 +163,7 @@ def _rows(reader: Any, header: list[str]) -> Iterator[tuple[dict | None, list[Pr
         if broken:
             yield None, [broken], []
             continue
-        yield convert_row(dict(zip(header, row)))
+        yield convert_row(dict(zip(header, row)), accounting)
 
 
 def _broken(row: list[str], header: list[str], lines: str) -> Problem | None:
@@ -168,10 +184,10 @@ def _broken(row: list[str], header: list[str], lines: str) -> Problem | None:
 
 
 @one_record
-def convert_row(row: dict[str, str]) -> tuple[dict | None, list[Problem], list[str]]:
+def convert_row(row: dict[str, str], accounting: bool = True) -> tuple[dict | None, list[Problem], list[str]]:
     """One export row (column name -> cell) as a ``TrialSchema`` dict without provenance, the
     problems found, and the columns left unmapped."""
-    f = Fields({k: (v if v and v.strip() else None) for k, v in row.items()})
+    f = Fields({k: (v if v and v.strip() else None) for k, v in row.items()}, accounting=accounting)
     problems: list[Problem] = []
     data: dict[str, Any] = {}
 

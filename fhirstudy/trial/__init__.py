@@ -18,13 +18,13 @@ from .schema import (ArmSchema, CriterionSchema, DateStructSchema, FlagSchema, I
                      InterventionSchema, IpdSharingSchema, MeshTermSchema, OutcomeSchema, PartySchema,
                      ProvenanceSchema, ReferenceSchema, SiteSchema, TrialSchema, dump_trial, load_trial)
 from .vocabulary import (DATE_TYPES, IDENTIFIER_KINDS, INTERVENTION_TYPES, MAX_COUNT, OUTCOME_KINDS,
-                         OVERALL_STATUSES, PHASES, SEXES, SOURCE_FORMATS, STUDY_TYPES)
+                         OVERALL_STATUSES, PHASES, SEXES, STUDY_TYPES)
 
 __all__ = [
     "Arm", "ArmSchema", "Criterion", "CriterionSchema", "DATE_TYPES", "DateStruct", "DateStructSchema", "Flag",
     "FlagSchema", "IDENTIFIER_KINDS", "INTERVENTION_TYPES", "Identifier", "IdentifierSchema", "Intervention",
     "InterventionSchema", "IpdSharing", "IpdSharingSchema", "MAX_COUNT", "MeshTerm", "MeshTermSchema",
     "OUTCOME_KINDS", "OVERALL_STATUSES", "Outcome", "OutcomeSchema", "PHASES", "Party", "PartySchema",
-    "Provenance", "ProvenanceSchema", "Reference", "ReferenceSchema", "SEXES", "SOURCE_FORMATS", "STUDY_TYPES",
+    "Provenance", "ProvenanceSchema", "Reference", "ReferenceSchema", "SEXES", "STUDY_TYPES",
     "Site", "SiteSchema", "Trial", "TrialSchema", "dump_trial", "load_trial",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .vocabulary import (DATE_TYPES, IDENTIFIER_KINDS, INTERVENTION_TYPES, MAX_COUNT, MESH_ID, OUTCOME_KINDS,
-                         OVERALL_STATUSES, PARTIAL_DATE, PHASES, SEXES, SOURCE_FORMATS, STUDY_TYPES, TEXT,
+                         OVERALL_STATUSES, PARTIAL_DATE, PHASES, SEXES, STUDY_TYPES, TEXT,
                          Between, OneOf, checked)
 
 
@@ -149,7 +149,7 @@ class Provenance:
 
     file: str
     record: int = checked(Between(1))
-    format: str = checked(OneOf(SOURCE_FORMATS))
+    format: str = checked(TEXT)  # a reader's FORMAT (sources.READER_MODULES)
     source_date: str | None = None
 
 

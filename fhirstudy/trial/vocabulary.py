@@ -28,10 +28,6 @@ DATE_TYPES = ("ACTUAL", "ESTIMATED")
 MAX_COUNT = 2**31 - 1  # FHIR unsignedInt: the largest enrollment a ResearchStudy can hold
 OUTCOME_KINDS = ("primary", "secondary", "other")
 IDENTIFIER_KINDS = ("nct", "org", "secondary", "derived")
-SOURCE_FORMATS = (
-    "text-registry-export", "text-webpage", "text-bulleted",
-    "ctgov-json", "ctgov-csv", "ctgov-xml",
-)
 
 
 @dataclass(frozen=True)
