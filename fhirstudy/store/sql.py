@@ -61,8 +61,8 @@ from fhirstudy.store.urls import MEMORY, database_url, driver_missing
 from fhirstudy.search.query import (Clause, CompositeValue, Include, RangeValue, ReferenceValue,
                                     SearchQuery, SortKey, StringValue, TokenValue, UriValue)
 from fhirstudy.search.registry import Registry, load_registry
+from fhirstudy.config import DEFAULT_DATABASE_URL as DEFAULT_URL  # the named default, defined once
 
-DEFAULT_URL = "sqlite:///fhirstudy.db"
 CHUNK = 500  # rows per IN (...) list and per executemany batch
 WRITE_RETRIES = 3  # times a write transaction is run again after losing a race
 MAX_VERSION = 2**31 - 1  # the version columns are 32-bit integers (sa.Integer on PostgreSQL)
