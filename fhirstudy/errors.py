@@ -18,6 +18,7 @@
     +-- FhirError                       a FHIR REST problem with an HTTP status and an
         |                               OperationOutcome issue code (client mistakes are 4xx)
         +-- InvalidRequest              400: bad parameter, bad body
+        |   +-- ConfigError             a FHIRSTUDY_* setting not of its type (fhirstudy.config)
         +-- Unauthorized                401: no or wrong bearer token (``headers``: WWW-Authenticate)
         +-- Forbidden                   403: the server refuses (writes disabled)
         +-- NotFound                    404: unknown type, id or version

@@ -1,12 +1,12 @@
 """The FHIR REST server (Flask): ``create_app`` builds it, ``init_store`` opens its store.
 
-Config keys: ``DATABASE_URL`` (default ``sqlite:///fhirstudy.db``; the environment variable
-``FHIRSTUDY_DATABASE_URL`` overrides the default), ``BASE_URL`` (the public base URL used in
-``fullUrl`` and links; derived from each request when not set) and ``WRITE_TOKEN`` (the bearer
-token writes must present; default from ``FHIRSTUDY_WRITE_TOKEN``; without one the server is
-read-only and refuses writes with 403) and ``SEARCH_CACHE_BYTES`` (search responses kept per app
-until the next write, :mod:`fhirstudy.server.cache`; default 64 MiB or
-``FHIRSTUDY_SEARCH_CACHE_BYTES``; 0 turns the cache off).  The request limits
+Config keys (defaults from :func:`fhirstudy.config.read`: ``FHIRSTUDY_<KEY>``, else the named
+default; ``test_config`` wins): ``DATABASE_URL`` (default ``sqlite:///fhirstudy.db``),
+``BASE_URL`` (the public base URL used in ``fullUrl`` and links; derived from each request when
+not set), ``WRITE_TOKEN`` (the bearer token writes must present; without one the server is
+read-only and refuses writes with 403) and
+``SEARCH_CACHE_BYTES`` (search responses kept per app until the next write,
+:mod:`fhirstudy.server.cache`; default 64 MiB; 0 turns the cache off).  The request limits
 (``MAX_BODY_BYTES``, ``MAX_URL_BYTES``, ``MAX_HEADER_BYTES``, ``MAX_HEADER_FIELDS``) are described
 in :mod:`fhirstudy.server.boundary`.
 
@@ -15,30 +15,20 @@ and ``write`` (create, update, delete, conditional ones, transaction/batch, ``$v
 """
 from __future__ import annotations
 
-import os
-
 from flask import Flask
 
-from fhirstudy.limits import parse_integer
-from fhirstudy.server.cache import DEFAULT_BYTES as DEFAULT_CACHE_BYTES
-from fhirstudy.store import DEFAULT_URL, open_store
+from fhirstudy import config
+from fhirstudy.store import open_store
 
 STORE_EXTENSION = "fhirstudy.store"
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the Flask app: config, store, the error handler, the FHIR read, history and write routes."""
-    from fhirstudy.server import auth, boundary, history, outcome, routes, write
+    from fhirstudy.server import boundary, history, outcome, routes, write
 
     app = Flask(__name__)
-    app.config.from_mapping(
-        DATABASE_URL=os.environ.get("FHIRSTUDY_DATABASE_URL", DEFAULT_URL),
-        BASE_URL=os.environ.get("FHIRSTUDY_BASE_URL"),
-        SEARCH_CACHE_BYTES=parse_integer(os.environ.get("FHIRSTUDY_SEARCH_CACHE_BYTES", DEFAULT_CACHE_BYTES),
-                                         "FHIRSTUDY_SEARCH_CACHE_BYTES"),
-        **boundary.defaults(),
-        **{auth.TOKEN_CONFIG: os.environ.get(auth.TOKEN_ENV)},
-    )
+    app.config.from_mapping(config.read(config.SERVER_KEYS))  # FHIRSTUDY_<KEY>, else the named defaults
     if test_config:
         app.config.from_mapping(test_config)
     init_store(app)

@@ -1,6 +1,6 @@
 """Who may write: a bearer token from the config, checked on every write route.
 
-Config key ``WRITE_TOKEN`` (the environment variable ``FHIRSTUDY_WRITE_TOKEN`` sets the default).
+Config key ``WRITE_TOKEN`` (``FHIRSTUDY_WRITE_TOKEN`` sets the default, :mod:`fhirstudy.config`).
 Without a configured token the server is read-only: every write is refused with 403.  With one,
 a write must present ``Authorization: Bearer <token>`` or gets 401 with ``WWW-Authenticate:
 Bearer``.  Reads (and ``$validate``, which writes nothing) stay open.
@@ -16,7 +16,6 @@ from flask import current_app, request
 from fhirstudy.errors import Forbidden, Unauthorized
 
 TOKEN_CONFIG = "WRITE_TOKEN"
-TOKEN_ENV = "FHIRSTUDY_WRITE_TOKEN"
 
 
 def check_write_access() -> None:

@@ -1,6 +1,6 @@
 """The checks every request meets before any route sees it: sizes, characters and ids.
 
-Config keys (``create_app``; the environment variable ``FHIRSTUDY_<KEY>`` sets the default):
+Config keys (``create_app``; :mod:`fhirstudy.config` reads their defaults, ``FHIRSTUDY_<KEY>``):
 ``MAX_BODY_BYTES`` (a request body, default :data:`fhirstudy.limits.MAX_BODY_BYTES`; Flask's
 ``MAX_CONTENT_LENGTH`` is set from it; a declared ``Content-Length`` over it and a chunked body
 that runs past it are both 413), ``MAX_URL_BYTES`` (path and query string, 414) and
@@ -14,7 +14,6 @@ configured (it goes into every ``fullUrl`` and ``Location``), and every resource
 """
 from __future__ import annotations
 
-import os
 import re
 
 from flask import Flask, current_app, request
@@ -29,18 +28,6 @@ FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}", re.ASCII)
 _URL_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # a Host header echoed into links when BASE_URL is not configured: a name or address, a port
 _HOST = re.compile(r"([A-Za-z0-9\-.]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(:[0-9]{1,5})?", re.ASCII)
-
-
-def config_limit(name: str) -> int:
-    """The limit ``name`` from the environment (``FHIRSTUDY_<name>``) or :mod:`fhirstudy.limits`."""
-    raw = os.environ.get(f"FHIRSTUDY_{name}")
-    default = getattr(limits, name)
-    return default if raw is None else limits.parse_integer(raw, f"FHIRSTUDY_{name}", minimum=1)
-
-
-def defaults() -> dict[str, int]:
-    """The config defaults of :data:`CONFIG_LIMITS`, for ``create_app``."""
-    return {name: config_limit(name) for name in CONFIG_LIMITS}
 
 
 def check_request() -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-DEFAULT_BYTES = 64 * 2**20
+from fhirstudy.config import DEFAULT_SEARCH_CACHE_BYTES as DEFAULT_BYTES
+
 MAX_KEY_BYTES = 4 * 2**10  # searches with longer arguments are not cached
 ENTRY_OVERHEAD = 256        # bytes charged per entry for the Python objects around key and body
 

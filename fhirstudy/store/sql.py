@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import StaticPool
 
+from fhirstudy.config import DEFAULT_DATABASE_URL as DEFAULT_URL  # the named default, defined once
 from fhirstudy.errors import InvalidRequest, StoreError, WriteConflict
 from fhirstudy.search.index import now_instant
 from fhirstudy.search.query import SearchQuery
@@ -55,7 +56,6 @@ from fhirstudy.store.schema import (INDEX_TABLES, MAX_VERSION, SCHEMA_VERSION, c
 from fhirstudy.store.timeout import search_timeout_ms, time_limit
 from fhirstudy.store.writes import Tx, insert_rows
 
-DEFAULT_URL = "sqlite:///fhirstudy.db"
 WRITE_RETRIES = 3  # times a write transaction is run again after losing a race
 T = TypeVar("T")
 

@@ -7,11 +7,10 @@ handler on the connection that interrupts the statement once the limit has passe
 the request ends with :class:`QueryTooCostly` (400 ``too-costly``) naming the limit.
 
 The limit is :data:`DEFAULT_SEARCH_TIMEOUT_MS`, or ``FHIRSTUDY_SEARCH_TIMEOUT_MS`` from the
-environment, or ``open_store(..., search_timeout_ms=N)``; 0 turns it off.
+environment (:mod:`fhirstudy.config`), or ``open_store(..., search_timeout_ms=N)``; 0 turns it off.
 """
 from __future__ import annotations
 
-import os
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -19,11 +18,12 @@ from typing import Iterator
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from fhirstudy import config
+from fhirstudy.config import DEFAULT_SEARCH_TIMEOUT_MS  # noqa: F401 - the named default, defined there
 from fhirstudy.errors import QueryTooCostly
 from fhirstudy.limits import parse_integer
 
-DEFAULT_SEARCH_TIMEOUT_MS = 5000
-TIMEOUT_ENV = "FHIRSTUDY_SEARCH_TIMEOUT_MS"
+TIMEOUT_ENV = config.BY_KEY["SEARCH_TIMEOUT_MS"].env
 PROGRESS_STEPS = 20_000  # SQLite virtual-machine steps between two looks at the clock
 _CANCELED = "57014"  # PostgreSQL query_canceled (statement_timeout)
 
@@ -31,7 +31,7 @@ _CANCELED = "57014"  # PostgreSQL query_canceled (statement_timeout)
 def search_timeout_ms(value: int | str | None = None) -> int:
     """The limit in milliseconds: ``value``, else the environment's, else the default."""
     if value is None:
-        value = os.environ.get(TIMEOUT_ENV, DEFAULT_SEARCH_TIMEOUT_MS)
+        return config.value("SEARCH_TIMEOUT_MS")
     return parse_integer(value, TIMEOUT_ENV)
 
 

@@ -1,0 +1,67 @@
+"""``fhirstudy load``: convert records and store every resource, each trial in one transaction."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fhirstudy.cli.arguments import add_db, add_inputs
+from fhirstudy.cli.convert import convert_stream
+from fhirstudy.cli.exits import EXIT_FAILED, EXIT_OK, UsageError
+from fhirstudy.cli.summary import new_counts, record_failed, skipped_text
+from fhirstudy.errors import StoreError
+
+NAME = "load"
+HELP = "convert records and store them in the database"
+MAX_STORE_FAILURES_IN_A_ROW = 20  # load stops when the database refuses this many trials in a row
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``load``."""
+    add_inputs(p)
+    add_db(p)
+
+
+def open_db(url: str):
+    """The store at ``url``; UsageError (exit 2) when it cannot be opened."""
+    from fhirstudy.store import open_store
+
+    try:
+        return open_store(url)
+    except StoreError as exc:
+        raise UsageError(f"cannot open the database --db {url}: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert records and store every resource (each trial in one transaction). A trial the
+    database refuses is that record's error; the others are still stored."""
+    from fhirstudy.loader import load_reference_resources, store_bundle
+    from fhirstudy.sources._boundary import failure_reason
+
+    store = open_db(args.db)
+    try:
+        load_reference_resources(store)
+    except StoreError as exc:
+        store.close()
+        raise UsageError(f"cannot write to the database --db {args.db}: {exc}") from None
+    counts, resources, in_a_row, stopped = new_counts(), 0, 0, False
+    try:
+        stream, counts = convert_stream(args, "loading", counts)
+        for item in stream:
+            if not item.ok:
+                continue
+            try:
+                resources += store_bundle(store, item.bundle)
+                in_a_row = 0
+            except Exception as exc:  # noqa: BLE001 - the boundary of one record
+                reason = f"not stored: {exc}" if isinstance(exc, StoreError) else failure_reason(exc, "storing")
+                record_failed(counts, item, reason)
+                in_a_row += 1
+                if in_a_row >= MAX_STORE_FAILURES_IN_A_ROW:
+                    print(f"error: stopping: the database refused {in_a_row} trials in a row", file=sys.stderr)
+                    stopped = True
+                    break
+    finally:
+        store.close()
+        print(f"loaded {counts['converted']} trials ({resources} resources), failed {counts['failed']}, "
+              f"warnings {counts['warnings']}{skipped_text(counts)} -> {args.db}", file=sys.stderr)
+    return EXIT_FAILED if counts["failed"] or stopped else EXIT_OK
