@@ -6,9 +6,14 @@ default; ``test_config`` wins): ``DATABASE_URL`` (default ``sqlite:///fhirstudy.
 not set), ``WRITE_TOKEN`` (the bearer token writes must present; without one the server is
 read-only and refuses writes with 403) and
 ``SEARCH_CACHE_BYTES`` (search responses kept per app until the next write,
-:mod:`fhirstudy.server.cache`; default 64 MiB; 0 turns the cache off).  The request limits
+:mod:`fhirstudy.service.cache`; default 64 MiB; 0 turns the cache off).  The request limits
 (``MAX_BODY_BYTES``, ``MAX_URL_BYTES``, ``MAX_HEADER_BYTES``, ``MAX_HEADER_FIELDS``) are described
 in :mod:`fhirstudy.server.boundary`.
+
+``init_store`` also creates the app's one :class:`fhirstudy.service.SearchService` (the store's
+registry, the cache) in ``app.extensions[SERVICE_EXTENSION]``; routes, batch entries and the
+CapabilityStatement use it, so the registry is loaded once, by the store.  This package may import
+Flask, werkzeug, fhirstudy.service, fhirstudy.store, fhirstudy.search and fhirstudy.validation.
 
 Blueprints: ``routes`` (metadata, read, search), ``history`` (history, vread; 304/410 on read)
 and ``write`` (create, update, delete, conditional ones, transaction/batch, ``$validate``).
@@ -21,6 +26,7 @@ from fhirstudy import config
 from fhirstudy.store import open_store
 
 STORE_EXTENSION = "fhirstudy.store"
+SERVICE_EXTENSION = "fhirstudy.search_service"
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -42,12 +48,17 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def init_store(app: Flask) -> None:
-    """Open the store at ``app.config["DATABASE_URL"]`` for ``app`` (one engine per app)."""
-    app.extensions[STORE_EXTENSION] = open_store(app.config["DATABASE_URL"])
+    """Open the store at ``app.config["DATABASE_URL"]`` for ``app`` (one engine per app) and the
+    search service on it (the store's registry; ``SEARCH_CACHE_BYTES`` of cache)."""
+    from fhirstudy.service import SearchService
+
+    store = app.extensions[STORE_EXTENSION] = open_store(app.config["DATABASE_URL"])
+    app.extensions[SERVICE_EXTENSION] = SearchService(store, store.registry, app.config["SEARCH_CACHE_BYTES"])
 
 
 def close_store(app: Flask) -> None:
     """Close the store of ``app`` (for tests and shutdown)."""
+    app.extensions.pop(SERVICE_EXTENSION, None)
     store = app.extensions.pop(STORE_EXTENSION, None)
     if store is not None:
         store.close()

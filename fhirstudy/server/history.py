@@ -27,8 +27,7 @@ from fhirstudy.limits import MAX_HISTORY_OFFSET, MAX_INTEGER, parse_integer
 from fhirstudy.search.index import BadValue, date_range
 from fhirstudy.search.query import MAX_COUNT
 from fhirstudy.server.outcome import handle_error
-from fhirstudy.server.routes import base_url, get_store
-from fhirstudy.server.transaction import require_served
+from fhirstudy.server.routes import base_url, get_store, require_served
 from fhirstudy.server.write import fhir_response, negotiate, pretty, version_headers
 from fhirstudy.store import HistoryEntry, HistoryPage
 from fhirstudy.store.sql import HISTORY_COUNT

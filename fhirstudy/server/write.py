@@ -27,9 +27,10 @@ from fhirstudy.errors import InvalidRequest, UnsupportedMediaType, ValidationFai
 from fhirstudy.limits import MAX_JSON_DEPTH, check_depth
 from fhirstudy.server.auth import write_access
 from fhirstudy.server.outcome import FHIR_JSON, operation_outcome, validation_issues
-from fhirstudy.server.routes import JSON_MIMETYPES, base_url, get_store, negotiate_format
-from fhirstudy.server.transaction import (PREFER_RETURN, WriteOutcome, WriteRequest, parse_criteria,
-                                          parse_etag, perform, process_bundle, require_served)
+from fhirstudy.server.bundle import process_bundle
+from fhirstudy.server.interactions import PREFER_RETURN, WriteOutcome, WriteRequest, parse_criteria, parse_etag
+from fhirstudy.server.routes import JSON_MIMETYPES, base_url, get_service, get_store, negotiate_format, require_served
+from fhirstudy.server.transaction import perform
 from fhirstudy.validation import validate_resource
 
 bp = Blueprint("fhir_write", __name__)
@@ -176,7 +177,7 @@ def conditional_delete(rtype: str) -> Response:
 def bundle() -> Response:
     """Process a transaction or batch Bundle; the transaction-response or batch-response."""
     body = read_body("Bundle")
-    return fhir_response(process_bundle(get_store(), body, base_url(), prefer_return()))
+    return fhir_response(process_bundle(get_store(), body, base_url(), prefer_return(), get_service()))
 
 
 @bp.post("/<rtype>/$validate")
