@@ -56,7 +56,7 @@ CASES = [  # (path, value, field named in the error, start of its message)
     ("brief_title", 3, "brief_title", "Not a valid string."),
     ("provenance.record", 0, "provenance.record", "Must be greater than or equal to 1."),
     ("provenance.record", "1", "provenance.record", "Not a valid integer."),
-    ("provenance.format", "pdf", "provenance.format", ONE_OF + "text-registry-export"),
+    ("provenance.format", "", "provenance.format", EMPTY),
     ("provenance.file", KeyError, "provenance.file", MISSING),
     ("identifiers.0.kind", "isbn", "identifiers.0.kind", ONE_OF + "nct, org"),
     ("identifiers.0.kind", None, "identifiers.0.kind", NULL),
