@@ -124,3 +124,9 @@ def test_push_reads_by_batch_search_when_the_store_takes_it(server, client_class
     assert report.counts["unchanged"] == len(trials) and report.counts["failed"] == 0
     assert again.batch_search is expected
     assert not [name for name in vars(client) if "batch" in name]
+
+
+def test_capability_statement_says_batch_searches(server):
+    rest = requests.get(f"{server}/metadata", timeout=30).json()["rest"][0]
+    documented = {i["code"]: i.get("documentation", "") for i in rest["interaction"]}
+    assert "searchset" in documented["batch"] and "searchset" in documented["transaction"]
