@@ -39,11 +39,17 @@ def _link(bundle: dict, relation: str) -> list[tuple[str, str]] | None:
     return parse_qsl(urlsplit(url).query) if url else None
 
 
-def test_service_imports_no_web_framework():
-    """The service room imports no Flask, werkzeug or requests (it is below server/ and push/)."""
-    code = "import sys, fhirstudy.service; print(sorted(m for m in ('flask', 'werkzeug', 'requests') if m in sys.modules))"
+DOWNSTREAM = ("flask", "werkzeug", "requests", "fhirstudy.server", "fhirstudy.push", "fhirstudy.cli",
+              "fhirstudy.sources", "fhirstudy.mappers")
+
+
+def test_service_imports_nothing_downstream():
+    """The service room imports no Flask, werkzeug or requests, nor server/, push/, the CLI, the
+    readers or the mappers (it sits between the store and them; see tests/test_imports.py)."""
+    code = ("import json, sys, fhirstudy.service; "
+            f"print(json.dumps(sorted(m for m in sys.modules if m.startswith({DOWNSTREAM!r}))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert orjson.loads(out) == []
 
 
 def test_searchset_has_total_links_and_entries(service, store):
