@@ -44,3 +44,9 @@ def test_streams_page_by_page(loaded, monkeypatch):
     monkeypatch.setattr(store, "search", lambda query: calls.append(query.resource_type) or real(query))
     trials = stored.stored_trials(store, page_studies=2)
     assert next(trials) == expected[0] and calls == ["ResearchStudy"]
+
+
+def test_stored_trials_at_a_url(loaded):
+    """What ``push --from-db`` needs: the trials of the store at a URL (one line in the CLI)."""
+    url, store, expected = loaded
+    assert list(stored.stored_trials_at(url)) == expected

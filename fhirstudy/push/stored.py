@@ -93,3 +93,15 @@ def _without_server_meta(resource: dict) -> dict:
     meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
     out = {k: v for k, v in resource.items() if k != "meta"}
     return {"resourceType": out.pop("resourceType"), "id": out.pop("id"), **({"meta": meta} if meta else {}), **out}
+
+
+def stored_trials_at(url: str, page_studies: int = PAGE_STUDIES) -> Iterator[list[dict]]:
+    """:func:`stored_trials` of the store at ``url`` (opened for the walk, closed after it):
+    what ``fhirstudy push --from-db URL`` sends."""
+    from ..store import open_store
+
+    store = open_store(url)
+    try:
+        yield from stored_trials(store, page_studies=page_studies)
+    finally:
+        store.close()
