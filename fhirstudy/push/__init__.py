@@ -4,8 +4,12 @@
     client = FhirClient("https://fhir.hospital.example/r4", token="...")
     report = push_trials(client, trials, journal=Journal("push.sqlite"))
 
-``client`` (the HTTP client and its retries), ``auth`` (bearer, SMART Backend Services),
-``push`` (the run: version, chunks, conditional transactions, report) and ``journal``.
+``client`` (the HTTP client and its retries, ``batch_search``), ``auth`` (bearer, SMART Backend
+Services), ``prepare`` (a trial made ready: R4, identifiers, hash), ``plan`` (what the store holds,
+the transaction entries), ``report`` (results), ``push`` (the run: chunks, sending, journal),
+``journal`` and ``stored`` (the trials a fhirstudy repository holds, page by page).  May import
+requests, fhirstudy.mappers, fhirstudy.terminology, fhirstudy.errors; ``stored`` also
+fhirstudy.service and fhirstudy.store; never Flask or server/.
 """
 from .auth import BearerAuth, SmartBackendAuth
 from .client import FhirClient, make_session

@@ -28,7 +28,7 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import orjson
 import requests
@@ -374,6 +374,24 @@ class FhirClient:
             if not nxt:
                 return out
             page = self.json("GET", nxt, expect="Bundle")
+
+    def batch_search(self, searches: list[tuple[str, dict | list]]) -> list[list[dict]]:
+        """Several searches in ONE batch Bundle (``GET Type?params`` entries); the matches of each,
+        in order (first page only: ask enough ``_count``).  RemoteRejected when the batch or any
+        entry is refused (a server may not search inside a batch: search one by one then)."""
+        response = self.transaction({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": f"{rtype}?{urlencode(params)}"}} for rtype, params in searches]})
+        out = []
+        for (rtype, params), entry in zip(searches, response.get("entry", []), strict=True):
+            answer = entry.get("response") or {}
+            status = str(answer.get("status", ""))
+            if not status.startswith("2"):
+                raise RemoteRejected(f"batch search {rtype}?{urlencode(params)}: {status}", url=self.base_url,
+                                     status=int(status[:3]) if status[:3].isdigit() else 400,
+                                     outcome=answer.get("outcome"))
+            out.append([e["resource"] for e in (entry.get("resource") or {}).get("entry", [])
+                        if "resource" in e and (e.get("search") or {}).get("mode", "match") == "match"])
+        return out
 
     def put(self, resource: dict, path: str | None = None) -> dict:
         """PUT a resource (to ``Type/id``, or to ``path`` such as ``Type?url=...``)."""

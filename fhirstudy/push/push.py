@@ -9,7 +9,8 @@ For each chunk of trials (a chunk never splits a trial):
    every resource a business identifier (the ResearchStudy keeps its registry identifier; the
    resources that hang off it get ``urn:fhirstudy:resource-id|<stable id>``); hash the content.
    A trial whose hash the journal already holds for this store is not sent at all.
-2. **read**: search the store for the chunk's resources by identifier (one OR search per type and
+2. **read**: search the store for the chunk's resources by identifier (one batch of single searches,
+   :meth:`FhirClient.batch_search`, while the store answers them, else one OR search per type and
    40 identifiers; Provenance, which has no identifier element, by a ``meta.tag`` we give it).
 3. **plan**: a resource whose stored content equals what we would send (ignoring versionId and
    lastUpdated) is left out, so an unchanged trial gets no new version even without a journal;
@@ -37,316 +38,31 @@ For each chunk of trials (a chunk never splits a trial):
    (:class:`~fhirstudy.errors.AuthenticationFailed`, with the report so far in ``Pusher.report``):
    every other request would be refused the same way.
 5. **journal** each committed trial (hash, server ids).
+
+The rooms: :mod:`.prepare` (step 1), :mod:`.plan` (steps 2 and 3), :mod:`.report` (results), this
+module (the run: chunks, sending, retries, journal).
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
-from urllib.parse import urlencode
 
 from .. import terminology
 from ..errors import AuthenticationFailed, PushError, RemoteRejected
-from ..mappers import ids
-from ..mappers.r4 import to_r4
 from .client import FhirClient, outcome_text
 from .journal import Journal
+from .plan import (SEARCH_BATCH, _location_id, plan_trial, read_by_batch, read_by_search,  # noqa: F401
+                   read_existing, same_content, wanted_tokens)
+from .prepare import (NO_IDENTIFIER, RESOURCE_ID_SYSTEM, PreparedTrial, bundle_resources,  # noqa: F401
+                      business_identifier, content_hash, criteria, prepare_trial, with_identifiers)
+from .report import OUTCOMES, PushReport, TrialResult  # noqa: F401
 
-RESOURCE_ID_SYSTEM = "urn:fhirstudy:resource-id"
-NO_IDENTIFIER = frozenset({"Provenance"})   # types with no identifier element (R4 and R5)
 DEFAULT_CHUNK_TRIALS = 20
 DEFAULT_CHUNK_ENTRIES = 1000   # entries per transaction at most (a bigger trial goes alone)
-SEARCH_BATCH = 40              # identifiers per OR search
-OUTCOMES = ("created", "updated", "unchanged", "failed")
 REPLAN_STATUSES = (409, 412)
-
-
-# ---------------------------------------------------------------------------------------------
-# preparing a trial
-
-
-@dataclass
-class PreparedTrial:
-    """A trial's resources in the store's FHIR version, with identifiers, and their hash."""
-
-    id: str
-    resources: list[dict]
-    content_hash: str
-    source: str | None = None
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|").replace("$", "\\$")
-
-
-def business_identifier(resource: dict) -> dict | None:
-    """The identifier a resource is matched by: the official one with a system, else the first with
-    a system (the ResearchStudy's registry number; ``urn:fhirstudy:resource-id`` for the others)."""
-    with_system = [i for i in resource.get("identifier", []) if i.get("system") and i.get("value")]
-    return next((i for i in with_system if i.get("use") == "official"), with_system[0] if with_system else None)
-
-
-def criteria(resource: dict) -> str | None:
-    """``identifier=system|value`` of a resource (``_tag=urn:fhirstudy:resource-id|<id>`` for a
-    type without identifiers), None when it has neither."""
-    ident = business_identifier(resource)
-    if ident:
-        return f"identifier={_escape(ident['system'])}|{_escape(ident['value'])}"
-    tag = next((t for t in (resource.get("meta") or {}).get("tag", []) if t.get("system") == RESOURCE_ID_SYSTEM), None)
-    return f"_tag={_escape(tag['system'])}|{_escape(tag['code'])}" if tag else None
-
-
-def with_identifiers(resources: list[dict]) -> list[dict]:
-    """The resources, each with a business identifier (added where it has none with a system; a
-    ``meta.tag`` for the types that have no identifier element)."""
-    out = []
-    for r in resources:
-        if r["resourceType"] in NO_IDENTIFIER:
-            r = dict(r)
-            meta = dict(r.get("meta") or {})
-            meta["tag"] = [*meta.get("tag", []), {"system": RESOURCE_ID_SYSTEM, "code": r["id"]}]
-            r["meta"] = meta
-        elif business_identifier(r) is None:
-            r = dict(r)
-            r["identifier"] = [*r.get("identifier", []), {"system": RESOURCE_ID_SYSTEM, "value": r["id"]}]
-        out.append(r)
-    return out
-
-
-def content_hash(resources: list[dict], fhir_version: str) -> str:
-    """SHA-256 of a trial's resources (keys sorted, resources by type and id) and the version."""
-    digest = hashlib.sha256(fhir_version.encode())
-    for r in sorted(resources, key=lambda r: (r["resourceType"], r["id"])):
-        digest.update(orjson.dumps(r, option=orjson.OPT_SORT_KEYS))
-    return digest.hexdigest()
-
-
-def prepare_trial(resources: list[dict], fhir_version: str, source: str | None = None) -> PreparedTrial:
-    """A trial's R5 resources (ResearchStudy first) made ready for a store of ``fhir_version``."""
-    converted = to_r4(resources) if fhir_version == "4.0" else orjson.loads(orjson.dumps(resources))  # a deep copy
-    converted = with_identifiers(converted)
-    return PreparedTrial(converted[0]["id"], converted, content_hash(converted, fhir_version), source)
-
-
-# ---------------------------------------------------------------------------------------------
-# results
-
-
-@dataclass
-class TrialResult:
-    """What happened to one trial."""
-
-    trial: str
-    outcome: str                                    # created | updated | unchanged | failed
-    resources: dict[str, int] = field(default_factory=dict)   # created/updated/unchanged counts
-    server_ids: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
-    operation_outcome: dict | None = None
-    status: int | None = None
-    from_journal: bool = False
-    source: str | None = None
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, False)}
-
-
-@dataclass
-class PushReport:
-    """The run's results, trial by trial, and its totals."""
-
-    target: str
-    fhir_version: str
-    dry_run: bool = False
-    trials: list[TrialResult] = field(default_factory=list)
-    seconds: float = 0.0
-    transactions: int = 0
-    ids_kept: bool = False              # the store took our ids (client ids) rather than picking its own
-    stopped: str | None = None          # why the run stopped early (an authentication failure)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        c = Counter(t.outcome for t in self.trials)
-        return {k: c.get(k, 0) for k in OUTCOMES}
-
-    @property
-    def resources(self) -> dict[str, int]:
-        c: Counter[str] = Counter()
-        for t in self.trials:
-            c.update(t.resources)
-        return {k: c.get(k, 0) for k in ("created", "updated", "unchanged")}
-
-    def to_dict(self) -> dict:
-        sent = self.resources["created"] + self.resources["updated"]
-        return {"target": self.target, "fhirVersion": self.fhir_version, "dryRun": self.dry_run,
-                "counts": self.counts, "resources": self.resources, "transactions": self.transactions,
-                "seconds": round(self.seconds, 3), "idsKept": self.ids_kept,
-                **({"stopped": self.stopped} if self.stopped else {}),
-                "resourcesPerSecond": round(sent / self.seconds, 1) if self.seconds else None,
-                "trials": [t.to_dict() for t in self.trials]}
-
-
-# ---------------------------------------------------------------------------------------------
-# reading what the store holds, planning a transaction
-
-
-_Key = tuple[str, str]  # (resourceType, our stable id)
-
-
-def _key(r: dict) -> _Key:
-    return r["resourceType"], r["id"]
-
-
-def read_existing(client: FhirClient, trials: list[PreparedTrial]) -> dict[_Key, dict]:
-    """What the store holds for the trials' resources, found by business identifier (by the
-    ``urn:fhirstudy:resource-id`` tag for types without identifiers)."""
-    wanted: dict[tuple[str, str], dict[str, _Key]] = {}   # (type, parameter) -> token -> key
-    for trial in trials:
-        for r in trial.resources:
-            crit = criteria(r)
-            if crit is not None:
-                param, token = crit.split("=", 1)
-                wanted.setdefault((r["resourceType"], param), {})[token] = _key(r)
-    found: dict[_Key, dict] = {}
-    if getattr(client, "_batch_search", True):
-        try:
-            return _read_by_batch(client, wanted)
-        except RemoteRejected:  # the store answers no searches in a batch: OR searches per type
-            client._batch_search = False
-    for (rtype, param), tokens in wanted.items():
-        values = list(tokens)
-        for i in range(0, len(values), SEARCH_BATCH):
-            part = values[i:i + SEARCH_BATCH]
-            for stored in client.search(rtype, {param: ",".join(part), "_count": str(len(part) * 2)}):
-                held = (stored.get("identifier", []) if param == "identifier" else
-                        [{"system": t.get("system"), "value": t.get("code")} for t in (stored.get("meta") or {}).get("tag", [])])
-                for ident in held:
-                    token = f"{_escape(ident.get('system') or '')}|{_escape(ident.get('value') or '')}"
-                    if token in tokens:
-                        found[tokens[token]] = stored
-    return found
-
-
-def _read_by_batch(client: FhirClient, wanted: dict[tuple[str, str], dict[str, _Key]]) -> dict[_Key, dict]:
-    """One batch of single-value searches (a store indexes ``identifier=x`` better than ``x,y,z``)."""
-    order = [(rtype, param, token) for (rtype, param), tokens in wanted.items() for token in tokens]
-    if not order:
-        return {}
-    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"request": {"method": "GET", "url": f"{rtype}?{urlencode({param: token})}"}} for rtype, param, token in order]}
-    response = client.transaction(bundle)
-    found: dict[_Key, dict] = {}
-    for (rtype, param, token), entry in zip(order, response.get("entry", []), strict=True):
-        status = str((entry.get("response") or {}).get("status", ""))
-        if not status.startswith("2"):
-            raise RemoteRejected(f"batch search {rtype}?{param}={token}: {status}", url=client.base_url,
-                                 status=int(status.split()[0]) if status[:3].isdigit() else 400,
-                                 outcome=(entry.get("response") or {}).get("outcome"))
-        matches = [e["resource"] for e in (entry.get("resource") or {}).get("entry", []) if "resource" in e]
-        if matches:
-            found[wanted[(rtype, param)][token]] = matches[0]
-    return found
-
-
-def _rewrite(node: Any, refs: dict[str, str]) -> Any:
-    if isinstance(node, dict):
-        return {k: (refs.get(v, v) if k == "reference" and isinstance(v, str) else _rewrite(v, refs))
-                for k, v in node.items()}
-    if isinstance(node, list):
-        return [_rewrite(v, refs) for v in node]
-    return node
-
-
-def _comparable(resource: dict) -> dict:
-    """A resource without what a server adds on write (meta.versionId, meta.lastUpdated)."""
-    body = dict(resource)
-    meta = {k: v for k, v in (body.pop("meta", None) or {}).items() if k not in ("versionId", "lastUpdated")}
-    if meta:
-        body["meta"] = meta
-    return body
-
-
-def same_content(stored: dict, wanted: dict) -> bool:
-    """Whether the store already holds ``wanted`` (server-kept meta aside)."""
-    a, b = _comparable(stored), _comparable(wanted)
-    src_a, src_b = (a.get("meta") or {}).get("source"), (b.get("meta") or {}).get("source")
-    if src_a and src_b and src_a != src_b and src_a.startswith(src_b):  # a store that appends #request-id
-        a["meta"] = {**a["meta"], "source": src_b}
-    return a == b
-
-
-@dataclass
-class _Plan:
-    trial: PreparedTrial
-    entries: list[dict]
-    sent: list[tuple[_Key, str]]            # (key, "created" | "updated") per entry, in order
-    unchanged: list[_Key]
-    server_ids: dict[str, str]
-
-
-def plan_trial(trial: PreparedTrial, found: dict[_Key, dict], conditional: bool = True,
-               client_ids: bool = False) -> _Plan:
-    """The transaction entries that bring the store to ``trial`` (nothing for what it holds);
-    ``client_ids``: new resources keep our ids (conditional update) instead of store-picked ones."""
-    server_id = {k: found[k]["id"] for k in (_key(r) for r in trial.resources) if k in found}
-    settled = {f"{t}/{i}": f"{t}/{server_id.get((t, i), i)}" for t, i in (_key(r) for r in trial.resources)}
-    changed: list[dict] = []
-    unchanged: list[_Key] = []
-    for r in trial.resources:
-        key = _key(r)
-        if key in found and same_content(found[key], _rewrite({**r, "id": server_id[key]}, settled)):
-            unchanged.append(key)
-        else:
-            changed.append(r)
-    through_urn = {f"{r['resourceType']}/{r['id']}": ids.full_url(*_key(r)) for r in changed}
-    refs = {**settled, **through_urn}
-    entries, sent = [], []
-    for r in changed:
-        key = _key(r)
-        body = _rewrite(r, refs)
-        stored = found.get(key)
-        crit = criteria(r)
-        entry: dict = {"fullUrl": ids.full_url(*key)}
-        if stored is not None:
-            body["id"] = stored["id"]
-            version = (stored.get("meta") or {}).get("versionId")
-            url = f"{key[0]}?{crit}" if conditional and crit else f"{key[0]}/{stored['id']}"
-            entry["request"] = {"method": "PUT", "url": url, **({"ifMatch": f'W/"{version}"'} if version else {})}
-            sent.append((key, "updated"))
-        elif conditional and crit and client_ids:  # update-as-create with our id, matched by identifier
-            entry["request"] = {"method": "PUT", "url": f"{key[0]}?{crit}"}
-            sent.append((key, "created"))
-        elif conditional and crit:
-            body.pop("id", None)
-            entry["request"] = {"method": "POST", "url": key[0], "ifNoneExist": crit}
-            sent.append((key, "created"))
-        else:  # no conditional support: PUT by our stable id
-            entry["request"] = {"method": "PUT", "url": f"{key[0]}/{key[1]}"}
-            sent.append((key, "created"))
-        entry["resource"] = body
-        entries.append(entry)
-    ids_now = {f"{t}/{i}": f"{t}/{sid}" for (t, i), sid in server_id.items()}
-    return _Plan(trial, entries, sent, unchanged, ids_now)
-
-
-def _location_id(location: str | None) -> str | None:
-    """``Type/id`` from a response location (absolute or relative, with or without _history)."""
-    if not location:
-        return None
-    parts = location.split("?")[0].rstrip("/").split("/")
-    if "_history" in parts:
-        parts = parts[:parts.index("_history")]
-    return "/".join(parts[-2:]) if len(parts) >= 2 else None
-
-
-# ---------------------------------------------------------------------------------------------
-# the run
 
 
 class Pusher:
@@ -371,8 +87,24 @@ class Pusher:
         self.after_chunk = after_chunk
         self.report = PushReport(client.base_url, self.fhir_version, dry_run,
                                  ids_kept=client_ids or not self.conditional)
+        # whether the store answers searches inside a batch: None until tried, then what it did
+        self.batch_search: bool | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+
+    def read_existing(self, chunk: list[PreparedTrial]) -> dict:
+        """What the store holds for the chunk's resources: one batch of searches while the store
+        takes them (tried once, honestly: a store may not), else OR searches per type."""
+        wanted = wanted_tokens(chunk)
+        if self.batch_search is not False and wanted:
+            try:
+                found = read_by_batch(self.client, wanted)
+            except RemoteRejected:  # the store answers no searches in a batch: OR searches from now on
+                self.batch_search = False
+            else:
+                self.batch_search = True
+                return found
+        return read_by_search(self.client, wanted)
 
     # -- results
     def _done(self, result: TrialResult) -> None:
@@ -500,7 +232,7 @@ class Pusher:
         return sorted(results, key=lambda r: order[r.trial])
 
     def _send(self, chunk: list[PreparedTrial], replan: bool, client_ids: bool = False) -> list[TrialResult]:
-        found = read_existing(self.client, chunk)
+        found = self.read_existing(chunk)
         plans = [plan_trial(t, found, self.conditional, client_ids) for t in chunk]
         entries = [e for p in plans for e in p.entries]
         response_entries: list[dict] = []
@@ -589,8 +321,3 @@ def install_search_parameters(client: FhirClient, fhir_version: str | None = Non
         client.json("POST", "SearchParameter", sp, headers={"If-None-Exist": f"url={sp['url']}"})
         installed.append(sp["url"])
     return installed
-
-
-def bundle_resources(bundle: dict) -> list[dict]:
-    """The resources of a transaction Bundle made by ``fhirstudy convert`` (ResearchStudy first)."""
-    return [e["resource"] for e in bundle.get("entry", [])]

@@ -15,6 +15,13 @@ READ_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "searc
 WRITE_INTERACTIONS = ("create", "update", "delete")
 WRITE_TOKEN_CONFIG = "WRITE_TOKEN"  # fhirstudy.server.auth.TOKEN_CONFIG (auth imports Flask request state)
 VALIDATE_OPERATION = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+# What a Bundle posted to the base may hold (fhirstudy.server.bundle), said where clients look.
+BUNDLE_DOCUMENTATION = {
+    "transaction": "All or nothing: entries GET (read, or search: Type?params answers a searchset Bundle, "
+                   "run after the writes), POST, PUT, DELETE, conditional ones; urn:uuid references resolved.",
+    "batch": "Each entry on its own: GET (read, or search: Type?params answers a searchset Bundle), POST, PUT, "
+             "DELETE, conditional ones; a failing entry is an OperationOutcome in its response.",
+}
 # A fixed date: the statement describes this software version, not the moment it was asked for.
 STATEMENT_DATE = "2025-01-01"
 
@@ -27,8 +34,9 @@ def capability_statement(registry: Registry, base_url: str, writable: bool | Non
     rest = {
         "mode": "server",
         "resource": [_resource(registry, rtype, writable) for rtype in registry.served_types],
-        "interaction": [{"code": code} for code in
-                        (("transaction", "batch") if writable else ()) + ("history-system",)],
+        "interaction": [{"code": code, **({"documentation": BUNDLE_DOCUMENTATION[code]}
+                                          if code in BUNDLE_DOCUMENTATION else {})}
+                        for code in (("transaction", "batch") if writable else ()) + ("history-system",)],
     }
     if writable:
         rest["security"] = {"description": "Writes need 'Authorization: Bearer <token>'; reads are open."}

@@ -1,0 +1,83 @@
+"""Preparing a trial for a store: down-converted to R4 when the store speaks R4, every resource
+with a business identifier (``urn:fhirstudy:resource-id|<stable id>`` where it has none; a
+``meta.tag`` for types with no identifier element), and the content hash the journal keeps.
+Pure functions: no HTTP."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import orjson
+
+from ..mappers.r4 import to_r4
+
+RESOURCE_ID_SYSTEM = "urn:fhirstudy:resource-id"
+NO_IDENTIFIER = frozenset({"Provenance"})   # types with no identifier element (R4 and R5)
+
+
+@dataclass
+class PreparedTrial:
+    """A trial's resources in the store's FHIR version, with identifiers, and their hash."""
+
+    id: str
+    resources: list[dict]
+    content_hash: str
+    source: str | None = None
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|").replace("$", "\\$")
+
+
+def business_identifier(resource: dict) -> dict | None:
+    """The identifier a resource is matched by: the official one with a system, else the first with
+    a system (the ResearchStudy's registry number; ``urn:fhirstudy:resource-id`` for the others)."""
+    with_system = [i for i in resource.get("identifier", []) if i.get("system") and i.get("value")]
+    return next((i for i in with_system if i.get("use") == "official"), with_system[0] if with_system else None)
+
+
+def criteria(resource: dict) -> str | None:
+    """``identifier=system|value`` of a resource (``_tag=urn:fhirstudy:resource-id|<id>`` for a
+    type without identifiers), None when it has neither."""
+    ident = business_identifier(resource)
+    if ident:
+        return f"identifier={_escape(ident['system'])}|{_escape(ident['value'])}"
+    tag = next((t for t in (resource.get("meta") or {}).get("tag", []) if t.get("system") == RESOURCE_ID_SYSTEM), None)
+    return f"_tag={_escape(tag['system'])}|{_escape(tag['code'])}" if tag else None
+
+
+def with_identifiers(resources: list[dict]) -> list[dict]:
+    """The resources, each with a business identifier (added where it has none with a system; a
+    ``meta.tag`` for the types that have no identifier element)."""
+    out = []
+    for r in resources:
+        if r["resourceType"] in NO_IDENTIFIER:
+            r = dict(r)
+            meta = dict(r.get("meta") or {})
+            meta["tag"] = [*meta.get("tag", []), {"system": RESOURCE_ID_SYSTEM, "code": r["id"]}]
+            r["meta"] = meta
+        elif business_identifier(r) is None:
+            r = dict(r)
+            r["identifier"] = [*r.get("identifier", []), {"system": RESOURCE_ID_SYSTEM, "value": r["id"]}]
+        out.append(r)
+    return out
+
+
+def content_hash(resources: list[dict], fhir_version: str) -> str:
+    """SHA-256 of a trial's resources (keys sorted, resources by type and id) and the version."""
+    digest = hashlib.sha256(fhir_version.encode())
+    for r in sorted(resources, key=lambda r: (r["resourceType"], r["id"])):
+        digest.update(orjson.dumps(r, option=orjson.OPT_SORT_KEYS))
+    return digest.hexdigest()
+
+
+def prepare_trial(resources: list[dict], fhir_version: str, source: str | None = None) -> PreparedTrial:
+    """A trial's R5 resources (ResearchStudy first) made ready for a store of ``fhir_version``."""
+    converted = to_r4(resources) if fhir_version == "4.0" else orjson.loads(orjson.dumps(resources))  # a deep copy
+    converted = with_identifiers(converted)
+    return PreparedTrial(converted[0]["id"], converted, content_hash(converted, fhir_version), source)
+
+
+def bundle_resources(bundle: dict) -> list[dict]:
+    """The resources of a transaction Bundle made by ``fhirstudy convert`` (ResearchStudy first)."""
+    return [e["resource"] for e in bundle.get("entry", [])]
