@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -79,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from fhirstudy.errors import AuthenticationFailed
     from fhirstudy.push import FhirClient, Journal, install_search_parameters, make_session
     from fhirstudy.push.push import PushReport, Pusher
+    from fhirstudy.push.stored import stored_trials_at
 
     if bool(args.inputs) == bool(args.from_db):
         args.parser.error("give INPUT files or --from-db (not both)")
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 for sp_url in install_search_parameters(client, version):
                     print(f"installed SearchParameter {sp_url}", file=sys.stderr)
             if args.from_db:
-                trials = _db_trials(args.db)  # swap: push.stored.stored_trials(args.db)
+                trials = stored_trials_at(args.db)
             else:
                 stream, counts = convert_stream(args, "converting")
                 trials = ([e["resource"] for e in item.bundle["entry"]] for item in stream if item.ok)
@@ -172,57 +172,3 @@ def _auth_advice(args: argparse.Namespace, exc) -> str:
     if exc.status == 403:
         return "the credentials were refused for this request: " + PUSH_AUTH_HINT + " (with write access)"
     return ("the token was refused: " if args.token else "no credentials were given: ") + PUSH_AUTH_HINT
-
-
-# --- the trials a store holds (moved as is from cli.py; push.stored.stored_trials replaces it) ---
-
-def _db_trials(db: str) -> Iterator[list[dict]]:
-    """The trials a fhirstudy store holds: each ResearchStudy with the resources whose ids hang off
-    it (``<study id>-...``, see fhirstudy.mappers.ids), ResearchStudy first, Provenance last."""
-    from fhirstudy.search import load_registry, parse_search
-    from fhirstudy.search.query import encode_cursor
-    from fhirstudy.store import open_store
-
-    order = ("ResearchStudy", "PlanDefinition", "EvidenceVariable", "Location", "Provenance")
-    store = open_store(db)
-    try:
-        def every(rtype: str) -> list[dict]:
-            # page by position (keyset), as the next links do: _offset stops at limits.MAX_OFFSET
-            out, position = [], []
-            while True:
-                query = parse_search(rtype, [("_count", "500"), *position], load_registry())
-                page = store.search(query)
-                out.extend(orjson.loads(e.json) if hasattr(e, "json") else orjson.loads(e) for e in page.entries)
-                if page.next_cursor is None:
-                    return out
-                position = [("_cursor", encode_cursor(page.next_cursor))]
-
-        studies = sorted(every("ResearchStudy"), key=lambda r: r["id"])
-        members: dict[str, list[dict]] = {s["id"]: [] for s in studies}
-        for rtype in order[1:]:
-            for r in every(rtype):
-                owner = next((sid for sid in _prefixes(r["id"]) if sid in members), None)
-                if owner is not None:
-                    members[owner].append(r)
-        for study in studies:
-            rest = sorted(members[study["id"]], key=lambda r: (order.index(r["resourceType"]), _natural(r["id"])))
-            yield [_without_server_meta(r) for r in [study, *rest]]
-    finally:
-        store.close()
-
-
-def _prefixes(rid: str) -> list[str]:
-    parts = rid.split("-")
-    return ["-".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
-
-
-def _natural(text: str) -> list:
-    import re
-
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
-
-
-def _without_server_meta(resource: dict) -> dict:
-    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
-    out = {k: v for k, v in resource.items() if k != "meta"}
-    return {"resourceType": out.pop("resourceType"), "id": out.pop("id"), **({"meta": meta} if meta else {}), **out}

@@ -4,10 +4,14 @@ A trial is its ResearchStudy with the resources whose ids hang off it (``<study 
 :mod:`fhirstudy.mappers.ids`), ResearchStudy first, then PlanDefinition, EvidenceVariable,
 Location, Provenance (each type by natural id order), without the server's ``meta.versionId`` and
 ``meta.lastUpdated``.  Studies come by id, :data:`PAGE_STUDIES` per search; the members of a page
-come with it through ``_include`` of the study's references and ``_revinclude`` of the Provenance
-pointing at it, so memory holds one page, not the store.  Where a page's includes reach the
-store's cap (:data:`fhirstudy.store.sql.MAX_INCLUDED`), that page's studies are read one by one
-(references read by id, Provenance searched by target, paged), so nothing is cut off.
+come with it through ``_include`` of the study's references, ``_revinclude`` of the Provenance
+pointing at it and ``_include:iterate`` of that Provenance's targets (the Provenance names every
+resource converted from the trial's record, so a resource type added in
+``mappings/resource-types.json`` comes along without a change here), so memory holds one page,
+not the store.  The types and their order are :data:`fhirstudy.mappers.RESOURCE_ORDER`.  Where a
+page's includes reach the store's cap (:data:`fhirstudy.store.sql.MAX_INCLUDED`), that page's
+studies are read one by one (Provenance searched by target, paged; references read by id), so
+nothing is cut off.
 
 A member only the id prefix ties to its study (no reference from the study, no Provenance target)
 is not found; the converter never writes one.
@@ -19,15 +23,16 @@ from collections.abc import Iterable, Iterator
 
 import orjson
 
+from ..mappers import RESOURCE_ORDER
 from ..search import Registry
 from ..service import SearchService
 from ..store.sql import MAX_INCLUDED
 
-ORDER = ("ResearchStudy", "PlanDefinition", "EvidenceVariable", "Location", "Provenance")
+ORDER = RESOURCE_ORDER
 PAGE_STUDIES = 50
 INCLUDES = (("_include", "ResearchStudy:protocol"), ("_include", "ResearchStudy:site"),
             ("_include", "ResearchStudy:eligibility"), ("_include", "ResearchStudy:outcome-measure"),
-            ("_revinclude", "Provenance:target"))
+            ("_revinclude", "Provenance:target"), ("_include:iterate", "Provenance:target"))
 
 
 def stored_trials(repository, registry: Registry | None = None, page_studies: int = PAGE_STUDIES) -> Iterator[list[dict]]:
@@ -56,16 +61,17 @@ def _trials(studies: list[dict], members: Iterable[dict]) -> Iterator[list[dict]
 
 
 def _members_of(service: SearchService, repository, study: dict) -> Iterator[dict]:
-    """The members of one study without ``_include``: its references read by id, its Provenance
-    searched by target (all pages)."""
-    for ref in sorted(set(_references(study))):
+    """The members of one study without ``_include``: its Provenance searched by target (all pages),
+    and the study's and the Provenance's references read by id."""
+    provenances = [orjson.loads(e.json) for page in service.pages("Provenance", [("target", f"ResearchStudy/{study['id']}")])
+                   for e in page.entries]
+    yield from provenances
+    for ref in sorted(set(_references(study)) | {r for p in provenances for r in _references(p)}):
         rtype, _, rid = ref.partition("/")
         if rtype in ORDER[1:] and rid:
             body = repository.read(rtype, rid)
             if body is not None:
                 yield orjson.loads(body)
-    for page in service.pages("Provenance", [("target", f"ResearchStudy/{study['id']}")]):
-        yield from (orjson.loads(e.json) for e in page.entries)
 
 
 def _references(node) -> Iterator[str]:
