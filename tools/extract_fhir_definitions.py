@@ -1,4 +1,4 @@
-"""Extract what fhirstudy needs from the official FHIR R5 package into mappings/.
+"""Extract what fhirstudy needs from the official FHIR R5 package into fhirstudy/mappings/.
 
 Reads the npm package ``hl7.fhir.r5.core@5.0.0`` (install it with
 ``npm pack hl7.fhir.r5.core@5.0.0`` or point ``--package`` at an unpacked copy, such as the one the
@@ -25,11 +25,9 @@ import argparse
 import json
 from pathlib import Path
 
-SERVED_TYPES = [
-    "ResearchStudy", "PlanDefinition", "EvidenceVariable", "Group", "Location", "Organization",
-    "Practitioner", "CodeSystem", "Provenance",
-]
-VALIDATED_TYPES = SERVED_TYPES + ["Bundle"]
+from fhirstudy.search.registry import SERVED_TYPES  # the types of fhirstudy/mappings/resource-types.json
+
+VALIDATED_TYPES = [*SERVED_TYPES, "Bundle"]
 DATATYPES = [
     "Element", "BackboneElement", "Extension", "Narrative", "Meta", "Identifier", "HumanName",
     "Address", "ContactPoint", "ContactDetail", "CodeableConcept", "CodeableReference", "Coding",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from fhirstudy.search.fhirpath import _elements as element_definitions
+from fhirstudy.search.fhirpath.elements import elements as element_definitions
 
 SUBSETTED_TAG = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
                  "display": "As requested, resource is not fully detailed"}

@@ -30,7 +30,7 @@ from fhirstudy.server.outcome import handle_error
 from fhirstudy.server.routes import base_url, get_store, require_served
 from fhirstudy.server.write import fhir_response, negotiate, pretty, version_headers
 from fhirstudy.store import HistoryEntry, HistoryPage
-from fhirstudy.store.sql import HISTORY_COUNT
+from fhirstudy.store.repository import HISTORY_COUNT
 
 bp = Blueprint("fhir_history", __name__)
 bp.before_request(negotiate)

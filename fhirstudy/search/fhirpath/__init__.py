@@ -27,7 +27,5 @@ from fhirstudy.search.fhirpath.expression import Expression, compile_expression,
 from fhirstudy.search.fhirpath.nodes import Evaluator, Item, UnsupportedExpression
 from fhirstudy.search.fhirpath.parser import string_literal
 
-_elements = elements  # the name fhirstudy.search.subset imports
-
 __all__ = ["ELEMENTS_FILE", "Evaluator", "Expression", "Item", "UnsupportedExpression", "compile_expression",
            "elements", "first_step", "split_union", "string_literal"]
