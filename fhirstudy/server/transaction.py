@@ -92,7 +92,7 @@ def _matches(tx: Tx, rtype: str, criteria: list[tuple[str, str]], what: str) -> 
     """The one id matching ``criteria``, None for none, PreconditionFailed for several."""
     if not criteria:
         raise InvalidRequest(f"{what} has no search criteria", expression=what)
-    ids = tx.match(parse_search(rtype, criteria, tx.store.registry), limit=2)
+    ids = tx.match(parse_search(rtype, criteria, tx.registry), limit=2)
     if len(ids) > 1:
         raise PreconditionFailed(f"{what} {urlencode(criteria)} matches more than one {rtype}",
                                  expression=what)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from fhirstudy.search.query import SearchQuery
+from fhirstudy.search.registry import Registry
 
 HISTORY_COUNT = 50  # history entries per page unless asked otherwise
 T = TypeVar("T")
@@ -113,7 +114,10 @@ class SearchResult:
 @runtime_checkable
 class Transaction(Protocol):
     """Reads and writes inside one database transaction; every version written in it gets the
-    same lastUpdated.  What :meth:`head` read stays locked until the transaction ends."""
+    same lastUpdated.  What :meth:`head` read stays locked until the transaction ends.
+    ``registry`` is the store's: conditional criteria are parsed against it for :meth:`match`."""
+
+    registry: Registry
 
     def head(self, rtype: str, rid: str) -> Head | None:
         """The current version of ``rtype/rid`` (locked), deleted or not; None if never stored."""

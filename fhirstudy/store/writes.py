@@ -36,6 +36,7 @@ class Tx:
 
     def __init__(self, indexer: Indexer, conn: sa.Connection, now: str):
         self.indexer = indexer
+        self.registry = indexer.registry  # what conditional criteria are parsed against
         self.conn = conn
         self.now = now
         self.written: set[int] = set()  # primary keys of the resources this transaction changed
