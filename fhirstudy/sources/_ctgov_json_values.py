@@ -56,24 +56,22 @@ class StudyValues:
         path = node.node(key).path
         self.problems.append(error(f"{path}: {quote(value)} is {json_type(value)}, expected {expected}", field))
 
-    def text(self, node: Fields, key: str, field: str) -> str | None:
+    def _string(self, node: Fields, key: str, field: str) -> str | None:
+        """The string at ``key``; None (and a problem when it is something else) otherwise."""
         value = take(node, key)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            self._wrong(node, key, value, "text", field)
-            return None
-        return _ctgov.text(value)
+        if value is None or isinstance(value, str):
+            return value
+        self._wrong(node, key, value, "text", field)
+        return None
+
+    def text(self, node: Fields, key: str, field: str) -> str | None:
+        value = self._string(node, key, field)
+        return None if value is None else _ctgov.text(value)
 
     def code(self, node: Fields, key: str, field: str) -> str | None:
         """An enumerated value, as given (the Trial schema checks the values it knows)."""
-        value = take(node, key)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            self._wrong(node, key, value, "text", field)
-            return None
-        return value.strip() or None
+        value = self._string(node, key, field)
+        return None if value is None else (value.strip() or None)
 
     def flag(self, node: Fields, key: str, field: str) -> bool | None:
         value = take(node, key)
