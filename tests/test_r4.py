@@ -69,12 +69,39 @@ def test_r4_shape_is_faithful(all_trials):
             group = next(r for r in r4 if r["resourceType"] == "Group")
             assert study["enrollment"] == [{"reference": f"Group/{group['id']}", "display": "Eligible participants"}]
             eligibility = next(r for r in trial if r["id"] == r5["recruitment"]["eligibility"]["reference"].split("/")[1])
-            assert len(group.get("characteristic", [])) == len(eligibility.get("characteristic", []))
+            assert len(group.get("characteristic", [])) == sum(map(_r4_count, eligibility.get("characteristic", [])))
         if any(p.get("role", {}).get("coding", [{}])[0].get("code") == "lead-sponsor" for p in r5.get("associatedParty", [])):
             assert study["sponsor"]["reference"] == f"Organization/{r5['id']}-sponsor"
         provenance = r4[-1]
         assert provenance["resourceType"] == "Provenance" and provenance["recorded"]
         assert len(provenance["target"]) == len(r4) - 1
+
+
+def _r4_count(c: dict) -> int:
+    """How many R4 Group characteristics one R5 characteristic becomes: the items of an inclusion
+    all-of or an exclusion any-of each stand alone (both mean "every one of them must hold")."""
+    combination = c.get("definitionByCombination")
+    if combination and combination["code"] == ("any-of" if c["exclude"] else "all-of"):
+        return len(combination["characteristic"])
+    return 1
+
+
+@pytest.mark.parametrize(("exclude", "code", "flattened"), [
+    (False, "all-of", True), (True, "any-of", True), (False, "any-of", False), (True, "all-of", False)])
+def test_r4_group_flattens_combinations_only_where_meaning_is_kept(exclude, code, flattened):
+    ev = {"resourceType": "EvidenceVariable", "id": "x-eligibility", "status": "active", "characteristic": [
+        {"linkId": "inclusion-1", "description": "Organ function:", "exclude": exclude,
+         "definitionByCombination": {"code": code, "characteristic": [
+             {"linkId": "inclusion-1.1", "description": "ANC >= 1.5", "definitionCodeableConcept": {"text": "ANC >= 1.5"}},
+             {"linkId": "inclusion-1.2", "description": "Platelets >= 100", "definitionCodeableConcept": {"text": "Platelets >= 100"}}]}}]}
+    study = {"resourceType": "ResearchStudy", "id": "x", "status": "active",
+             "recruitment": {"eligibility": {"reference": "EvidenceVariable/x-eligibility"}}}
+    [group] = [r for r in to_r4([study, ev]) if r["resourceType"] == "Group"]
+    got = [(c["valueCodeableConcept"]["text"], c["exclude"]) for c in group["characteristic"]]
+    if flattened:
+        assert got == [("ANC >= 1.5", exclude), ("Platelets >= 100", exclude)]
+    else:
+        assert got == [("Organ function: ANC >= 1.5; Platelets >= 100", exclude)]
 
 
 def test_principal_investigator_as_practitioner(all_trials):

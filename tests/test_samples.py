@@ -41,7 +41,8 @@ def _facts(bundle: dict) -> dict:
         res.setdefault(e["resource"]["resourceType"], []).append(e["resource"])
     rs = res["ResearchStudy"][0]
     eligibility = [ev for ev in res.get("EvidenceVariable", []) if ev["id"].endswith("-eligibility")]
-    criteria = [c for c in eligibility[0]["characteristic"] if "definitionCodeableConcept" in c] if eligibility else []
+    criteria = [c for c in eligibility[0]["characteristic"] if c["linkId"].startswith(("inclusion-", "exclusion-"))] \
+        if eligibility else []
     computable = {c["description"] for c in eligibility[0]["characteristic"]
                   if "definitionByTypeAndValue" in c} if eligibility else set()
 
@@ -142,7 +143,15 @@ def test_criteria_notes_and_sub_items(converted):
     assert any(n["text"].startswith("The information listed above") for n in elig["note"])
     [elig] = [e["resource"] for e in bundles["nct03064438"]["entry"] if e["resource"]["id"].endswith("-eligibility")]
     [face] = [c for c in elig["characteristic"] if "following within the specified period" in c["description"]]
-    assert face["description"].endswith("A cutaneous malignancy; 180 days / Experienced a sunburn; 14 days")
+    assert face["description"].endswith("by study participation:") and face["exclude"] is True
+    combination = face["definitionByCombination"]
+    assert combination["code"] == "any-of"  # "any of the following"
+    items = [(c["linkId"], c["description"]) for c in combination["characteristic"]]
+    assert items[0][0] == f"{face['linkId']}.1"
+    assert items[-2:] == [(f"{face['linkId']}.{len(items) - 1}", "A cutaneous malignancy; 180 days"),
+                          (f"{face['linkId']}.{len(items)}", "Experienced a sunburn; 14 days")]
+    ids = [c["linkId"] for c in elig["characteristic"]]
+    assert len(ids) == len(set(ids))
 
 
 def test_unknown_status_is_said(converted):

@@ -134,7 +134,7 @@ def test_seed_002(seed_conversions):
     assert study["recruitment"]["eligibility"]["reference"] == "EvidenceVariable/nct06731140-eligibility"
     [eligibility] = [ev for ev in res["EvidenceVariable"] if ev["id"] == "nct06731140-eligibility"]
     sex = [c for c in eligibility["characteristic"] if "definitionByTypeAndValue" in c]
-    assert sex == [{"description": "Sex: Female", "exclude": False, "definitionByTypeAndValue": {
+    assert sex == [{"linkId": "sex", "description": "Sex: Female", "exclude": False, "definitionByTypeAndValue": {
         "type": {"text": "Sex"}, "valueCodeableConcept": {"coding": [
             {"system": "http://hl7.org/fhir/administrative-gender", "code": "female", "display": "Female"}]}}}]
 

@@ -50,20 +50,62 @@ def _computable(trial: Trial) -> list[dict]:
     out = []
     sex = terminology.coding("sex", trial.sex)
     if sex:
-        out.append({"description": f"Sex: {sex['display']}", "exclude": False,
+        out.append({"linkId": "sex", "description": f"Sex: {sex['display']}", "exclude": False,
                     "definitionByTypeAndValue": {"type": table["sex"]["type"], "valueCodeableConcept": concept(sex)}})
     low, high = _age(trial.minimum_age), _age(trial.maximum_age)
     if low or high:
         words = " to ".join(t for t in (trial.minimum_age, trial.maximum_age) if t and _age(t))
         description = (f"Age {words}" if low and high else
                        f"Age {trial.minimum_age} or older" if low else f"Age up to {trial.maximum_age}")
-        out.append({"description": description, "exclude": False, "definitionByTypeAndValue": {
+        out.append({"linkId": "age", "description": description, "exclude": False, "definitionByTypeAndValue": {
             "type": concept(table["age"]["type"]), "valueRange": compact({"low": low, "high": high})}})
     if trial.healthy_volunteers is not None:
-        out.append({"description": "Accepts healthy volunteers" if trial.healthy_volunteers
+        out.append({"linkId": "healthy-volunteers",
+                    "description": "Accepts healthy volunteers" if trial.healthy_volunteers
                     else "Does not accept healthy volunteers", "exclude": False,
                     "definitionByTypeAndValue": {"type": table["healthyVolunteers"]["type"],
                                                  "valueBoolean": trial.healthy_volunteers}})
+    return out
+
+
+def _definition(text: str) -> dict:
+    """What a criterion's text says, as a characteristic's definition (text only for now)."""
+    return {"definitionCodeableConcept": {"text": text}}
+
+
+def _combination(criterion) -> str:
+    """all-of or any-of for a criterion's items, by its wording ("any of the following") or, without
+    a cue, by its side (``eligibility-cues.json`` ``combination``)."""
+    table = terminology.load_mapping("eligibility-cues.json")["combination"]
+    for code in ("any-of", "all-of"):
+        if re.search(table[code], criterion.text, re.IGNORECASE):
+            return code
+    return table["default"]["exclusion" if criterion.exclude else "inclusion"]
+
+
+def _criterion(criterion, link_id: str) -> dict:
+    """One criterion as a characteristic: its text, side and stable ``linkId`` (side and place:
+    "inclusion-3"); a sub-list becomes a ``definitionByCombination`` of one characteristic per item
+    ("inclusion-3.1" ...). A criterion of a qualified block ("Stage 1") says the qualifier first."""
+    description = f"{criterion.qualifier}: {criterion.text}" if criterion.qualifier else criterion.text
+    out = {"linkId": link_id, "description": description, "exclude": criterion.exclude}
+    if criterion.items:
+        out["definitionByCombination"] = {"code": _combination(criterion), "characteristic": [
+            {"linkId": f"{link_id}.{n}", "description": item, **_definition(item)}
+            for n, item in enumerate(criterion.items, start=1)]}
+    else:
+        out.update(_definition(criterion.text))
+    return out
+
+
+def _criteria(trial: Trial) -> list[dict]:
+    counters = {False: 0, True: 0}
+    out = []
+    for c in trial.criteria:
+        if c.note:
+            continue
+        counters[c.exclude] += 1
+        out.append(_criterion(c, f"{'exclusion' if c.exclude else 'inclusion'}-{counters[c.exclude]}"))
     return out
 
 
@@ -82,10 +124,7 @@ def _eligibility(trial: Trial, sid: str) -> dict:
         "note": [{"text": n} for n in notes if n] + [{"text": c.text} for c in trial.criteria if c.note],
         "actual": False,
         "relatedArtifact": [{"type": "documentation", "resourceReference": reference("ResearchStudy", sid)}],
-        "characteristic": _computable(trial) + [
-            {"description": c.text, "definitionCodeableConcept": {"text": c.text}, "exclude": c.exclude}
-            for c in trial.criteria if not c.note
-        ],
+        "characteristic": _computable(trial) + _criteria(trial),
     })
 
 
@@ -107,6 +146,13 @@ def map_trial(trial: Trial) -> list[dict]:
     return out
 
 
+def _r4_text(characteristic: dict) -> str:
+    """A characteristic in words, its combination's items after it (R4 has no nesting)."""
+    parts = (characteristic.get("definitionByCombination") or {}).get("characteristic", [])
+    words = "; ".join(p.get("description") or "" for p in parts if p.get("description"))
+    return f"{characteristic.get('description')} {words}" if words else characteristic.get("description")
+
+
 def to_r4(ev: dict, context: R4Context | None = None) -> dict:
     """R5 EvidenceVariable -> R4 (``definitionByTypeAndValue`` and ``timeFromEvent`` as extensions,
     each characteristic keeping a CodeableConcept definition; ``actual`` as an extension)."""
@@ -123,7 +169,7 @@ def to_r4(ev: dict, context: R4Context | None = None) -> dict:
         characteristics.append(compact({
             "extension": extensions,
             "description": c.get("description"),
-            "definitionCodeableConcept": c.get("definitionCodeableConcept") or {"text": c.get("description")},
+            "definitionCodeableConcept": c.get("definitionCodeableConcept") or {"text": _r4_text(c)},
             "exclude": c.get("exclude"),
         }))
     if not characteristics:  # R4 needs one: the study population in words

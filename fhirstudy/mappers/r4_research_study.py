@@ -55,20 +55,34 @@ def _investigator(study: dict, sid: str, meta: dict) -> tuple[dict | None, str |
                     "telecom": person.get("telecom") if person else None}), display
 
 
+def _group_characteristics(c: dict, exclude: bool) -> list[dict]:
+    """An R5 eligibility characteristic as R4 Group characteristics, which all must hold. A
+    combination is flattened only where that keeps its meaning: the items of an inclusion
+    ``all-of`` each must hold, and each item of an exclusion ``any-of`` excludes (not (A or B) is
+    (not A) and (not B)). Any other combination stays one characteristic, in words."""
+    by_value = c.get("definitionByTypeAndValue")
+    if by_value:
+        kind = next(k for k in by_value if k.startswith("value"))
+        return [{"code": concepts(by_value["type"]), kind: concepts(by_value[kind]), "exclude": exclude}]
+    combination = c.get("definitionByCombination")
+    if combination and combination["code"] == ("any-of" if exclude else "all-of"):
+        return [g for part in combination["characteristic"] for g in _group_characteristics(part, exclude)]
+    text = c.get("definitionCodeableConcept") or {"text": _words(c)}
+    return [{"code": {"text": "Exclusion criterion" if exclude else "Inclusion criterion"},
+             "valueCodeableConcept": text, "exclude": exclude}]
+
+
+def _words(c: dict) -> str:
+    parts = (c.get("definitionByCombination") or {}).get("characteristic", [])
+    items = "; ".join(p["description"] for p in parts if p.get("description"))
+    return f"{c.get('description')} {items}" if items else c.get("description") or ""
+
+
 def _group(study: dict, eligibility: dict | None, sid: str) -> dict:
     """The enrollment Group: who may take part (the eligibility characteristics), not members."""
     characteristics = []
     for c in (eligibility or {}).get("characteristic", []):
-        by_value = c.get("definitionByTypeAndValue")
-        if by_value:
-            kind = next(k for k in by_value if k.startswith("value"))
-            characteristics.append({"code": concepts(by_value["type"]), kind: concepts(by_value[kind]),
-                                    "exclude": bool(c.get("exclude", False))})
-        elif "definitionCodeableConcept" in c:
-            characteristics.append({
-                "code": {"text": "Exclusion criterion" if c.get("exclude") else "Inclusion criterion"},
-                "valueCodeableConcept": c["definitionCodeableConcept"],
-                "exclude": bool(c.get("exclude", False))})
+        characteristics += _group_characteristics(c, bool(c.get("exclude", False)))
     recruitment = study.get("recruitment") or {}
     return compact({
         "resourceType": "Group",

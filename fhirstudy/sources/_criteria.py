@@ -1,29 +1,27 @@
 """Splitting a registry's eligibility-criteria text into single criteria, inclusion or exclusion.
 
-ClinicalTrials.gov writes the criteria as one text: headings ("Inclusion Criteria:", "Key Exclusion
-Criteria:", "Eligibility criteria:" / "Exclusion criteria:"), optional sub-headings ("For parent
-participants:"), and bullets (``*``, ``-``, ``•``, ``1.``, ``a)``) whose lines may wrap (the legacy
-XML indents continuation lines). Each bullet, and each free paragraph, is one criterion; a
-sub-heading is kept as the criterion's prefix so its meaning survives ("For parent participants:
-Proficient in spoken English or Hindi"). A bullet indented under another (a sub-list) belongs
-to the criterion above it. A paragraph about the list itself ("The information listed above is
-not intended to contain all considerations...") is kept as a note, not a criterion. Markdown
-escapes (``\\>``) are undone.
+ClinicalTrials.gov writes the criteria as one text: headings (``_headings``: "Inclusion Criteria:",
+"Key Exclusion Criteria", "Exclusion Criteria for Stage 1", "Participants are not eligible if:"),
+optional sub-headings ("For parent participants:"), and bullets (``*``, ``-``, ``•``, ``1.``,
+``a)``) whose lines may wrap (the legacy XML indents continuation lines). Each bullet, and each free
+paragraph, is one criterion; it keeps the side (inclusion or exclusion) of the block it is in and
+the block's qualifier ("Stage 1"), so a stage-specific criterion is not read as applying to
+everyone. A sub-heading is kept as the criterion's prefix so its meaning survives ("For parent
+participants: Proficient in spoken English or Hindi"). Bullets indented under another (a sub-list)
+are the ``items`` of the criterion above them. A paragraph about the list itself ("Other
+protocol-defined criteria may apply") is kept as a note, not a criterion. Markdown escapes
+(``\\>``) are undone. Where the blocks cannot be told apart with confidence, a warning names the
+line: nothing is guessed silently.
 """
 from __future__ import annotations
 
 import re
 
 from ..errors import Problem
+from ._headings import doubtful, heading, is_note
 
 _ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
-_HEADING = re.compile(
-    r"^\s*(?:key\s+|main\s+|general\s+)?(?P<kind>inclusion|exclusion|eligibility)(?:\s+criteria)?\s*[:：]?\s*$",
-    re.IGNORECASE)
 _SUBHEADING = re.compile(r"^\s*(?P<text>[^*•\-–\d].{0,118}?[:：])\s*$")
-# Text in a criteria list that is about the list, not a criterion of it.
-_NOTE = re.compile(r"^\s*(note\s*[:：]|the (information|criteria) listed above\b|\(?not all (inclusion|exclusion)\b)",
-                   re.IGNORECASE)
 _BULLET = re.compile(r"^(?P<indent>\s*)(?:[*•\-–·]|\d{1,3}[.)]|[a-zA-Z][.)]|\(\d{1,3}\)|\([a-zA-Z]\))\s+")
 
 
@@ -31,65 +29,105 @@ def _clean(text: str) -> str:
     return " ".join(_ESCAPE.sub(r"\1", text).split())
 
 
-def split_criteria(text: str | None) -> tuple[list[dict], list[Problem]]:
-    """The criteria of an eligibility text as ``{"text", "exclude"}`` dicts, in order, and the
-    problems found (a warning when no inclusion/exclusion heading tells which is which)."""
-    if not text or not text.strip():
-        return [], []
-    criteria: list[dict] = []
-    problems: list[Problem] = []
-    exclude = False
-    saw_heading = False
-    sub: str | None = None
-    current: list[str] | None = None
-    top_indent: int | None = None  # indent of the list's own bullets; deeper ones are sub-items
-    nested = False  # whether `current` is a sub-item of the last criterion
+def _warning(reason: str) -> Problem:
+    return Problem(reason, field="criteria", severity="warning")
 
-    def flush() -> None:
-        nonlocal current, nested
-        if current:
-            body = _clean(" ".join(current))
-            if body and nested and criteria:
-                last = criteria[-1]
-                joiner = " " if last["text"].endswith((":", "：")) else " / "
-                last["text"] = f"{last['text']}{joiner}{body}"
-            elif body and _NOTE.match(body):
-                criteria.append({"text": body, "exclude": False, "note": True})
+
+class _Reader:
+    """The state of one pass over an eligibility text, line by line."""
+
+    def __init__(self) -> None:
+        self.criteria: list[dict] = []
+        self.problems: list[Problem] = []
+        self.exclude = False
+        self.qualifier: str | None = None
+        self.headings: list[tuple[int, str | None]] = []  # (line, kind) of each heading seen
+        self.before_heading = 0  # criteria read before the first heading
+        self.sub: str | None = None
+        self.current: list[str] | None = None
+        self.top_indent: int | None = None  # indent of the list's own bullets; deeper ones are items
+        self.depth = 0  # 0: a criterion; 1: an item of the last one; 2: deeper (joins the last item)
+        self.item_indent = 0
+
+    def flush(self) -> None:
+        if self.current:
+            body = _clean(" ".join(self.current))
+            last = self.criteria[-1] if self.criteria else None
+            if body and self.depth and last is not None:
+                items = last.setdefault("items", [])
+                if self.depth > 1 and items:
+                    items[-1] = f"{items[-1]} / {body}"
+                else:
+                    items.append(body)
+            elif body and is_note(body):
+                self.criteria.append({"text": body, "exclude": False, "note": True})
             elif body:
-                criteria.append({"text": f"{sub} {body}" if sub else body, "exclude": exclude})
-        current = None
-        nested = False
+                self.criteria.append({"text": f"{self.sub} {body}" if self.sub else body, "exclude": self.exclude,
+                                      **({"qualifier": self.qualifier} if self.qualifier else {})})
+                if not self.headings:
+                    self.before_heading += 1
+        self.current = None
+        self.depth = 0
 
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+    def line(self, n: int, line: str) -> None:
         if not line.strip():
-            flush()
-            continue
-        heading = _HEADING.match(_ESCAPE.sub(r"\1", line))
-        if heading:
-            flush()
-            saw_heading = True
-            exclude = heading.group("kind").lower() == "exclusion"
-            sub = None
-            top_indent = None
-            continue
+            self.flush()
+            return
+        found = heading(line)
+        if found:
+            self.flush()
+            self.headings.append((n, found.kind))
+            self.exclude = found.kind == "exclusion"
+            self.qualifier = found.qualifier
+            self.sub = None
+            self.top_indent = None
+            return
+        if doubtful(line) and not is_note(line):
+            self.problems.append(_warning(f"line {n}: {_clean(line)[:80]!r} begins like an eligibility heading "
+                                          "but reads as a sentence; kept as text of the block above"))
         bullet = _BULLET.match(line)
         if bullet:
-            flush()
+            self.flush()
             indent = len(bullet.group("indent").expandtabs(4))
-            if top_indent is None or indent < top_indent:
-                top_indent = indent
-            nested = indent > top_indent and bool(criteria) and not criteria[-1].get("note")
-            current = [line[bullet.end():]]
-            continue
-        if current is None and _SUBHEADING.match(line) and not line.strip().endswith("::"):
-            sub = _clean(line)
-            continue
-        if current is None:
-            current = [line]
+            if self.top_indent is None or indent < self.top_indent:
+                self.top_indent = indent
+            last = self.criteria[-1] if self.criteria else None
+            if indent > self.top_indent and last is not None and not last.get("note"):
+                deeper = bool(last.get("items")) and indent > self.item_indent
+                self.depth = 2 if deeper else 1
+                if not deeper:
+                    self.item_indent = indent
+            self.current = [line[bullet.end():]]
+            return
+        if self.current is None and _SUBHEADING.match(line) and not line.strip().endswith("::"):
+            self.sub = _clean(line)
+            return
+        if self.current is None:
+            self.current = [line]
         else:
-            current.append(line)
-    flush()
-    if criteria and not saw_heading:
-        problems.append(Problem("the eligibility text has no Inclusion/Exclusion heading: every criterion "
-                                "was read as an inclusion criterion", field="criteria", severity="warning"))
-    return criteria, problems
+            self.current.append(line)
+
+    def finish(self) -> None:
+        self.flush()
+        real = [c for c in self.criteria if not c.get("note")]
+        if real and not self.headings:
+            self.problems.append(_warning("the eligibility text has no Inclusion/Exclusion heading: every "
+                                          "criterion was read as an inclusion criterion"))
+        elif self.before_heading and self.headings[0][1] == "inclusion":
+            self.problems.append(_warning(
+                f"{self.before_heading} criteria come before the first heading (line {self.headings[0][0]}, "
+                "an inclusion heading): read as inclusion criteria, but the text does not say which they are"))
+
+
+def split_criteria(text: str | None) -> tuple[list[dict], list[Problem]]:
+    """The criteria of an eligibility text as ``{"text", "exclude"}`` dicts (with ``items`` for a
+    sub-list, ``qualifier`` for a qualified block, ``note`` for text about the list), in order,
+    and the problems found (warnings where the text does not say with confidence which side a
+    criterion is on)."""
+    if not text or not text.strip():
+        return [], []
+    reader = _Reader()
+    for n, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
+        reader.line(n, line)
+    reader.finish()
+    return reader.criteria, reader.problems

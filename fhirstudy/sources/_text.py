@@ -10,6 +10,7 @@ import re
 import unicodedata
 from functools import cache
 
+from ._headings import heading
 from ..errors import Problem
 from ..terminology import load_mapping
 from ..trial import INTERVENTION_TYPES
@@ -193,12 +194,10 @@ def _cues() -> tuple[list[re.Pattern], list[re.Pattern]]:
 
 
 def eligibility_label(line: str) -> str | None:
-    """"inclusion" or "exclusion" when the line is a heading such as "Exclusion Criteria:"."""
-    labels = load_mapping("eligibility-cues.json")["labels"]
-    for kind in ("inclusion", "exclusion"):
-        if re.match(labels[kind], line, re.IGNORECASE):
-            return kind
-    return None
+    """"inclusion" or "exclusion" when the line is a heading such as "Exclusion Criteria:"
+    (``_headings``, the same headings the ClinicalTrials.gov readers know)."""
+    found = heading(line)
+    return found.kind if found else None
 
 
 def split_eligibility(criteria: list[str]) -> int | None:

@@ -96,11 +96,16 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Criterion:
-    """One eligibility criterion; ``exclude`` is True for exclusion criteria. ``note`` marks text
-    of the criteria list that is not a criterion (a disclaimer), kept rather than dropped."""
+    """One eligibility criterion; ``exclude`` is True for exclusion criteria. ``items`` are the
+    bullets of its sub-list ("Adequate organ function:" -> "ANC >= 1.5 x 10^9/L", ...).
+    ``qualifier`` is the part of the study its block applies to ("Stage 1", "Cohort B") when the
+    block's heading names one. ``note`` marks text of the criteria list that is not a criterion
+    (a disclaimer), kept rather than dropped."""
 
     text: str = checked(TEXT)
     exclude: bool = False
+    items: tuple[str, ...] = checked(None, each=TEXT, default=())
+    qualifier: str | None = None
     note: bool = False
 
 
