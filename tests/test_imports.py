@@ -33,6 +33,7 @@ MAY_IMPORT = {
     "sources": FOUNDATION | {"trial"},
     "mappers": FOUNDATION | {"trial"},
     "validation": FOUNDATION,
+    "eligibility": {"errors", "terminology", "mappings", "config", "limits"},
     "search": FOUNDATION,
     "store": FOUNDATION | {"search"},
     "service": FOUNDATION | {"search", "store"},
@@ -46,7 +47,8 @@ NO_WEB = {"flask", "werkzeug", "gunicorn", "requests"}
 NO_SQL = {"sqlalchemy", "psycopg", "psycopg2"}
 LIBRARIES_KEPT_OUT = {
     "trial": NO_WEB | NO_SQL, "sources": NO_WEB | NO_SQL, "mappers": NO_WEB | NO_SQL,
-    "validation": NO_WEB | NO_SQL, "search": NO_WEB | NO_SQL, "config": NO_WEB | NO_SQL,
+    "validation": NO_WEB | NO_SQL, "eligibility": NO_WEB | NO_SQL, "search": NO_WEB | NO_SQL,
+    "config": NO_WEB | NO_SQL,
     "store": NO_WEB, "service": NO_WEB,
 }
 SCRIPT = """
