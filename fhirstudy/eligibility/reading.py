@@ -4,10 +4,11 @@ A criterion is split into parts (at ``;``, at a comma before a word, at a senten
 before a new analyte; a lead-in ending in ``:`` is dropped). A part is a fact when it names known
 analytes followed by exactly one value (or a ``>= a and <= b`` pair, read as a range) in a unit the
 analyte accepts, and nothing else in it raises doubt; status analytes (HER2, ER, PR) need
-``positive``/``negative`` right after the name, findings (pregnancy) must stand alone. Any ``or``
-left outside a value makes the whole criterion doubtful, except a second threshold with a condition
-("<= 2.5 x ULN, or <= 5 x ULN with liver metastases"): the first threshold is the fact and the
-second, with its condition, its note.
+``positive``/``negative`` right after the name, findings (pregnancy) must stand alone. An ``or``
+inside a part keeps that part text; a part that begins with ``or`` makes the whole criterion a
+disjunction, so doubtful, except a second threshold with a condition ("<= 2.5 x ULN, or <= 5 x ULN
+with liver metastases"): the first threshold is the fact and the second, with its condition, its
+note.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ _THOUSANDS_DOT = re.compile(r"\d{1,3}\.\d{3}")
 _JOINERS = re.compile(r"^(?:\s|,|/|&|\band\b|\bas\s+well\s+as\b|\bboth\b)*$", re.IGNORECASE)
 _SPLIT = re.compile(r";|,\s*(?=[^\d\s])|\.\s+(?=[A-Za-z])")
 _AND = re.compile(r"\s+and\s+", re.IGNORECASE)
-_OR = re.compile(r"\bor\b", re.IGNORECASE)
+_LEADING_OR = re.compile(r"[\s,;.]*or\b", re.IGNORECASE)
 _PUNCT = re.compile(r"^[\s.,;:()\[\]'\"*-]*$")
 
 
@@ -208,11 +209,10 @@ def read(text: str) -> tuple[Part, ...] | None:
     masked = _blank(t, [(m.start, m.end) for m in mentions])
     masked = MARK.sub(lambda m: " " * len(m.group(0)), masked)
     values = _values(masked, lex)
-    rest = _blank(t, [(v.start, v.end) for v in values] + [(m.start, m.end) for m in mentions])
-    if _OR.search(rest):
-        return None
     parts = []
     for start, end in _split(t, mentions, values, lex):
+        if _LEADING_OR.match(t, start):
+            return None
         pm = [m for m in mentions if start <= m.start < end]
         pv = [v for v in values if start <= v.start < end]
         marks = [int(i) for i in MARK.findall(t[start:end])]
