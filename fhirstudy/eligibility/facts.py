@@ -21,21 +21,37 @@ from fhirstudy.eligibility.lexicon import UCUM, lexicon
 from fhirstudy.eligibility.reading import Fact, Part, read
 
 
-def facts(text: str) -> dict | None:
+def facts(text: str, *, exclude: bool = False) -> dict | None:
     """What ``text`` (one criterion, or one sub-bullet of it) states in FHIR terms, or None when
-    it states nothing checkable without doubt (see the module docstring for the shape)."""
+    it states nothing checkable without doubt (see the module docstring for the shape).
+
+    Several facts are ``all-of``. Pass ``exclude=True`` for an exclusion criterion: there a list
+    ("ALT > 3 x ULN, bilirubin > 2 x ULN") means any of its items (``any-of``), an explicit
+    ``and`` still all of them, and a criterion mixing both is left as text."""
     parts = read(text or "")
     if not parts or not any(p.facts for p in parts):
         return None
     if len(parts) == 1 and len(parts[0].facts) == 1:
         return _characteristic(parts[0].facts[0])
+    code = _combination_code(parts, exclude)
+    if code is None:
+        return None
     items = []
     for part in parts:
         if not part.facts:
             items.append({"description": part.text, "definitionCodeableConcept": {"text": part.text}})
         for fact in part.facts:
             items.append({"description": part.text, **_characteristic(fact)})
-    return {"definitionByCombination": {"code": "all-of", "characteristic": items}}
+    return {"definitionByCombination": {"code": code, "characteristic": items}}
+
+
+def _combination_code(parts: tuple[Part, ...], exclude: bool) -> str | None:
+    if not exclude:
+        return "all-of"
+    joins = {p.joined_by for p in parts[1:]} | ({"and"} if any(len(p.facts) > 1 for p in parts) else set())
+    if joins == {"list"}:
+        return "any-of"
+    return "all-of" if joins <= {"and"} else None
 
 
 def _number(value: float) -> int | float:

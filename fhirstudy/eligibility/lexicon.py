@@ -11,7 +11,7 @@ from fhirstudy.terminology import load_mapping
 
 TABLE = "eligibility-facts.json"
 UCUM = "http://unitsofmeasure.org"
-NUMBER = r"(?<![\w.,])\d+(?:[.,]\d+)*(?![\d])"
+NUMBER = r"(?<![\d.,^*])\d+(?:[.,]\d+)*(?![\d])"
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class Lexicon:
     comparators: tuple        # (code, compiled phrase) in table order
     interpretations: dict     # key -> entry with compiled "pattern" where it has one
     status_filler: re.Pattern
+    filler_words: frozenset   # words a part may hold beside its names and value
+    definition_head: re.Pattern
+    enumerator: re.Pattern
     count_units: frozenset
     replace: tuple            # (written, normal) longest first
 
@@ -94,7 +97,7 @@ def lexicon() -> Lexicon:
     cond = data["conditions"]
     conditional = (rf"(?P<lead>[,;]?\s*\(?\s*(?:or|and)\s+|\(\s*(?:or\s+)?)"
                    rf"(?P<body>(?:{cmp_})\s*{NUMBER}\s*(?:{any_unit})?[^;()]*?(?:{cond})[^;()]*?)(?P<tail>\)|(?=;)|$|(?=\.\s))")
-    restatement = rf"\(\s*(?:(?:{cmp_})\s*)?{NUMBER}\s*(?:{any_unit})\s*\)"
+    restatement = rf"\(\s*(?:or\s+)?(?:(?:{cmp_})\s*)?{NUMBER}\s*(?:{any_unit})\s*\)"
     interpretations = {k: dict(v, pattern=re.compile(v["pattern"], flags)) if "pattern" in v else v
                        for k, v in data["interpretations"].items() if not k.startswith("_")}
     replace = sorted(data["normalise"]["replace"].items(), key=lambda kv: -len(kv[0]))
@@ -116,6 +119,9 @@ def lexicon() -> Lexicon:
                           for code, ps in data["comparators"].items() for p in ps),
         interpretations=interpretations,
         status_filler=re.compile(data["status_filler"], flags),
+        filler_words=frozenset(data["filler_words"].split()),
+        definition_head=re.compile(data["definition_head"], flags),
+        enumerator=re.compile(data["enumerator"], flags),
         count_units=frozenset(data["count_units"]),
         replace=tuple(replace),
     )

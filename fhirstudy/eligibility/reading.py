@@ -19,7 +19,8 @@ from fhirstudy.eligibility.lexicon import Lexicon, lexicon, normalise
 
 MARK = re.compile(r"\s*§(\d+)§\s*")
 _THOUSANDS_DOT = re.compile(r"\d{1,3}\.\d{3}")
-_JOINERS = re.compile(r"^(?:\s|,|/|&|\band\b|\bas\s+well\s+as\b|\bboth\b)*$", re.IGNORECASE)
+_JOINERS = re.compile(r"^(?:\s|,|/|&|\[|\]|\(|\)|\band\b|\bas\s+well\s+as\b|\bboth\b)*$", re.IGNORECASE)
+_WORD = re.compile(r"[a-z]+")
 _SPLIT = re.compile(r";|,\s*(?=[^\d\s])|\.\s+(?=[A-Za-z])")
 _AND = re.compile(r"\s+and\s+", re.IGNORECASE)
 _LEADING_OR = re.compile(r"[\s,;.]*or\b", re.IGNORECASE)
@@ -46,6 +47,7 @@ class Part:
 
     text: str
     facts: tuple[Fact, ...] = ()
+    joined_by: str = ""             # how it follows the part before: "and", "list" (, ; .) or ""
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def _blank(text: str, spans) -> str:
     return "".join(chars)
 
 
-def _split(text: str, mentions: list[_Mention], values: list[_Value], lex: Lexicon) -> list[tuple[int, int]]:
+def _split(text: str, mentions: list[_Mention], values: list[_Value], lex: Lexicon) -> list[tuple[int, int]] | None:
     """Part spans of ``text``: lead-in dropped, split at separators outside values, ``and`` split
     before a new analyte when the left side already has its value, a bare name list merged with the
     part that gives it its value."""
@@ -144,6 +146,8 @@ def _split(text: str, mentions: list[_Mention], values: list[_Value], lex: Lexic
     if (lead := lex.lead_in.match(text)) is not None:
         head = lead.end()
         if not any(m.start < head for m in mentions) and not any(v.start < head for v in values):
+            if lex.doubt_part.search(text[:head]):
+                return None
             begin = head
     cuts = [m for m in _SPLIT.finditer(text, begin)
             if not any(s <= m.start() < e for s, e in inside)]
@@ -210,9 +214,16 @@ def read(text: str) -> tuple[Part, ...] | None:
     masked = MARK.sub(lambda m: " " * len(m.group(0)), masked)
     values = _values(masked, lex)
     parts = []
-    for start, end in _split(t, mentions, values, lex):
+    spans = _split(t, mentions, values, lex)
+    if spans is None:
+        return None
+    previous = None
+    for start, end in spans:
         if _LEADING_OR.match(t, start):
             return None
+        joined_by = "" if previous is None else ("and" if re.search(r"\band\b", t[previous:start], re.I) else "list")
+        previous = end
+        start = lex.enumerator.match(t, start).end() if start < end else start
         pm = [m for m in mentions if start <= m.start < end]
         pv = [v for v in values if start <= v.start < end]
         marks = [int(i) for i in MARK.findall(t[start:end])]
@@ -222,15 +233,29 @@ def read(text: str) -> tuple[Part, ...] | None:
             note = "; ".join(notes[i] for i in marks)
             found = tuple(Fact(**{**f.__dict__, "note": note}) for f in found)
         if found or pm or pv or not _PUNCT.match(description):
-            parts.append(Part(description, found or ()))
+            parts.append(Part(description, found or (), joined_by if parts else ""))
     return tuple(parts)
 
 
 def _residual_ok(text: str, start: int, end: int, spans, lex: Lexicon) -> bool:
-    rest = _blank(text, spans)[start:end]
-    rest = MARK.sub(" ", rest)
-    rest = lex.connectors.sub(" ", rest)
-    return not lex.doubt_part.search(rest)
+    """Nothing doubtful left beside the names and the value, and every other word a filler word,
+    except the term a definition defines: "Anemia (hemoglobin < 10 g/dL)", "renal impairment defined
+    as eGFR < 30 ...", whose words are only checked for doubt."""
+    rest = MARK.sub(lambda m: " " * len(m.group(0)), _blank(text, spans)[start:end])
+    rest = lex.connectors.sub(lambda m: " " * len(m.group(0)), rest)
+    if lex.doubt_part.search(rest):
+        return False
+    first = min(s for s, _ in spans) - start
+    last = max(e for _, e in spans) - start
+    head = rest[:first]
+    if (d := lex.definition_head.match(head)) is not None:
+        rest = " " * d.end() + rest[d.end():]
+    else:
+        open_ = head.rfind("(")
+        if open_ >= 0 and ")" not in head[open_:] and ")" in rest[last:]:
+            close = last + rest[last:].index(")")
+            rest = " " * (open_ + 1) + rest[open_ + 1:close] + " " * (len(rest) - close)
+    return all(w in lex.filler_words for w in _WORD.findall(rest.lower()))
 
 
 def _read_part(t, start, end, pm, pv, lex: Lexicon) -> tuple[Fact, ...] | None:
