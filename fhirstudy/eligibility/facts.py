@@ -28,7 +28,7 @@ def facts(text: str, *, exclude: bool = False) -> dict | None:
     Several facts are ``all-of``. Pass ``exclude=True`` for an exclusion criterion: there a list
     ("ALT > 3 x ULN, bilirubin > 2 x ULN") means any of its items (``any-of``), an explicit
     ``and`` still all of them, and a criterion mixing both is left as text."""
-    parts = read(text or "")
+    parts = read(text or "", exclude)
     if not parts or not any(p.facts for p in parts):
         return None
     if len(parts) == 1 and len(parts[0].facts) == 1:
@@ -40,15 +40,18 @@ def facts(text: str, *, exclude: bool = False) -> dict | None:
     for part in parts:
         if not part.facts:
             items.append({"description": part.text, "definitionCodeableConcept": {"text": part.text}})
-        for fact in part.facts:
-            items.append({"description": part.text, **_characteristic(fact)})
+        elif code == "any-of" and len(part.facts) > 1:   # "AST and ALT > 3 x ULN" in a list of exclusions
+            items.append({"description": part.text, "definitionByCombination": {"code": "all-of", "characteristic": [
+                {"description": part.text, **_characteristic(f)} for f in part.facts]}})
+        else:
+            items.extend({"description": part.text, **_characteristic(f)} for f in part.facts)
     return {"definitionByCombination": {"code": code, "characteristic": items}}
 
 
 def _combination_code(parts: tuple[Part, ...], exclude: bool) -> str | None:
     if not exclude:
         return "all-of"
-    joins = {p.joined_by for p in parts[1:]} | ({"and"} if any(len(p.facts) > 1 for p in parts) else set())
+    joins = {p.joined_by for p in parts[1:]}
     if joins == {"list"}:
         return "any-of"
     return "all-of" if joins <= {"and"} else None

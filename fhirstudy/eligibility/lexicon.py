@@ -30,6 +30,7 @@ class Lexicon:
     doubt_part: re.Pattern
     connectors: re.Pattern
     lead_in: re.Pattern
+    lead_in_doubt: re.Pattern  # a lead-in naming a subgroup ("Adolescent participants:") dooms the criterion
     comparators: tuple        # (code, compiled phrase) in table order
     interpretations: dict     # key -> entry with compiled "pattern" where it has one
     status_filler: re.Pattern
@@ -115,6 +116,7 @@ def lexicon() -> Lexicon:
         doubt_part=re.compile(_alternation(data["doubt"]["part"]), flags),
         connectors=re.compile(data["connectors"], flags),
         lead_in=re.compile(data["lead_in"], flags),
+        lead_in_doubt=re.compile(data["lead_in_doubt"], flags),
         comparators=tuple((code, re.compile(rf"^(?:{p})$", flags))
                           for code, ps in data["comparators"].items() for p in ps),
         interpretations=interpretations,

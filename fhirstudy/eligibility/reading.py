@@ -105,11 +105,13 @@ def _values(masked: str, lex: Lexicon) -> list[_Value]:
         elif (u := lex.unit_after.match(masked, end)) is not None:
             unit = lex.units[int(u.lastgroup[1:])][0]
             end = u.end()
-        if kind == "single":
-            for code, pattern in lex.postfix:
-                if (p := pattern.match(masked, end)) is not None:
+        for code, pattern in lex.postfix:
+            if (p := pattern.match(masked, end)) is not None:
+                if kind == "single":
                     kind, comparator, end = "cmp", code, p.end()
-                    break
+                elif kind == "cmp" and comparator == code:   # ">= 5.7% or higher" says it twice
+                    end = p.end()
+                break
         out.append(_Value(m.start(), end, kind, comparator, numbers, unit, bare))
         pos = max(end, m.start() + 1)
     return out
@@ -146,7 +148,7 @@ def _split(text: str, mentions: list[_Mention], values: list[_Value], lex: Lexic
     if (lead := lex.lead_in.match(text)) is not None:
         head = lead.end()
         if not any(m.start < head for m in mentions) and not any(v.start < head for v in values):
-            if lex.doubt_part.search(text[:head]):
+            if lex.lead_in_doubt.search(text[:head]):
                 return None
             begin = head
     cuts = [m for m in _SPLIT.finditer(text, begin)
@@ -191,9 +193,10 @@ def _split_and(text, start, end, mentions, values, lex: Lexicon) -> list[tuple[i
     return out
 
 
-def read(text: str) -> tuple[Part, ...] | None:
+def read(text: str, exclude: bool = False) -> tuple[Part, ...] | None:
     """The parts of a criterion and the facts each states, or None when the criterion as a whole is
-    in doubt (an exception, an ``or`` between things, ``and/or`` ...)."""
+    in doubt (an exception, an ``or`` between parts, ``and/or`` ...). In an exclusion criterion a
+    list is a disjunction anyway, so ``, or`` before its last item is read as a list joint."""
     lex = lexicon()
     t = normalise(text, lex)
     if lex.doubt_criterion.search(t):
@@ -219,8 +222,11 @@ def read(text: str) -> tuple[Part, ...] | None:
         return None
     previous = None
     for start, end in spans:
-        if _LEADING_OR.match(t, start):
+        leading_or = _LEADING_OR.match(t, start)
+        if leading_or and not (exclude and previous is not None):
             return None
+        if leading_or:
+            start = leading_or.end()
         joined_by = "" if previous is None else ("and" if re.search(r"\band\b", t[previous:start], re.I) else "list")
         previous = end
         start = lex.enumerator.match(t, start).end() if start < end else start
@@ -273,26 +279,32 @@ def _read_part(t, start, end, pm, pv, lex: Lexicon) -> tuple[Fact, ...] | None:
             return None
     if lex.doubt_part.search(lex.connectors.sub(" ", t[pm[-1].end:pv[0].start])):
         return None
-    value = _one_value(t, pv)
-    if value is None:
+    chosen = _the_values(t, pv)
+    if chosen is None:
         return None
     spans = [(m.start, m.end) for m in pm] + [(v.start, v.end) for v in pv]
     if not _residual_ok(t, start, end, spans, lex):
         return None
     keys = list(dict.fromkeys(m.key for m in pm))
-    facts = tuple(_fact(lex.analytes[k], value, lex) for k in keys)
+    if len(chosen) > 1 and len(keys) > 1:
+        return None
+    facts = tuple(_fact(lex.analytes[k], value, lex) for k in keys for value in chosen)
     return facts if all(facts) else None
 
 
-def _one_value(t, pv: list[_Value]) -> _Value | None:
-    """The part's value: one value, or ``>= a and <= b`` as one inclusive range."""
+def _the_values(t, pv: list[_Value]) -> list[_Value] | None:
+    """The part's values: one value; or a lower and an upper bound (``>= a and <= b``, ``> a < b``),
+    one inclusive range when both are inclusive, else both bounds as two facts (all of them)."""
     if len(pv) == 1:
-        return pv[0]
+        return pv
     if len(pv) == 2:
         a, b = pv
-        if (a.kind == b.kind == "cmp" and a.comparator == ">=" and b.comparator == "<="
-                and re.fullmatch(r"\s*and\s*", t[a.end:b.start]) and (a.unit is None or b.unit is None or a.unit == b.unit)):
-            return _Value(a.start, b.end, "between", None, (a.numbers[0], b.numbers[0]), b.unit or a.unit)
+        if (a.kind == b.kind == "cmp" and a.comparator in (">=", ">") and b.comparator in ("<=", "<")
+                and re.fullmatch(r"\s*(?:and\s*)?", t[a.end:b.start]) and (a.unit is None or b.unit is None or a.unit == b.unit)):
+            unit = b.unit or a.unit
+            if a.comparator == ">=" and b.comparator == "<=":
+                return [_Value(a.start, b.end, "between", None, (a.numbers[0], b.numbers[0]), unit)]
+            return [_Value(a.start, a.end, "cmp", a.comparator, a.numbers, unit), _Value(b.start, b.end, "cmp", b.comparator, b.numbers, unit)]
     return None
 
 
