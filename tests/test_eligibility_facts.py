@@ -132,7 +132,7 @@ CODED = [
     ("HER2-negative", "her2", "negative", "LA6577-6"), ("HER2 positive recurrent or metastasis breast cancer.", "her2", "positive", "LA6576-8"),
     ("HER2+ metastatic breast cancer", "her2", "positive", "LA6576-8"), ("ER-positive", "er", "positive", "LA6576-8"),
     ("Progesterone receptor negative", "pr", "negative", "LA6577-6"), ("Pregnant women", "pregnancy", "present", "52101004"),
-    ("Pregnancy", "pregnancy", "present", "52101004"),
+    ("Pregnancy", "pregnancy", "present", "52101004"), ("Known brain metastases", "brain_metastases", "present", "52101004"),
 ]
 
 
@@ -214,6 +214,9 @@ TRAPS = [
     "Platelet count ≥ 1.500/mm3",                                      # thousands dot or decimal point?
     "Blood routine examination standards should be met: (no blood transfusion within 14 days) A. HB > 90 g/L; B. ANC > 1.5 * 109/L",
     "Symptomatic, untreated, or actively progressing CNS metastases",
+    "Untreated brain metastases",                                      # 'present' would exclude treated ones too
+    "Treated and stable brain metastases are allowed",
+    "Known CNS metastases",                                            # CNS is more than the brain of the code
     "Systolic blood pressure ≥130 mmHg OR diastolic blood pressure ≥80 mmHg",
 ]
 
