@@ -68,6 +68,8 @@ UNITS = [
     ("BMI ≥ 30 kg/m2", "bmi", 30, "kg/m2"), ("BMI > 30", "bmi", 30, "kg/m2"), ("Systolic blood pressure > 160 mmHg", "sbp", 160, "mm[Hg]"),
     ("Diastolic blood pressure > 100 mmHg", "dbp", 100, "mm[Hg]"), ("Serum albumin ≥ 3.0 g/dL", "albumin", 3, "g/dL"),
     ("INR ≤ 1.5", "inr", 1.5, ""), ("Karnofsky performance status ≥ 70%", "karnofsky", 70, ""),
+    ("Hemoglobin ≥ 9.0 g/dL (5.6 mmol/L)", "hemoglobin", 9, "g/dL"),      # the value again in other units
+    ("ANC ≥ 1500/mm3 (1.5 x 10^9/L)", "anc", 1500, "/mm3"), ("HbA1c above 48mmol/mol (or 6.5%)", "hba1c", 48, "mmol/mol"),
 ]
 
 
@@ -112,7 +114,7 @@ RANGES = [
     ("ECOG performance status score of 0~2", "ecog", 0, 2, ""), ("Karnofsky Performance Status 70-100", "karnofsky", 70, 100, ""),
     ("BMI 18.5-30 kg/m2", "bmi", 18.5, 30, "kg/m2"), ("Body mass index between 18 and 27", "bmi", 18, 27, "kg/m2"),
     ("HbA1c between 7% and 10%", "hba1c", 7, 10, "%"), ("A1c result ≥8.0% and ≤12.0%", "hba1c", 8, 12, "%"),
-    ("BMI ≥18,5 and ≤27,5", "bmi", 18.5, 27.5, "kg/m2"), ("Body mass index (BMI) of 18 to 40 kg/m2", "bmi", 18, 40, "kg/m2"),
+    ("BMI ≥18,5 and ≤27,5", "bmi", 18.5, 27.5, "kg/m2"), ("HbA1c 7.0% to 10.5% (53 to 91 mmol/mol)", "hba1c", 7, 10.5, "%"), ("Body mass index (BMI) of 18 to 40 kg/m2", "bmi", 18, 40, "kg/m2"),
 ]
 
 

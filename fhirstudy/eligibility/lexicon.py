@@ -98,7 +98,7 @@ def lexicon() -> Lexicon:
     cond = data["conditions"]
     conditional = (rf"(?P<lead>[,;]?\s*\(?\s*(?:or|and)\s+|\(\s*(?:or\s+)?)"
                    rf"(?P<body>(?:{cmp_})\s*{NUMBER}\s*(?:{any_unit})?[^;()]*?(?:{cond})[^;()]*?)(?P<tail>\)|(?=;)|$|(?=\.\s))")
-    restatement = rf"\(\s*(?:or\s+)?(?:(?:{cmp_})\s*)?{NUMBER}\s*(?:{any_unit})\s*\)"
+    restatement = rf"\(\s*(?:or\s+)?(?:(?:{cmp_})\s*)?{NUMBER}(?:\s*(?:-|to)\s*{NUMBER})?\s*(?:{any_unit})\s*\)"
     interpretations = {k: dict(v, pattern=re.compile(v["pattern"], flags)) if "pattern" in v else v
                        for k, v in data["interpretations"].items() if not k.startswith("_")}
     replace = sorted(data["normalise"]["replace"].items(), key=lambda kv: -len(kv[0]))
