@@ -17,7 +17,7 @@ annotation code ``{ULN}``; scores (ECOG, Karnofsky) and the INR are quantities w
 """
 from __future__ import annotations
 
-from fhirstudy.eligibility.lexicon import UCUM, lexicon
+from fhirstudy.eligibility.lexicon import lexicon
 from fhirstudy.eligibility.reading import Fact, Part, read
 
 
@@ -67,7 +67,7 @@ def _quantity(value: float, unit: str, comparator: str | None = None) -> dict:
         out["comparator"] = comparator
     if unit:
         display = next(u for code, u in lexicon().units if code == unit)
-        out.update({"unit": display, "system": UCUM, "code": unit})
+        out.update({"unit": display, "system": lexicon().ucum, "code": unit})
     return out
 
 

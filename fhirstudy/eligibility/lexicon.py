@@ -10,7 +10,6 @@ from functools import lru_cache
 from fhirstudy.terminology import load_mapping
 
 TABLE = "eligibility-facts.json"
-UCUM = "http://unitsofmeasure.org"
 NUMBER = r"(?<![\d.,^*])\d+(?:[.,]\d+)*(?![\d])"
 
 
@@ -21,6 +20,7 @@ class Lexicon:
     analytes: dict            # key -> analyte entry of the table
     names: tuple              # (key, compiled name pattern), one per name, "" key = another analyte
     units: tuple              # (code, unit) by group index u0, u1, ...
+    bare_unit: str            # the code of a unit that stands alone for one of it ("<= ULN")
     values: re.Pattern        # the numeric core of one value (see _value_pattern)
     unit_after: re.Pattern    # a unit right after it, group u<i> = units[i]
     postfix: tuple            # (code, compiled phrase after a value: "or greater")
@@ -39,6 +39,7 @@ class Lexicon:
     enumerator: re.Pattern
     count_units: frozenset
     replace: tuple            # (written, normal) longest first
+    ucum: str                 # the UCUM system URL
 
 
 def _alternation(patterns) -> str:
@@ -106,6 +107,7 @@ def lexicon() -> Lexicon:
         analytes={a["key"]: a for a in data["analytes"]},
         names=tuple(names),
         units=unit_groups,
+        bare_unit=next(u["code"] for u in units if u.get("bare")),
         values=re.compile(_value_pattern(data), flags),
         unit_after=re.compile(rf"\s*(?:{_units_alternation(units)})", flags),
         postfix=tuple((code, re.compile(rf"\s*(?:{p})\b", flags))
@@ -126,4 +128,5 @@ def lexicon() -> Lexicon:
         enumerator=re.compile(data["enumerator"], flags),
         count_units=frozenset(data["count_units"]),
         replace=tuple(replace),
+        ucum=data["ucum"],
     )

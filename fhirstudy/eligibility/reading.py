@@ -101,7 +101,7 @@ def _values(masked: str, lex: Lexicon) -> list[_Value]:
             kind, numbers = "single", (m.group("single"),)
         bare = bool(m.group("bare"))
         if bare:
-            unit = "{ULN}"
+            unit = lex.bare_unit
         elif (u := lex.unit_after.match(masked, end)) is not None:
             unit = lex.units[int(u.lastgroup[1:])][0]
             end = u.end()
