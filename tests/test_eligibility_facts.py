@@ -47,6 +47,7 @@ COMPARATORS = [
     ("Total bilirubin no more than 1.5 x ULN", "<=", 1.5), ("Total bilirubin up to 1.5 x ULN", "<=", 1.5),
     ("Hemoglobin greater than or equal to 9 g/dL", ">=", 9), ("Hemoglobin 9 g/dL or more", ">=", 9),
     ("Creatinine clearance 60 mL/min or higher", ">=", 60), ("HbA1c ≥5.7% or higher", ">=", 5.7), ("ECOG PS ≤ 1", "<=", 1),
+    ("Karnofsky performance score >/= 30", ">=", 30), ("Total bilirubin </= 1.5 x ULN", "<=", 1.5),
 ]
 
 
@@ -220,6 +221,8 @@ TRAPS = [
     "Treated and stable brain metastases are allowed",
     "Known CNS metastases",                                            # CNS is more than the brain of the code
     "Systolic blood pressure ≥130 mmHg OR diastolic blood pressure ≥80 mmHg",
+    "Renal: creatinine clearance/GFR ≥ 60 ml/minute/1.73m2",           # a slash between two measures: either
+    "Hemoglobin > / = 9 g/dL",                                         # a comparator left over beside the value
 ]
 
 

@@ -40,6 +40,7 @@ class Lexicon:
     count_units: frozenset
     replace: tuple            # (written, normal) longest first
     ucum: str                 # the UCUM system URL
+    slash_both: frozenset     # (key, key) pairs a slash joins as "each of them"
 
 
 def _alternation(patterns) -> str:
@@ -129,4 +130,5 @@ def lexicon() -> Lexicon:
         count_units=frozenset(data["count_units"]),
         replace=tuple(replace),
         ucum=data["ucum"],
+        slash_both=frozenset(tuple(p) for p in data["slash_both"]["pairs"]),
     )

@@ -275,7 +275,10 @@ def _read_part(t, start, end, pm, pv, lex: Lexicon) -> tuple[Fact, ...] | None:
     if pv[0].start < pm[-1].end:
         return None
     for a, b in zip(pm, pm[1:]):
-        if not _JOINERS.match(t[a.end:b.start]):
+        joint = t[a.end:b.start]
+        if not _JOINERS.match(joint):
+            return None
+        if "/" in joint and a.key != b.key and (a.key, b.key) not in lex.slash_both:
             return None
     if lex.doubt_part.search(lex.connectors.sub(" ", t[pm[-1].end:pv[0].start])):
         return None
