@@ -70,7 +70,8 @@ UNITS = [
     ("Diastolic blood pressure > 100 mmHg", "dbp", 100, "mm[Hg]"), ("Serum albumin ≥ 3.0 g/dL", "albumin", 3, "g/dL"),
     ("INR ≤ 1.5", "inr", 1.5, ""), ("Karnofsky performance status ≥ 70%", "karnofsky", 70, ""),
     ("Hemoglobin ≥ 9.0 g/dL (5.6 mmol/L)", "hemoglobin", 9, "g/dL"),      # the value again in other units
-    ("ANC ≥ 1500/mm3 (1.5 x 10^9/L)", "anc", 1500, "/mm3"), ("HbA1c above 48mmol/mol (or 6.5%)", "hba1c", 48, "mmol/mol"),
+    ("ANC ≥ 1500/mm3 (1.5 x 10^9/L)", "anc", 1500, "/mm3"), ("Platelet count < 100 x 109 /L (100 000 per mm3)", "platelets", 100, "10*9/L"),
+    ("LVEF ≥ 50% as assessed by echocardiogram (ECHO) or multigated acquisition (MUGA) scan", "lvef", 50, "%"), ("HbA1c above 48mmol/mol (or 6.5%)", "hba1c", 48, "mmol/mol"),
 ]
 
 
@@ -88,7 +89,8 @@ def test_a_quantity_carries_ucum_system_code_and_unit():
 
 @pytest.mark.parametrize(("text", "value"), [
     ("ANC ≥ 1,5 x 10^9/L", 1.5), ("Hemoglobin ≥ 9,5 g/dL", 9.5), ("Body Mass Index > 39,99", 39.99),
-    ("ANC ≥ 1,500/mm3", 1500), ("Platelets ≥ 100,000/mm3", 100000),
+    ("ANC ≥ 1,500/mm3", 1500), ("Platelets ≥ 100,000/mm3", 100000), ("Platelets ≥ 100 000 per mm3", 100000),
+    ("Neutrophils ≥ 1,0 x 10^9/l", 1), ("Hb ≥ 5,6 mmol/L", 5.6),
 ])
 def test_decimal_comma_and_thousands_separator(text, value):
     assert one(text)["value"] == value

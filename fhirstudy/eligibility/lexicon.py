@@ -10,7 +10,7 @@ from functools import lru_cache
 from fhirstudy.terminology import load_mapping
 
 TABLE = "eligibility-facts.json"
-NUMBER = r"(?<![\d.,^*])\d+(?:[.,]\d+)*(?![\d])"
+NUMBER = r"(?<![\d.,^*])(?:\d{1,3}(?: \d{3})+(?![\d.,])|\d+(?:[.,]\d+)*)(?![\d])"
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Lexicon:
     replace: tuple            # (written, normal) longest first
     ucum: str                 # the UCUM system URL
     slash_both: frozenset     # (key, key) pairs a slash joins as "each of them"
+    ignorable: re.Pattern     # how a value is measured ("by echocardiogram or MUGA"): blanked before reading
 
 
 def _alternation(patterns) -> str:
@@ -131,4 +132,5 @@ def lexicon() -> Lexicon:
         replace=tuple(replace),
         ucum=data["ucum"],
         slash_both=frozenset(tuple(p) for p in data["slash_both"]["pairs"]),
+        ignorable=re.compile(_alternation(data["ignorable"]["patterns"]), flags),
     )

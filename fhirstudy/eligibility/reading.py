@@ -120,6 +120,7 @@ def _values(masked: str, lex: Lexicon) -> list[_Value]:
 def number(text: str) -> float | None:
     """A written number: ``1,500`` and ``100,000`` are thousands, ``1,5`` a decimal comma; anything
     else with a comma (``1,5,0``) is not a number."""
+    text = text.replace(" ", "")
     if "," in text:
         groups = text.split(",")
         if "." not in text and all(len(g) == 3 for g in groups[1:]):
@@ -201,7 +202,7 @@ def read(text: str, exclude: bool = False) -> tuple[Part, ...] | None:
     t = normalise(text, lex)
     if lex.doubt_criterion.search(t):
         return None
-    t = lex.restatement.sub(" ", t)
+    t = lex.ignorable.sub(" ", lex.restatement.sub(" ", t))
     notes: list[str] = []
 
     def _note(m: re.Match) -> str:
