@@ -199,10 +199,9 @@ def read(text: str, exclude: bool = False) -> tuple[Part, ...] | None:
     in doubt (an exception, an ``or`` between parts, ``and/or`` ...). In an exclusion criterion a
     list is a disjunction anyway, so ``, or`` before its last item is read as a list joint."""
     lex = lexicon()
-    t = normalise(text, lex)
+    t = lex.ignorable.sub(" ", lex.restatement.sub(" ", normalise(text, lex)))
     if lex.doubt_criterion.search(t):
         return None
-    t = lex.ignorable.sub(" ", lex.restatement.sub(" ", t))
     notes: list[str] = []
 
     def _note(m: re.Match) -> str:
