@@ -208,7 +208,9 @@ def read(text: str, exclude: bool = False) -> tuple[Part, ...] | None:
         body = m.group("body")
         if _mentions(body, lex):
             return m.group(0)
-        notes.append("or " + " ".join(body.split()).rstrip(" .,;"))
+        joint = re.search(r"\b(or|and)\b", m.group("lead"), re.IGNORECASE)
+        said = " ".join(body.split()).rstrip(" .,;")
+        notes.append(f"{joint.group(1).lower()} {said}" if joint else said)
         return f" §{len(notes) - 1}§ "
 
     t = " ".join(lex.conditional.sub(_note, t).split())
@@ -233,7 +235,7 @@ def read(text: str, exclude: bool = False) -> tuple[Part, ...] | None:
         pm = [m for m in mentions if start <= m.start < end]
         pv = [v for v in values if start <= v.start < end]
         marks = [int(i) for i in MARK.findall(t[start:end])]
-        description = MARK.sub(" ", t[start:end]).strip(" ,;.")
+        description = " ".join(MARK.sub(" ", t[start:end]).split()).strip(" ,;.")
         found = _read_part(t, start, end, pm, pv, lex)
         if found and marks:
             note = "; ".join(notes[i] for i in marks)
