@@ -288,3 +288,16 @@ def test_every_fact_kind_passes_the_peer_validator(peer_validate, tmp_path):
     result = subprocess.run([str(peer_validate), "r5", str(path)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "INVALID" not in result.stdout
+
+
+def test_every_fragment_read_from_the_table_is_valid_r5():
+    """Whatever facts() says about a real criterion fits an R5 EvidenceVariable characteristic."""
+    from fhir.resources.evidencevariable import EvidenceVariable
+
+    characteristics = []
+    for i, row in enumerate(load(TABLE)):
+        fragment = facts(row["text"], exclude=row["exclude"])
+        if fragment:
+            characteristics.append({"linkId": f"c-{i}", "description": row["text"], "exclude": row["exclude"], **fragment})
+    assert len(characteristics) > 150
+    EvidenceVariable.model_validate({"resourceType": "EvidenceVariable", "status": "draft", "characteristic": characteristics})
