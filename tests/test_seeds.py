@@ -51,7 +51,7 @@ def _criteria(conversion) -> tuple[list[str], list[str]]:
     evs = [ev for ev in _resources(conversion).get("EvidenceVariable", []) if ev["id"].endswith("-eligibility")]
     if not evs:
         return [], []
-    chars = [c for c in evs[0]["characteristic"] if "definitionCodeableConcept" in c]  # the text criteria
+    chars = [c for c in evs[0]["characteristic"] if c["linkId"].startswith(("inclusion-", "exclusion-"))]
     return ([c["description"] for c in chars if not c["exclude"]], [c["description"] for c in chars if c["exclude"]])
 
 
@@ -133,7 +133,7 @@ def test_seed_002(seed_conversions):
     assert exclusion[0] == "Symptomatic, untreated, or actively progressing CNS metastases"
     assert study["recruitment"]["eligibility"]["reference"] == "EvidenceVariable/nct06731140-eligibility"
     [eligibility] = [ev for ev in res["EvidenceVariable"] if ev["id"] == "nct06731140-eligibility"]
-    sex = [c for c in eligibility["characteristic"] if "definitionByTypeAndValue" in c]
+    sex = [c for c in eligibility["characteristic"] if c["linkId"] == "sex"]
     assert sex == [{"linkId": "sex", "description": "Sex: Female", "exclude": False, "definitionByTypeAndValue": {
         "type": {"text": "Sex"}, "valueCodeableConcept": {"coding": [
             {"system": "http://hl7.org/fhir/administrative-gender", "code": "female", "display": "Female"}]}}}]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from .. import terminology
+from .. import eligibility, terminology
 from ..trial import Trial
 from . import ids
 from .common import compact, concept, meta, reference
@@ -68,9 +68,22 @@ def _computable(trial: Trial) -> list[dict]:
     return out
 
 
-def _definition(text: str) -> dict:
-    """What a criterion's text says, as a characteristic's definition (text only for now)."""
-    return {"definitionCodeableConcept": {"text": text}}
+def _definition(text: str, exclude: bool, link_id: str, computable: bool = True) -> dict:
+    """What a criterion's text says: its facts in FHIR terms where :func:`eligibility.facts` reads
+    them without doubt (a nested fact gets the linkId "<link_id>.<n>"), else the text alone."""
+    found = eligibility.facts(text, exclude=exclude) if computable else None
+    if not found:
+        return {"definitionCodeableConcept": {"text": text}}
+    return _linked(found, link_id)
+
+
+def _linked(definition: dict, link_id: str) -> dict:
+    combination = definition.get("definitionByCombination")
+    if not combination:
+        return definition
+    parts = [{"linkId": f"{link_id}.{n}", **_linked(part, f"{link_id}.{n}")}
+             for n, part in enumerate(combination["characteristic"], start=1)]
+    return {**definition, "definitionByCombination": {**combination, "characteristic": parts}}
 
 
 def _combination(criterion) -> str:
@@ -86,15 +99,18 @@ def _combination(criterion) -> str:
 def _criterion(criterion, link_id: str) -> dict:
     """One criterion as a characteristic: its text, side and stable ``linkId`` (side and place:
     "inclusion-3"); a sub-list becomes a ``definitionByCombination`` of one characteristic per item
-    ("inclusion-3.1" ...). A criterion of a qualified block ("Stage 1") says the qualifier first."""
+    ("inclusion-3.1" ...). A criterion of a qualified block ("Stage 1") says the qualifier first
+    and stays text: its facts hold for part of the study only, and a matcher would apply them to all."""
     description = f"{criterion.qualifier}: {criterion.text}" if criterion.qualifier else criterion.text
     out = {"linkId": link_id, "description": description, "exclude": criterion.exclude}
+    computable = not criterion.qualifier
     if criterion.items:
         out["definitionByCombination"] = {"code": _combination(criterion), "characteristic": [
-            {"linkId": f"{link_id}.{n}", "description": item, **_definition(item)}
+            {"linkId": f"{link_id}.{n}", "description": item,
+             **_definition(item, criterion.exclude, f"{link_id}.{n}", computable)}
             for n, item in enumerate(criterion.items, start=1)]}
     else:
-        out.update(_definition(criterion.text))
+        out.update(_definition(criterion.text, criterion.exclude, link_id, computable))
     return out
 
 
@@ -163,6 +179,7 @@ def to_r4(ev: dict, context: R4Context | None = None) -> dict:
             complex_ext(extension_url(f"{base}.characteristic.definitionByTypeAndValue"), [
                 ("type", "CodeableConcept", (c.get("definitionByTypeAndValue") or {}).get("type")),
                 *[(k, k[5:], v) for k, v in (c.get("definitionByTypeAndValue") or {}).items() if k.startswith("value")]]),
+            *[ext(extension_url(f"{base}.characteristic.note"), "Annotation", n) for n in c.get("note", [])],
             *[complex_ext(extension_url(f"{base}.characteristic.timeFromEvent"), [
                 ("description", "Markdown", t.get("description"))]) for t in c.get("timeFromEvent", [])],
         ) if e]

@@ -61,13 +61,16 @@ def _group_characteristics(c: dict, exclude: bool) -> list[dict]:
     ``all-of`` each must hold, and each item of an exclusion ``any-of`` excludes (not (A or B) is
     (not A) and (not B)). Any other combination stays one characteristic, in words."""
     by_value = c.get("definitionByTypeAndValue")
-    if by_value:
+    if by_value and not c.get("note"):  # a conditional threshold ("or <= 5 x ULN with liver
+        # metastases") would exclude the patients its note admits: R4 Group has no note, so words
         kind = next(k for k in by_value if k.startswith("value"))
         return [{"code": concepts(by_value["type"]), kind: concepts(by_value[kind]), "exclude": exclude}]
     combination = c.get("definitionByCombination")
     if combination and combination["code"] == ("any-of" if exclude else "all-of"):
         return [g for part in combination["characteristic"] for g in _group_characteristics(part, exclude)]
     text = c.get("definitionCodeableConcept") or {"text": _words(c)}
+    if c.get("note"):
+        text = {"text": " ".join([text["text"], *(n["text"] for n in c["note"])])}
     return [{"code": {"text": "Exclusion criterion" if exclude else "Inclusion criterion"},
              "valueCodeableConcept": text, "exclude": exclude}]
 
