@@ -15,17 +15,19 @@ Row shapes (``param`` is the search parameter code):
              None; exact: as written, None when longer than STRING_KEEP_LENGTH)
 - reference: param, target_type, target_id, url   (type and id cut to ID_LENGTH, url to TOKEN_LENGTH)
 - date:      param, low, high            (UTC instants, ``YYYY-MM-DDTHH:MM:SS.mmm``)
-- number:    param, value
+- number:    param, value, low, high   (value: a number; low/high: what a Range or a Quantity
+             with a comparator admits, value None)
 - uri:       param, uri                  (cut to TOKEN_LENGTH)
 
 Text in index rows never holds the C0 control characters FHIR strings forbid (:func:`clean`).
-- composite: param, grp, comp, system, code, text, low, high, num   (one row per value of each
+- composite: param, grp, comp, system, code, text, low, high, num, num_low, num_high (one row per value of each
              component ``comp`` of item ``grp`` of the composite's expression; the columns of
              the component's type are set, the others None)
 """
 from __future__ import annotations
 
 import calendar
+import math
 import re
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -33,6 +35,7 @@ from typing import Any, Iterable
 
 from fhirstudy.search.fhirpath import Item
 from fhirstudy.search.registry import SearchParam
+from fhirstudy.search.units import canonical
 from fhirstudy.terminology import normalize_text
 
 STRING_INDEX_LENGTH = 200  # longer strings are cut in the indexed column, kept (up to a limit) in ``full``
@@ -285,10 +288,31 @@ def _date_rows(item: Item) -> Iterable[dict]:
     yield {"low": low, "high": high}
 
 
+_QUANTITY_TYPES = (None, "Quantity", "SimpleQuantity", "Age", "Duration", "Count", "Distance", "MoneyQuantity")
+
+
 def _number_rows(item: Item) -> Iterable[dict]:
+    """A number as ``value``; a Range, or a Quantity with a comparator, as the numbers it admits
+    (``low``..``high``, None unbounded, strict bounds one float step inside) in the unit
+    :func:`fhirstudy.search.units.canonical` gives (ages in years, counts in 10*9/L ...)."""
     value = item.value
     if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
         yield {"value": float(value)}
+    elif isinstance(value, dict) and ("low" in value or "high" in value) and item.type in ("Range", None):
+        low, high = canonical(value.get("low")), canonical(value.get("high"))
+        if low is not None or high is not None:
+            yield {"value": None, "low": low, "high": high}
+    elif isinstance(value, dict) and "value" in value and item.type in _QUANTITY_TYPES:
+        number = canonical(value)
+        if number is None:
+            return
+        comparator = value.get("comparator")
+        if comparator is None:
+            yield {"value": number}
+        elif comparator in (">", ">="):
+            yield {"value": None, "low": number if comparator == ">=" else math.nextafter(number, math.inf), "high": None}
+        elif comparator in ("<", "<="):
+            yield {"value": None, "low": None, "high": number if comparator == "<=" else math.nextafter(number, -math.inf)}
 
 
 def _uri_rows(item: Item) -> Iterable[dict]:
@@ -306,7 +330,8 @@ ROWS_BY_TYPE = {
 }
 
 
-_COMPOSITE_EMPTY = {"system": None, "code": None, "text": None, "low": None, "high": None, "num": None}
+_COMPOSITE_EMPTY = {"system": None, "code": None, "text": None, "low": None, "high": None, "num": None,
+                    "num_low": None, "num_high": None}
 
 
 def _composite_rows(param: SearchParam, resource: dict) -> Iterable[dict]:
@@ -320,7 +345,7 @@ def _composite_rows(param: SearchParam, resource: dict) -> Iterable[dict]:
                     continue
                 for row in rows:
                     if component.type == "number":
-                        row = {"num": row["value"]}
+                        row = {"num": row["value"], "num_low": row.get("low"), "num_high": row.get("high")}
                     elif component.type == "string":
                         row = {"text": row["value"]}
                     elif component.type in ("uri", "reference"):

@@ -10,7 +10,8 @@ FHIRPath subset (:mod:`fhirstudy.search.fhirpath`).  Anything else is left out, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from fhirstudy import mappings
@@ -36,6 +37,11 @@ PREFIXED_TYPES = ("date", "number")
 # Codes whose definition asks for matching we do not do (the generic string search would lie).
 UNSERVED_CODES = {"phonetic": "phonetic matching is not implemented"}
 _ANY_RESOURCE = ("Resource", "DomainResource")
+# An extension of fhirstudy's own SearchParameters: true when a resource without any value of the
+# parameter admits every value (``eligible-age=67`` finds a study without an age limit).
+ABSENT_ADMITS = "https://fhirstudy.org/fhir/StructureDefinition/searchparameter-absent-admits"
+# ``X.ref.resolve().more``: a branch that walks into the referenced resource (linked parameter)
+_WALKS_ON = re.compile(r"^(?P<reference>[A-Za-z][A-Za-z0-9_.]*)\.resolve\(\)\.\s*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,10 @@ class SearchParam:
     target: tuple[str, ...] = ()
     description: str | None = field(default=None, compare=False)
     components: tuple[Component, ...] = ()
+    # a linked parameter walks into the resource another (reference) parameter of the same type
+    # points at: ``via`` is that parameter's code, and its rows change when the target does
+    via: str | None = None
+    absent_admits: bool = False
 
     def evaluate(self, resource: dict) -> list[Item]:
         """The items of ``resource`` this parameter indexes."""
@@ -83,6 +93,25 @@ class Registry:
         for definition in definitions:
             for resource_type in self._types_of(definition):
                 self._add(resource_type, definition)
+        for resource_type in served_types:
+            self._link(resource_type)
+
+    def _link(self, resource_type: str) -> None:
+        """Give each parameter that walks into a referenced resource the reference parameter it
+        walks through (same expression up to ``resolve()``); one without such a parameter is not
+        served (its rows could not be kept up to date when the target changes)."""
+        params = self._params[resource_type]
+        for code, param in list(params.items()):
+            references = {m.group("reference") for m in map(_WALKS_ON.match, split_union(param.expression.text)) if m}
+            if not references:
+                continue
+            via = [p.code for p in params.values() if p.type == "reference" and p.expression.text in references]
+            if len(references) == 1 and via:
+                params[code] = replace(param, via=via[0])
+            else:
+                del params[code]
+                self._unsupported[resource_type][code] = (
+                    f"resolve() needs one reference parameter with the expression {sorted(references)}")
 
     def _types_of(self, definition: dict) -> list[str]:
         bases = definition.get("base") or []
@@ -119,6 +148,8 @@ class Registry:
             code=code, type=definition["type"], url=definition["url"], resource_type=resource_type,
             expression=expression, target=tuple(definition.get("target") or ()),
             description=definition.get("description"), components=components,
+            absent_admits=any(e.get("url") == ABSENT_ADMITS and e.get("valueBoolean") is True
+                              for e in definition.get("extension") or []),
         )
 
     def _components(self, definition: dict) -> tuple[Component, ...]:

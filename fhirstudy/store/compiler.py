@@ -60,7 +60,11 @@ def _clause_condition(rtype: str, clause: Clause, pk: sa.ColumnElement = resourc
         rows = _matching_rows(rtype, clause, any_value=True)
         return pk.not_in(rows) if clause.missing else pk.in_(rows)
     matches = _matching_rows(rtype, clause)
-    return pk.not_in(matches) if clause.modifier == "not" else pk.in_(matches)
+    if clause.modifier == "not":
+        return pk.not_in(matches)
+    if clause.param.absent_admits:  # no value at all admits every value
+        return sa.or_(pk.in_(matches), pk.not_in(_matching_rows(rtype, clause, any_value=True)))
+    return pk.in_(matches)
 
 
 def _matching_rows(rtype: str, clause: Clause, any_value: bool = False) -> sa.Select:
@@ -128,7 +132,7 @@ def _component_condition(c, kind: str, value) -> sa.ColumnElement[bool]:
     if kind == "date":
         return _date_condition(c.low, c.high, value)
     if kind == "number":
-        return _number_condition(c.num, value)
+        return sa.or_(_number_condition(c.num, value), _admits(c.num, c.num_low, c.num_high, value))
     if kind == "string":
         return _starts_with(c.text, value.normalized)
     if kind == "uri":
@@ -153,6 +157,8 @@ def _narrows(clause: Clause) -> bool:
     """Whether ``clause`` selects from index rows of its type (not :not / :missing=true, not ``_id``)."""
     if clause.param.expression.text in ID_EXPRESSIONS:
         return False
+    if clause.param.absent_admits and clause.modifier != "missing":
+        return False
     return clause.modifier != "not" and not (clause.modifier == "missing" and clause.missing)
 
 
@@ -175,10 +181,10 @@ def _value_condition(table: sa.Table, modifier: str | None, value) -> sa.ColumnE
         if value.url and value.target_id:
             return sa.or_(c.url == url, by_id)
         return c.url == url if value.url else by_id
-    if isinstance(value, RangeValue) and "low" in c:
+    if isinstance(value, RangeValue) and table is INDEX_TABLES["date"]:
         return _date_condition(c.low, c.high, value)
     if isinstance(value, RangeValue):
-        return _number_condition(c.value, value)
+        return sa.or_(_number_condition(c.value, value), _admits(c.value, c.low, c.high, value))
     if isinstance(value, UriValue):
         return c.uri == _cut(value.uri, c.uri)
     raise TypeError(f"no SQL for {value!r}")  # pragma: no cover - query.py only builds the above
@@ -214,6 +220,27 @@ def _date_condition(low, high, v: RangeValue) -> sa.ColumnElement[bool]:
         "eb": lambda: high < v.low,
         "ap": lambda: sa.and_(low <= v.high, high >= v.low),
     }[v.prefix]()
+
+
+def _admits(value, low, high, v: RangeValue) -> sa.ColumnElement[bool]:
+    """A row of admitted numbers (``value`` None, ``low``..``high``, None unbounded) against the
+    search number: ``eq`` when it is admitted, ``gt``/``ge`` when some number above it (or it)
+    is, ``lt``/``le`` likewise below, ``sa``/``eb`` when all admitted lie above/below it."""
+    contains = sa.and_(sa.or_(low.is_(None), low <= v.value), sa.or_(high.is_(None), high >= v.value))
+    margin = abs(v.value) * 0.1
+    test = {
+        "eq": lambda: contains,
+        "ne": lambda: sa.not_(contains),
+        "gt": lambda: sa.or_(high.is_(None), high > v.value),
+        "ge": lambda: sa.or_(high.is_(None), high >= v.value),
+        "lt": lambda: sa.or_(low.is_(None), low < v.value),
+        "le": lambda: sa.or_(low.is_(None), low <= v.value),
+        "sa": lambda: sa.and_(low.is_not(None), low > v.value),
+        "eb": lambda: sa.and_(high.is_not(None), high < v.value),
+        "ap": lambda: sa.and_(sa.or_(low.is_(None), low <= v.value + margin),
+                              sa.or_(high.is_(None), high >= v.value - margin)),
+    }[v.prefix]()
+    return sa.and_(value.is_(None), sa.or_(low.is_not(None), high.is_not(None)), test)
 
 
 def _number_condition(column, v: RangeValue) -> sa.ColumnElement[bool]:

@@ -7,6 +7,11 @@ on the moment of the write (``_lastUpdated``: computed inside the write transact
 before a write transaction begins (:meth:`Indexer.prepare`), so that the costly part of a load
 does not hold the write lock.  The rows themselves come from
 :func:`fhirstudy.search.index.index_rows`.
+
+A *linked* parameter walks into a resource another one points at (``eligible-age``: the study's
+eligibility EvidenceVariable): its rows are computed inside the write transaction with a lookup
+that sees the transaction's writes, for the resources written and for those whose reference
+(``via``) points at one written (:meth:`Indexer.dependents`).
 """
 from __future__ import annotations
 
@@ -18,8 +23,9 @@ from typing import Iterable, NamedTuple
 import orjson
 
 from fhirstudy.errors import StoreValueRejected
-from fhirstudy.search.index import index_rows
-from fhirstudy.search.registry import Registry
+from fhirstudy.search.fhirpath import resolving
+from fhirstudy.search.index import index_rows, split_reference
+from fhirstudy.search.registry import Registry, SearchParam
 from fhirstudy.store.guards import bounded_columns, check_key, fit_rows, text_columns
 from fhirstudy.store.schema import ID_EXPRESSIONS, INDEX_TABLES, param_id
 
@@ -48,15 +54,28 @@ class Prepared:
     resource: dict
     digest: str
     rows: dict[str, list[dict]]
+    linked: bool = True  # False: the linked parameters' rows are still to be computed (in the write)
 
 
 class IndexedParams(NamedTuple):
     """The parameters of one resource type that get index rows: computed from the resource alone
-    (``static``), depending on the moment of the write (``dynamic``), and their pids by code."""
+    (``static``), depending on the moment of the write (``dynamic``), walking into a referenced
+    resource (``linked``), and their pids by code."""
 
     static: list
     dynamic: list
     pids: dict[str, int]
+    linked: list = []
+
+
+class Dependent(NamedTuple):
+    """Resources of ``rtype`` whose linked parameters (``pids``) walk through the reference
+    parameter ``via`` (its pid) into resources of the types ``targets`` (empty: any type)."""
+
+    rtype: str
+    via: int
+    targets: tuple[str, ...]
+    pids: tuple[int, ...]
 
 
 class Indexer:
@@ -65,6 +84,7 @@ class Indexer:
     def __init__(self, registry: Registry):
         self.registry = registry
         self._by_type: dict[str, IndexedParams] = {}  # this registry's, filled as types are seen
+        self._dependents: list[Dependent] | None = None
 
     def params(self, rtype: str) -> IndexedParams:
         """The parameters of ``rtype`` that get index rows (all but ``_id``)."""
@@ -72,19 +92,54 @@ class Indexer:
         if found is None:
             params = [p for p in self.registry.params(rtype).values() if p.expression.text not in ID_EXPRESSIONS]
             dynamic = [p for p in params if DYNAMIC_MARK in p.expression.text]
+            linked = [p for p in params if p.via]
             found = self._by_type.setdefault(rtype, IndexedParams(
-                [p for p in params if p not in dynamic], dynamic, {p.code: param_id(rtype, p.code) for p in params}))
+                [p for p in params if p not in dynamic and p not in linked], dynamic,
+                {p.code: param_id(rtype, p.code) for p in params}, linked))
         return found
+
+    def dependents(self) -> list[Dependent]:
+        """Every resource type with linked parameters, by the reference parameter they walk through."""
+        if self._dependents is None:
+            out = []
+            for rtype in self.registry.served_types:
+                by_via: dict[str, list[SearchParam]] = {}
+                for p in self.params(rtype).linked:
+                    by_via.setdefault(p.via, []).append(p)
+                for via, params in by_via.items():
+                    reference = self.registry.get(rtype, via)
+                    out.append(Dependent(rtype, param_id(rtype, via), reference.target,
+                                         tuple(param_id(rtype, p.code) for p in params)))
+            self._dependents = out
+        return self._dependents
+
+    def linked_rows(self, doc: dict, lookup) -> dict[str, list[dict]]:
+        """The rows of ``doc``'s linked parameters, ``resolve()`` reading through ``lookup``
+        (reference -> resource dict or None)."""
+        params = self.params(doc["resourceType"])
+        if not params.linked:
+            return {}
+        with resolving(lookup):
+            return rows_with_pids(doc, params.linked, params.pids)
 
     def prepare(self, resources: Iterable[dict]) -> list[Prepared]:
         """Check ``resources``' keys and compute their content hashes and the index rows that do
         not depend on the moment of the write."""
         batch = list(resources)
         check_keys(batch)
+        docs = {(r["resourceType"], r["id"]): r for r in batch}
         prepared = []
-        for r in batch:
-            params = self.params(r["resourceType"])
-            prepared.append(Prepared(r, content_hash(r), rows_with_pids(r, params.static, params.pids)))
+        with resolving(lambda reference: docs.get(split_reference(reference))):
+            for r in batch:
+                params = self.params(r["resourceType"])
+                # linked rows too when everything they walk into is in the batch (a study with
+                # its eligibility): else the write computes them, seeing what is stored
+                linked = all(split_reference(item.value.get("reference") or "") in docs
+                             for via in {p.via for p in params.linked}
+                             for item in self.registry.get(r["resourceType"], via).evaluate(r)
+                             if isinstance(item.value, dict))
+                chosen = params.static + params.linked if linked else params.static
+                prepared.append(Prepared(r, content_hash(r), rows_with_pids(r, chosen, params.pids), linked))
         return prepared
 
     def write_time_rows(self, doc: dict) -> dict[str, list[dict]]:
@@ -92,10 +147,15 @@ class Indexer:
         params = self.params(doc["resourceType"])
         return rows_with_pids(doc, params.dynamic, params.pids) if params.dynamic else {}
 
-    def all_rows(self, doc: dict) -> dict[str, list[dict]]:
-        """Every index row of the stored resource ``doc`` (pid set, no ``resource_pk``)."""
+    def all_rows(self, doc: dict, lookup=None) -> dict[str, list[dict]]:
+        """Every index row of the stored resource ``doc`` (pid set, no ``resource_pk``); linked
+        parameters read referenced resources through ``lookup`` (none: no linked rows)."""
         params = self.params(doc["resourceType"])
-        return rows_with_pids(doc, params.static + params.dynamic, params.pids)
+        rows = rows_with_pids(doc, params.static + params.dynamic, params.pids)
+        if lookup is not None and params.linked:
+            for kind, extra in self.linked_rows(doc, lookup).items():
+                rows.setdefault(kind, []).extend(extra)
+        return rows
 
 
 def rows_with_pids(doc: dict, params: list, pids: dict[str, int]) -> dict[str, list[dict]]:

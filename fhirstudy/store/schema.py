@@ -27,7 +27,7 @@ MAX_VERSION = 2**31 - 1  # the version columns are 32-bit integers (sa.Integer o
 _ID = sa.String(64)
 # Indexed text columns compare byte-wise on both backends, so range scans mean "starts with".
 _SORTABLE = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
-SCHEMA_VERSION = 2  # 1: rtype/param strings in index rows, JSON in resource and history alike
+SCHEMA_VERSION = 3  # 1: rtype/param strings in index rows, JSON in resource and history alike; 2: no number ranges
 
 metadata = sa.MetaData()
 
@@ -111,13 +111,16 @@ INDEX_TABLES = MappingProxyType({
     "date": _index_table(
         "idx_date", sa.Column("low", sa.String(32)), sa.Column("high", sa.String(32)),
         indexes=[("low", "high"), ("high",)], sort=("low", "high")),
-    "number": _index_table("idx_number", sa.Column("value", sa.Float), indexes=[("value",)],
+    # value: a number; low/high: the numbers a Range or a Quantity with a comparator admits
+    "number": _index_table("idx_number", sa.Column("value", sa.Float), sa.Column("low", sa.Float),
+                           sa.Column("high", sa.Float), indexes=[("value",), ("low", "high")],
                            sort=("value",)),
     "uri": _index_table("idx_uri", sa.Column("uri", _SORTABLE), indexes=[("uri",)], sort=("uri",)),
     "composite": _index_table(
         "idx_composite", sa.Column("grp", sa.Integer, nullable=False), sa.Column("comp", sa.Integer, nullable=False),
         sa.Column("system", _SORTABLE), sa.Column("code", _SORTABLE), sa.Column("text", _SORTABLE),
         sa.Column("low", sa.String(32)), sa.Column("high", sa.String(32)), sa.Column("num", sa.Float),
+        sa.Column("num_low", sa.Float), sa.Column("num_high", sa.Float),
         indexes=[("comp", "code"), ("comp", "low", "high")]),
 })
 # Columns of ``resource`` that answer a parameter directly when sorting.

@@ -32,13 +32,14 @@ from __future__ import annotations
 import uuid
 from typing import Callable, Iterable, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import StaticPool
 
 from fhirstudy.config import DEFAULT_DATABASE_URL as DEFAULT_URL  # the named default, defined once
 from fhirstudy.errors import InvalidRequest, StoreError, WriteConflict
-from fhirstudy.search.index import now_instant
+from fhirstudy.search.index import now_instant, split_reference
 from fhirstudy.search.query import SearchQuery
 from fhirstudy.search.registry import Registry, load_registry
 from fhirstudy.store import reads
@@ -177,8 +178,15 @@ class SqlStore:
         return self.indexer.prepare(resources)
 
     def index_rows_of(self, doc: dict) -> dict[str, list[dict]]:
-        """Every index row of the stored resource ``doc`` (pid set, no ``resource_pk``)."""
-        return self.indexer.all_rows(doc)
+        """Every index row of the stored resource ``doc`` (pid set, no ``resource_pk``); linked
+        parameters read the resources it points at from the store."""
+        def lookup(reference: str) -> dict | None:
+            rtype, rid = split_reference(reference)
+            if rtype is None or reference.startswith(("http://", "https://", "urn:")):
+                return None
+            entry = self.read_entry(rtype, rid)
+            return orjson.loads(entry.json) if entry else None
+        return self.indexer.all_rows(doc, lookup)
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from fhirstudy.search.index import split_reference
 from fhirstudy.search.query import SearchQuery
 from fhirstudy.store.compiler import check_query, search_conditions
 from fhirstudy.store.engine import chunks
@@ -78,6 +79,7 @@ class Tx:
     def put_prepared(self, prepared: list[Prepared], method: str = "PUT") -> list[WriteResult]:
         """:meth:`put` of resources :meth:`Indexer.prepare` made ready (before the transaction)."""
         batch = [(p.resource, p.digest, p.rows) for p in prepared]
+        unlinked = {(p.resource["resourceType"], p.resource["id"]) for p in prepared if not p.linked}
         known = self._known({(r["resourceType"], r["id"]) for r, _, _ in batch})
         pending: dict[tuple, dict] = {}
         versions: list[dict] = []
@@ -103,7 +105,7 @@ class Tx:
             pending[key] = {"pk": state["pk"] if state else None, "type": key[0], "id": key[1],
                             "version": version, "last_updated": self.now, "deleted": False,
                             "content_hash": digest, "content": content, "doc": doc, "rows": rows,
-                            "superseded": superseded}
+                            "superseded": superseded, "linked": key not in unlinked}
             versions.append({"type": key[0], "id": key[1], "version": version, "last_updated": self.now,
                              "method": method, "created": created, "content": None})
             results.append(WriteResult(*key, version, self.now, "created" if created else "updated", content))
@@ -126,6 +128,7 @@ class Tx:
         self.conn.execute(sa.insert(history).values(
             type=rtype, id=rid, version=version, last_updated=self.now, method="DELETE", created=False,
             content=None))
+        self._link([], removed=[(rtype, rid)])
         return WriteResult(rtype, rid, version, self.now, "deleted", None)
 
     def _known(self, keys: set[tuple[str, str]]) -> dict[tuple, dict]:
@@ -177,6 +180,69 @@ class Tx:
         for kind, index in pending.items():
             insert_rows(conn, INDEX_TABLES[kind], index)
         insert_rows(conn, history, versions)
+        self._link(rows)
+
+    def _link(self, rows: list[dict], removed: list[tuple[str, str]] = ()) -> None:
+        """The rows of linked parameters (:mod:`fhirstudy.store.indexing`): of the resources just
+        written (``rows``), and again of stored resources that point at one written or
+        ``removed``, each seeing this transaction's writes."""
+        if not self.indexer.dependents():
+            return
+        batch = {(row["type"], row["id"]): row["doc"] for row in rows}
+        lookup = self._lookup(batch)
+        pending: dict[str, list[dict]] = {kind: [] for kind in INDEX_TABLES}
+        for row in rows:
+            if row.get("linked", False):
+                continue
+            for kind, index in self.indexer.linked_rows(row["doc"], lookup).items():
+                pending[kind].extend({**r, "resource_pk": row["pk"]} for r in index)
+        keys = [*batch, *removed]
+        own = {row["pk"] for row in rows}
+        for dependent in self.indexer.dependents():
+            pks = self._pointing_at(dependent, keys) - own
+            for chunk in chunks(sorted(pks)):
+                for table in INDEX_TABLES.values():
+                    self.conn.execute(sa.delete(table).where(table.c.resource_pk.in_(chunk),
+                                                             table.c.pid.in_(dependent.pids)))
+                for pk, content in self.conn.execute(
+                        sa.select(resource.c.pk, resource.c.content)
+                        .where(resource.c.pk.in_(chunk), resource.c.deleted.is_(False))):
+                    for kind, index in self.indexer.linked_rows(orjson.loads(content), lookup).items():
+                        pending[kind].extend({**r, "resource_pk": pk} for r in index if r["pid"] in dependent.pids)
+        for kind, index in pending.items():
+            insert_rows(self.conn, INDEX_TABLES[kind], index)
+
+    def _pointing_at(self, dependent, keys: list[tuple[str, str]]) -> set[int]:
+        """Primary keys of resources of ``dependent.rtype`` whose reference parameter
+        ``dependent.via`` points at one of ``keys``."""
+        table = INDEX_TABLES["reference"]
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in keys:
+            if not dependent.targets or rtype in dependent.targets:
+                by_type.setdefault(rtype, []).append(rid)
+        found: set[int] = set()
+        for rtype, ids in by_type.items():
+            for chunk in chunks(sorted(ids)):
+                found.update(self.conn.execute(
+                    sa.select(table.c.resource_pk).where(table.c.pid == dependent.via, table.c.target_type == rtype,
+                                                         table.c.target_id.in_(chunk))).scalars())
+        return found
+
+    def _lookup(self, batch: dict[tuple[str, str], dict]):
+        """reference -> the resource as this transaction sees it (this write's own first)."""
+        cache: dict[tuple[str, str], dict | None] = {}
+
+        def lookup(reference: str) -> dict | None:
+            key = split_reference(reference)
+            if key in batch:
+                return batch[key]
+            if key[0] is None or reference.startswith(("http://", "https://", "urn:")):
+                return None
+            if key not in cache:
+                entry = _read_entry(self.conn, *key)
+                cache[key] = orjson.loads(entry.json) if entry else None
+            return cache[key]
+        return lookup
 
 
 def _keep_superseded(conn: sa.Connection, states: list[dict]) -> None:

@@ -3,7 +3,9 @@ JSON names), union, type tests, ``resolve()`` and equality, each on lists of :cl
 from __future__ import annotations
 
 import json
-from typing import Any
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator
 
 from fhirstudy.search.fhirpath.elements import ANY_RESOURCE, child_path_and_type, choice_types, may_be_choice
 from fhirstudy.search.fhirpath.nodes import Item, Resolved
@@ -75,6 +77,21 @@ def is_type(ctx: list[Item], type_name: str) -> list[Item]:
     return [Item(actual is None or _same_type(actual, type_name), "boolean")]
 
 
+# What ``resolve()`` reads a reference with (see :func:`resolving`); unset, only the type is known.
+_RESOLVER: ContextVar[Callable[[str], dict | None] | None] = ContextVar("fhirpath_resolver", default=None)
+
+
+@contextmanager
+def resolving(lookup: Callable[[str], dict | None]) -> Iterator[None]:
+    """Within the block, ``resolve()`` gives the resource ``lookup(reference)`` returns (a FHIR
+    JSON dict, or None when it cannot be had), so that an expression can walk into it."""
+    token = _RESOLVER.set(lookup)
+    try:
+        yield
+    finally:
+        _RESOLVER.reset(token)
+
+
 def resolve(item: Item) -> Item:
     reference = item.value.get("reference") if isinstance(item.value, dict) else item.value
     target = None
@@ -82,7 +99,16 @@ def resolve(item: Item) -> Item:
         parts = reference.split("/_history/")[0].split("/")
         if len(parts) >= 2 and parts[-2][:1].isupper():
             target = parts[-2]
+    lookup = _RESOLVER.get()
+    found = lookup(reference) if lookup is not None and target else None
+    if isinstance(found, dict) and found.get("resourceType") == target:
+        return Item(found, target, target)
     return Item(Resolved(target), target)
+
+
+def exists(ctx: list[Item], negate: bool) -> list[Item]:
+    """``exists()`` (``empty()`` with ``negate``)."""
+    return [Item(bool(ctx) != negate, "boolean")]
 
 
 def equals(left: list[Item], right: list[Item], negate: bool) -> list[Item]:

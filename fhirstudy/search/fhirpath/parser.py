@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from fhirstudy.search.fhirpath.evaluate import (children, distinct, equals, first_step_items, is_true, is_type,
-                                               of_type, resolve)
+from fhirstudy.search.fhirpath.evaluate import (children, distinct, equals, exists, first_step_items, is_true,
+                                               is_type, of_type, resolve)
 from fhirstudy.search.fhirpath.nodes import Evaluator, Item, UnsupportedExpression
 
 _TOKEN_RE = re.compile(
@@ -141,6 +141,10 @@ class Parser:
         if name == "resolve":
             self.take(")")
             return lambda ctx, root: [resolve(item) for item in ctx]
+        if name in ("exists", "empty"):
+            self.take(")")
+            negate = name == "empty"
+            return lambda ctx, root: exists(ctx, negate)
         raise UnsupportedExpression(f"function {name}() is not supported")
 
 
