@@ -4,12 +4,17 @@ when either changes (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
 
 import pytest
+import requests
 
-from _server_fixtures import fixed_clock, pg_server, pg_url  # noqa: F401
+from _server_fixtures import fixed_clock, pg_server, pg_url, serve_in_thread  # noqa: F401
 from conftest import SAMPLES, SEEDS
+from fhirstudy import mappings
 from fhirstudy.pipeline import convert
+from fhirstudy.server import STORE_EXTENSION, close_store, create_app
 from fhirstudy.search import load_registry, parse_search
 from fhirstudy.search.fhirpath import Item
 from fhirstudy.search.index import index_rows
@@ -130,3 +135,41 @@ def test_number_rows_of_ranges_and_quantities(value, rows):
     assert param is not None
     got = index_rows({"resourceType": "ResearchStudy", "id": "x"}, [One])["number"]
     assert [(r["value"], r.get("low"), r.get("high")) for r in got] == rows
+
+
+@pytest.fixture
+def live_server(tmp_path, resources):
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'live.db'}"})
+    app.extensions[STORE_EXTENSION].put_many(resources)
+    with serve_in_thread(app) as url:
+        yield url
+    close_store(app)
+
+
+def test_the_clinicians_question_over_http(live_server):
+    query = {"condition": "breast-cancer", "eligible-age": "67", "eligible-sex": "female",
+             "eligibility-criterion": f"{ECOG}$1", "_include": "ResearchStudy:eligibility"}
+    with requests.Session() as session:
+        bundle = session.get(f"{live_server}/ResearchStudy", params=query, timeout=10).json()
+        found = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]}
+        assert ("ResearchStudy", "nct02513394") in found
+        assert ("EvidenceVariable", "nct02513394-eligibility") in found
+        assert ("ResearchStudy", "nct00763412") not in found  # not breast cancer, 12 to 24 years
+        bad = session.get(f"{live_server}/ResearchStudy", params={"eligible-age": "sixty"}, timeout=10)
+        assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
+        assert "eligible-age" in bad.text
+        metadata = session.get(f"{live_server}/metadata", timeout=10).json()
+        study = next(r for r in metadata["rest"][0]["resource"] if r["type"] == "ResearchStudy")
+        assert {"eligible-age", "eligible-sex", "eligibility-criterion", "eligibility"} <= {
+            p["name"] for p in study["searchParam"]}
+
+
+@pytest.mark.peer
+def test_the_published_search_parameters_are_valid_r5(peer_validate, tmp_path):
+    files = []
+    for definition in json.loads((mappings.folder() / "search-parameters-local.json").read_text())["parameters"]:
+        path = tmp_path / f"{definition['id']}.json"
+        path.write_text(json.dumps(definition))
+        files.append(str(path))
+    run = subprocess.run([str(peer_validate), "r5", *files], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.count("valid ") == len(files), run.stdout + run.stderr[-2000:]
