@@ -222,7 +222,8 @@ TRIALS = [
     ("any-of: what every alternative gives", dict(criteria=[
         {"text": "Any of the following:", "items": ["ER-positive", "PR-positive"]}]), {"hr-positive"}),
     ("all-of sub-items", dict(criteria=[
-        {"text": "Tumour status:", "items": ["ER-negative", "PR-negative"]}]), {"er-negative", "pr-negative", "hr-negative"}),
+        {"text": "Tumour status:", "items": ["ER-negative", "PR-negative"]}]),
+     {"er-negative", "pr-negative", "hr-negative"}),
     # exclusion criteria are never read
     ("exclusion fact", dict(criteria=[{"text": "HER2-positive", "exclude": True}]), set()),
     ("exclusion in words", dict(criteria=[{"text": "HER2-positive patients are excluded", "exclude": True}]), set()),
@@ -234,8 +235,9 @@ TRIALS = [
     ("criterion words", dict(criteria=_inclusion("Metastatic or locally advanced luminal breast cancer or triple "
                                                   "negative breast cancer")), set()),
     # every source together; a conflict between sources drops both sides
-    ("conditions, titles, keywords", dict(conditions=["Metastatic Breast Cancer"], official_title="A trial in HR+ disease",
-                                          keywords=["HER2-negative"]), {"metastatic", "hr-positive", "her2-negative"}),
+    ("conditions, titles, keywords", dict(conditions=["Metastatic Breast Cancer"],
+                                          official_title="A trial in HR+ disease", keywords=["HER2-negative"]),
+     {"metastatic", "hr-positive", "her2-negative"}),
     ("title and facts disagree", dict(brief_title="HER2-positive Breast Cancer", criteria=_inclusion("HER2-negative")),
      set()),
     ("two cohorts of opposite status", dict(conditions=["HER2-positive Breast Cancer", "HER2-negative Breast Cancer",
