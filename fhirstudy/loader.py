@@ -1,5 +1,5 @@
 """Putting converted trials into the store: each trial's Bundle in one short transaction, plus the
-reference resources fhirstudy publishes (its condition CodeSystem).
+reference resources fhirstudy publishes (its condition and subtype CodeSystems).
 
 A load never holds the write lock while it works: records are converted before their trial's
 transaction, and ``put_many`` computes content hashes and index rows before it begins one (see
@@ -9,12 +9,13 @@ running into its busy timeout.
 """
 from __future__ import annotations
 
-from .terminology import condition_code_system
+from .terminology import condition_code_system, subtype_code_system
 
 
 def reference_resources() -> list[dict]:
-    """Resources every fhirstudy store holds whatever was loaded: the condition CodeSystem."""
-    return [condition_code_system()]
+    """Resources every fhirstudy store holds whatever was loaded: the condition and subtype
+    CodeSystems."""
+    return [condition_code_system(), subtype_code_system()]
 
 
 def load_reference_resources(store) -> None:

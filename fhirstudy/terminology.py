@@ -3,6 +3,8 @@
 - ``ctgov-to-fhir.json``: ClinicalTrials.gov enum values -> FHIR R5 codings (official package codes).
 - ``conditions.json``: fhirstudy's condition-group CodeSystem, the patterns that recognise each
   group in condition text or MeSH ids, and the cited external codings each group adds.
+- ``subtypes.json``: fhirstudy's disease-subtype CodeSystem (the rules that find subtypes in a
+  trial are :mod:`fhirstudy.mappers.subtypes`).
 """
 from __future__ import annotations
 
@@ -82,4 +84,12 @@ def condition_code_system() -> dict:
     """fhirstudy's condition-group CodeSystem as a FHIR R5 resource (served and loaded)."""
     data = load_mapping("conditions.json")
     concepts = [{k: c[k] for k in ("code", "display", "definition") if k in c} for c in data["concepts"]]
+    return {**data["codeSystem"], "count": len(concepts), "concept": concepts}
+
+
+def subtype_code_system() -> dict:
+    """fhirstudy's disease-subtype CodeSystem (``subtypes.json``) as a FHIR R5 resource (served
+    and loaded)."""
+    data = load_mapping("subtypes.json")
+    concepts = [{k: c[k] for k in ("code", "display", "definition")} for c in data["concepts"]]
     return {**data["codeSystem"], "count": len(concepts), "concept": concepts}

@@ -61,6 +61,8 @@ def _facts(bundle: dict) -> dict:
         "mesh": sorted(c["code"] for cond in rs.get("condition", []) for c in cond.get("coding", [])
                        if c["system"] == "https://www.nlm.nih.gov/mesh"),
         "breast": any("breast-cancer" in _codes(c) for c in rs.get("condition", [])),
+        "subtypes": [c["code"] for k in rs.get("keyword", []) for c in k.get("coding", [])
+                     if c["system"] == "https://fhirstudy.org/fhir/CodeSystem/subtype"],
         "outcomes": dict(Counter(_codes(om["type"][0])[0] for om in rs.get("outcomeMeasure", []))),
         "sites": len(rs.get("site", [])),
         "locations": len(res.get("Location", [])),
@@ -75,45 +77,48 @@ FACTS = {
     "nct02513394": dict(  # PALLAS, legacy XML: breast cancer, 233 locations
         nct=["NCT02513394"], title="PALbociclib CoLlaborative Adjuvant Study", state=["active-but-not-recruiting"],
         phase=["phase-3"], enrollment=(None, 5796), sponsor=["Alliance Foundation Trials, LLC."], breast=True,
+        subtypes=["her2-negative", "hr-positive"],  # HR+/HER2- (official title, keyword)
         outcomes={"primary": 1, "secondary": 1}, sites=233, locations=233, criteria=(21, 13),
         interventions=[("Drug", "Palbociclib"), ("Drug", "Standard Adjuvant Endocrine Therapy")]),
-    "nct00763412": dict(
+    "nct00763412": dict(subtypes=[],
         nct=["NCT00763412"], state=["completed"], phase=["n-a"], enrollment=(None, 31),
         sponsor=["Arbelaez, Ana Maria"], breast=False, outcomes={"primary": 3, "secondary": 6}, sites=1,
         criteria=(5, 6), interventions=[("Drug", "placebo"), ("Drug", "repaglinide")],
         mesh=["D000003550", "D000005355", "D000010188", "D000011236", "D000018149", "D000003920"]),
-    "nct02210780": dict(
+    "nct02210780": dict(subtypes=[],
         nct=["NCT02210780"], state=["completed"], phase=["phase-2"], enrollment=(None, 194),
         sponsor=["Regeneron Pharmaceuticals"], outcomes={"primary": 1, "secondary": 10}, sites=42, locations=42,
         criteria=(5, 7), interventions=[("Drug", "Dupilumab"), ("Drug", "Placebo")],
         mesh=["D000003872", "D000003876", "D000004485"]),
-    "nct03064438": dict(
+    "nct03064438": dict(subtypes=[],
         state=["completed"], phase=["phase-2"], enrollment=(None, 40), sponsor=["Accuitis, Inc."],
         outcomes={"primary": 1, "secondary": 7, "exploratory": 2}, sites=2, criteria=(9, 11),
         interventions=[("Drug", "ACCU-D1"), ("Drug", "Vehicle")], mesh=["D000012393"]),
-    "nct03630471": dict(
+    "nct03630471": dict(subtypes=[],
         state=["completed"], phase=["n-a"], enrollment=(None, 250), sponsor=["Sangath"],
         outcomes={"primary": 2, "secondary": 9}, sites=1, criteria=(9, 8), mesh=["D000010554", "D000019966"],
         interventions=[("Behavioral", "Enhanced usual care"), ("Behavioral", "PRIDE 'Step 1' problem-solving intervention")]),
-    "nct05594173": dict(  # observational: no phase
+    "nct05594173": dict(subtypes=[],  # observational: no phase
         state=["completed"], phase=[], enrollment=(None, 20), sponsor=["University Health Network, Toronto"],
         outcomes={"primary": 2}, sites=1, criteria=(1, 7), mesh=["D000003680"],
         interventions=[("Other", "Food texture modification")], computable={"Accepts healthy volunteers", "Age 18 Years to 60 Years"}),
-    "nct01065844": dict(
+    "nct01065844": dict(subtypes=[],
         state=["active-but-not-recruiting"], phase=["phase-2"], enrollment=(None, 15), sponsor=["University of Iowa"],
         outcomes={"primary": 1, "secondary": 1}, sites=1, criteria=(8, 6), interventions=[("Drug", "Nelfinavir")]),
-    "nct00055081": dict(
+    "nct00055081": dict(subtypes=[],
         state=["completed"], phase=["n-a"], enrollment=(None, 320), outcomes={"primary": 1}, sites=1,
         interventions=[("Behavioral", "Critical Time Intervention")]),
     # CSV export rows (the export gives enrollment without ACTUAL/ESTIMATED: read as a target)
-    "nct06702449": dict(state=["recruiting"], phase=["phase-1-phase-2"], enrollment=(448, None),
+    "nct06702449": dict(subtypes=[], state=["recruiting"], phase=["phase-1-phase-2"], enrollment=(448, None),
                         sponsor=["GlaxoSmithKline"], outcomes={"primary": 12, "secondary": 3}, sites=32),
-    "nct06668220": dict(state=["not-yet-recruiting"], phase=["phase-1"], sites=0, computable={"Sex: Male"},
+    "nct06668220": dict(subtypes=[], state=["not-yet-recruiting"], phase=["phase-1"], sites=0,
+                        computable={"Sex: Male"},
                         interventions=[("Drug", "Bupivacain"), ("Drug", "Dexmedetomidine")]),
-    "nct01398852": dict(state=["terminated"], phase=["phase-3"], sites=13,
+    "nct01398852": dict(subtypes=[], state=["terminated"], phase=["phase-3"], sites=13,
                         interventions=[("Device", "VEGA UV-A Illumination System"), ("Drug", "Riboflavin")]),
-    "nct04989114": dict(state=[], phase=["n-a"], sites=1),  # UNKNOWN, no last known status in the export
-    "nct01361386": dict(state=["completed"], phase=[], enrollment=(13011, None), sites=109, interventions=[]),
+    "nct04989114": dict(subtypes=[], state=[], phase=["n-a"], sites=1),  # UNKNOWN, no last known status in the export
+    "nct01361386": dict(subtypes=[], state=["completed"], phase=[], enrollment=(13011, None), sites=109,
+                        interventions=[]),
 }
 
 

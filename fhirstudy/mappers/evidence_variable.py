@@ -125,6 +125,13 @@ def _criteria(trial: Trial) -> list[dict]:
     return out
 
 
+def criteria(trial: Trial) -> list[dict]:
+    """The criteria of a trial as eligibility characteristics (inclusion and exclusion, in source
+    order, notes left out), as the eligibility EvidenceVariable lists them after sex, age and
+    healthy volunteers."""
+    return _criteria(trial)
+
+
 def _eligibility(trial: Trial, sid: str) -> dict:
     notes = [f"Standard age groups: {', '.join(trial.std_ages)}" if trial.std_ages else None,
              f"Sampling method: {trial.sampling_method}" if trial.sampling_method else None,
@@ -140,7 +147,7 @@ def _eligibility(trial: Trial, sid: str) -> dict:
         "note": [{"text": n} for n in notes if n] + [{"text": c.text} for c in trial.criteria if c.note],
         "actual": False,
         "relatedArtifact": [{"type": "documentation", "resourceReference": reference("ResearchStudy", sid)}],
-        "characteristic": _computable(trial) + _criteria(trial),
+        "characteristic": _computable(trial) + criteria(trial),
     })
 
 

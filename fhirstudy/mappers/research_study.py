@@ -1,9 +1,9 @@
-"""Trial -> FHIR R5 ResearchStudy."""
+"""Trial -> FHIR R5 ResearchStudy (its subtype keywords from :mod:`.subtypes`)."""
 from __future__ import annotations
 
 from .. import terminology
 from ..trial import DateStruct, Trial
-from . import evidence_variable, ids
+from . import evidence_variable, ids, subtypes
 from .common import compact, concept, meta, reference
 from .r4_research_study import to_r4  # noqa: F401 - the R4 converter this module declares
 
@@ -256,7 +256,7 @@ def map_trial(trial: Trial) -> dict:
         "phase": _phase(trial),
         "studyDesign": _study_design(trial),
         "condition": _conditions(trial),
-        "keyword": [{"text": k} for k in trial.keywords],
+        "keyword": [{"text": k} for k in trial.keywords] + subtypes.keywords(trial),
         "classifier": _classifiers(trial),
         "descriptionSummary": trial.brief_summary,
         "description": description,
