@@ -147,7 +147,7 @@ def live_server(tmp_path, resources):
 
 
 def test_the_clinicians_question_over_http(live_server):
-    query = {"condition": "breast-cancer", "eligible-age": "67", "eligible-sex": "female",
+    query = {"condition": "breast-cancer", "biomarker": "her2-negative", "eligible-age": "67", "eligible-sex": "female",
              "eligibility-criterion": f"{ECOG}$1", "_include": "ResearchStudy:eligibility"}
     with requests.Session() as session:
         bundle = session.get(f"{live_server}/ResearchStudy", params=query, timeout=10).json()
@@ -155,6 +155,12 @@ def test_the_clinicians_question_over_http(live_server):
         assert ("ResearchStudy", "nct02513394") in found
         assert ("EvidenceVariable", "nct02513394-eligibility") in found
         assert ("ResearchStudy", "nct00763412") not in found  # not breast cancer, 12 to 24 years
+        readme = ("/ResearchStudy?condition=breast-cancer&biomarker=her2-positive&recruitment-status=recruiting"
+                  "&eligible-age=67&eligible-sex=female")
+        answer = session.get(live_server + readme, timeout=10)
+        assert answer.status_code == 200 and answer.json()["type"] == "searchset"
+        assert ("ResearchStudy", "nct02513394") not in {  # HER2-negative
+            (e["resource"]["resourceType"], e["resource"]["id"]) for e in answer.json().get("entry", [])}
         bad = session.get(f"{live_server}/ResearchStudy", params={"eligible-age": "sixty"}, timeout=10)
         assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
         assert "eligible-age" in bad.text
