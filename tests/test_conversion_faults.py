@@ -2,7 +2,7 @@
 lands, every bad one is reported with its place, nothing else is lost.
 
 The inputs are generated here from the real ClinicalTrials.gov samples (new NCT numbers): a
-10,000-record API v2 NDJSON with 1% corrupt records of varied kinds, a CSV export and a 60-record
+3,000-record API v2 NDJSON with 1% corrupt records of varied kinds, a CSV export and a 60-record
 legacy XML file with corrupt records among them.
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ from fhirstudy.pipeline import _convert_chunk, convert_record
 from fhirstudy.sources import RawRecord
 
 FHIRSTUDY = str(Path(sys.executable).with_name("fhirstudy"))
-RECORDS = 10_000
+RECORDS = 3_000  # 30 corrupt records: every kind of corruption several times
 CORRUPT_EVERY = 100  # 1%
 JSON_SAMPLES = ["NCT00763412.json", "NCT02210780.json", "NCT03064438.json", "NCT03630471.json", "NCT05594173.json"]
-# Modules kept from each sample: the study itself (its ResearchStudy), small enough for 10,000 records
+# Modules kept from each sample: the study itself (its ResearchStudy), small enough for thousands of records
 # in seconds; the other modules have their own tests.
 KEPT_MODULES = {"identificationModule", "statusModule", "sponsorCollaboratorsModule", "conditionsModule",
                 "designModule"}
