@@ -3,6 +3,7 @@
 - ``ctgov-to-fhir.json``: ClinicalTrials.gov enum values -> FHIR R5 codings (official package codes).
 - ``conditions.json``: fhirstudy's condition-group CodeSystem, the patterns that recognise each
   group in condition text or MeSH ids, and the cited external codings each group adds.
+- ``mesh.json``: the MeSH system and the rule that writes a descriptor id in NLM's form.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from functools import lru_cache
 
 from fhirstudy import mappings
 
-MESH_SYSTEM = "https://www.nlm.nih.gov/mesh"
+MESH_SYSTEM = mappings.load("mesh.json")["system"]
 
 
 def load_mapping(name: str) -> dict:
@@ -29,6 +30,22 @@ def coding(section: str, key: str | None) -> dict | None:
     if entry is None:
         return None
     return {"system": table["system"], "code": entry["code"], "display": entry["display"]}
+
+
+@lru_cache(maxsize=1)
+def _mesh_id_rule() -> tuple[re.Pattern, int, int]:
+    rule = load_mapping("mesh.json")["descriptorId"]
+    return re.compile(rule["pattern"]), rule["paddedBelow"], rule["digits"]
+
+
+def mesh_descriptor_id(ident: str) -> str:
+    """A MeSH descriptor id in NLM's own form (``mesh.json``): ``D000001943`` -> ``D001943``; a
+    real nine-digit id (``D000086382``) and anything else are returned unchanged."""
+    pattern, below, digits = _mesh_id_rule()
+    match = pattern.match(ident)
+    if match and int(match.group(1)) < below:
+        return f"D{int(match.group(1)):0{digits}d}"
+    return ident
 
 
 def normalize_text(text: str) -> str:
@@ -67,6 +84,7 @@ def condition_codings(text: str, mesh_ids: frozenset[str] = frozenset()) -> list
     """Codings to add to a condition: each fhirstudy group it belongs to, and that group's cited
     external codes. A group matches on the condition text (patterns) or on a MeSH id."""
     system = load_mapping("conditions.json")["codeSystem"]["url"]
+    mesh_ids = frozenset(mesh_descriptor_id(m) for m in mesh_ids)
     folded = fold(text)
     out: list[dict] = []
     for concept, include, exclude in _condition_rules():

@@ -81,23 +81,23 @@ FACTS = {
         nct=["NCT00763412"], state=["completed"], phase=["n-a"], enrollment=(None, 31),
         sponsor=["Arbelaez, Ana Maria"], breast=False, outcomes={"primary": 3, "secondary": 6}, sites=1,
         criteria=(5, 6), interventions=[("Drug", "placebo"), ("Drug", "repaglinide")],
-        mesh=["D000003550", "D000005355", "D000010188", "D000011236", "D000018149", "D000003920"]),
+        mesh=["D003550", "D005355", "D010188", "D011236", "D018149", "D003920"]),
     "nct02210780": dict(
         nct=["NCT02210780"], state=["completed"], phase=["phase-2"], enrollment=(None, 194),
         sponsor=["Regeneron Pharmaceuticals"], outcomes={"primary": 1, "secondary": 10}, sites=42, locations=42,
         criteria=(5, 7), interventions=[("Drug", "Dupilumab"), ("Drug", "Placebo")],
-        mesh=["D000003872", "D000003876", "D000004485"]),
+        mesh=["D003872", "D003876", "D004485"]),
     "nct03064438": dict(
         state=["completed"], phase=["phase-2"], enrollment=(None, 40), sponsor=["Accuitis, Inc."],
         outcomes={"primary": 1, "secondary": 7, "exploratory": 2}, sites=2, criteria=(9, 11),
-        interventions=[("Drug", "ACCU-D1"), ("Drug", "Vehicle")], mesh=["D000012393"]),
+        interventions=[("Drug", "ACCU-D1"), ("Drug", "Vehicle")], mesh=["D012393"]),
     "nct03630471": dict(
         state=["completed"], phase=["n-a"], enrollment=(None, 250), sponsor=["Sangath"],
-        outcomes={"primary": 2, "secondary": 9}, sites=1, criteria=(9, 8), mesh=["D000010554", "D000019966"],
+        outcomes={"primary": 2, "secondary": 9}, sites=1, criteria=(9, 8), mesh=["D010554", "D019966"],
         interventions=[("Behavioral", "Enhanced usual care"), ("Behavioral", "PRIDE 'Step 1' problem-solving intervention")]),
     "nct05594173": dict(  # observational: no phase
         state=["completed"], phase=[], enrollment=(None, 20), sponsor=["University Health Network, Toronto"],
-        outcomes={"primary": 2}, sites=1, criteria=(1, 7), mesh=["D000003680"],
+        outcomes={"primary": 2}, sites=1, criteria=(1, 7), mesh=["D003680"],
         interventions=[("Other", "Food texture modification")], computable={"Accepts healthy volunteers", "Age 18 Years to 60 Years"}),
     "nct01065844": dict(
         state=["active-but-not-recruiting"], phase=["phase-2"], enrollment=(None, 15), sponsor=["University of Iowa"],

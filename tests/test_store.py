@@ -97,6 +97,9 @@ def test_index_rows_are_written(loaded):
 STORE_SEARCHES = [
     ("ResearchStudy", "condition=breast-cancer", {"rs-1", "rs-3"}),
     ("ResearchStudy", "condition=https://www.nlm.nih.gov/mesh|D001943", {"rs-1"}),
+    ("ResearchStudy", "condition=https://www.nlm.nih.gov/mesh|D000001943", {"rs-1"}),  # padded: NLM's form
+    ("ResearchStudy", "condition=D000001943", {"rs-1"}),
+    ("ResearchStudy", "condition=D001943", {"rs-1"}),
     ("ResearchStudy", "title=etude", {"rs-2"}),
     ("ResearchStudy", "title:contains=cancer", {"rs-1", "rs-2"}),
     ("ResearchStudy", "date=ge2025", {"rs-1"}),

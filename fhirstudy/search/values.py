@@ -15,6 +15,7 @@ from fhirstudy.errors import InvalidRequest
 from fhirstudy.search.index import (BadValue, ID_LENGTH, STRING_INDEX_LENGTH, STRING_KEEP_LENGTH, cut_key,
                                     date_range, normalized_prefix, split_reference)
 from fhirstudy.search.registry import SearchParam
+from fhirstudy.terminology import MESH_SYSTEM, mesh_descriptor_id
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _NUMBER_RE = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
@@ -135,9 +136,11 @@ def _token_value(raw: str, modifier: str | None) -> TokenValue:
     if modifier == "text":
         return TokenValue(None, None, text=normalized_prefix(unescape(raw), STRING_INDEX_LENGTH))
     parts = split_escaped(raw, "|")
-    if len(parts) == 1:
-        return TokenValue(None, cut_key(unescape(raw)))
+    if len(parts) == 1:  # any system: a MeSH id is asked for in NLM's form, as the readers write it
+        return TokenValue(None, cut_key(mesh_descriptor_id(unescape(raw))))
     system, code = unescape(parts[0]), unescape("|".join(parts[1:]))
+    if code and system == MESH_SYSTEM:
+        code = mesh_descriptor_id(code)
     return TokenValue(cut_key(system) if system else None, cut_key(code) if code else None,
                       no_system=(system == ""))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import Problem
+from ..terminology import mesh_descriptor_id
 from . import _ctgov
 from ._criteria import split_criteria
 from ._ctgov_json_values import StudyValues, error, json_type, take, warning
@@ -299,11 +300,13 @@ class Study(StudyValues):
             "url": self.text(module, "url", "ipd_sharing"),
         }
 
-    def _meshes(self, module: Fields, field: str) -> list[dict]:
+    def _meshes(self, module: Fields, field: str, key: str = "meshes") -> list[dict]:
+        """The MeSH descriptors of a browse module's list ``key``, ids in NLM's form
+        (``mesh.json``: ``D000001943`` -> ``D001943``)."""
         out = []
-        for item in self.items(module, "meshes", field):
+        for item in self.items(module, key, field):
             ident = self.code(item, "id", field)
             term = self.text(item, "term", field)
             if ident and term:
-                out.append({"id": ident, "term": term})
+                out.append({"id": mesh_descriptor_id(ident), "term": term})
         return out
