@@ -14,6 +14,8 @@ from functools import lru_cache
 from fhirstudy import mappings
 
 MESH_SYSTEM = mappings.load("mesh.json")["system"]
+# The ResearchStudy extension that carries one MeSH ancestor of the study's conditions.
+CONDITION_ANCESTOR_URL = mappings.load("conditions.json")["ancestorExtension"]["url"]
 
 
 def load_mapping(name: str) -> dict:

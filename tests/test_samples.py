@@ -189,6 +189,24 @@ def test_provenance_records_the_source(converted):
     assert bundles["nct02210780"]["entry"][0]["resource"]["meta"]["source"].startswith("urn:fhirstudy:source:ctgov-json:")
 
 
+@pytest.mark.parametrize("name", [f for f in SAMPLE_FILES if f.endswith(".json")])
+def test_condition_ancestors_reach_the_study(converted, name):
+    """Every derivedSection.conditionBrowseModule.ancestors entry becomes one condition-ancestor
+    extension (MeSH, NLM's id form); none becomes a condition."""
+    from fhirstudy.terminology import CONDITION_ANCESTOR_URL, mesh_descriptor_id
+
+    bundles, _, _ = converted
+    source = json.loads((SAMPLES / name).read_text())["derivedSection"]["conditionBrowseModule"].get("ancestors", [])
+    study = bundles[name.removesuffix(".json").lower()]["entry"][0]["resource"]
+    carried = [e["valueCoding"] for e in study.get("extension", []) if e["url"] == CONDITION_ANCESTOR_URL]
+    assert [(c["code"], c["display"]) for c in carried] == [(mesh_descriptor_id(a["id"]), a["term"]) for a in source]
+    assert all(c["system"] == "https://www.nlm.nih.gov/mesh" for c in carried)
+    conditions = {c["code"] for cc in study.get("condition", []) for c in cc.get("coding", [])}
+    ancestors_only = {c["code"] for c in carried} - {mesh_descriptor_id(m["id"]) for m in json.loads(
+        (SAMPLES / name).read_text())["derivedSection"]["conditionBrowseModule"].get("meshes", [])}
+    assert not ancestors_only & conditions
+
+
 @pytest.mark.peer
 def test_every_sample_bundle_passes_the_peer_validator(converted, peer_validate):
     _, _, folder = converted

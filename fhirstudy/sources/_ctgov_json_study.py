@@ -44,7 +44,9 @@ class Study(StudyValues):
         self._references(self.obj(protocol, "referencesModule"), data)
         self._ipd_sharing(self.obj(protocol, "ipdSharingStatementModule"), data)
         derived = self.obj(self.root, "derivedSection")
-        data["condition_meshes"] = self._meshes(self.obj(derived, "conditionBrowseModule"), "condition_meshes")
+        condition_browse = self.obj(derived, "conditionBrowseModule")
+        data["condition_meshes"] = self._meshes(condition_browse, "condition_meshes")
+        data["condition_ancestors"] = self._meshes(condition_browse, "condition_ancestors", "ancestors")
         data["intervention_meshes"] = self._meshes(self.obj(derived, "interventionBrowseModule"),
                                                    "intervention_meshes")
         data["has_results"] = self.flag(self.root, "hasResults", "has_results")
