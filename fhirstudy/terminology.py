@@ -82,16 +82,23 @@ def _condition_rules() -> tuple[tuple[dict, tuple[re.Pattern, ...], tuple[re.Pat
     return tuple(rules)
 
 
-def condition_codings(text: str, mesh_ids: frozenset[str] = frozenset()) -> list[dict]:
+def condition_codings(text: str, mesh_ids: frozenset[str] = frozenset(),
+                      ancestor_ids: frozenset[str] = frozenset()) -> list[dict]:
     """Codings to add to a condition: each fhirstudy group it belongs to, and that group's cited
-    external codes. A group matches on the condition text (patterns) or on a MeSH id."""
+    external codes. A group matches on the condition text (its patterns, unless an exclude
+    pattern matches too), on a MeSH id of the condition (``mesh_ids``) among the descriptors the
+    group covers, or on a MeSH ancestor (``ancestor_ids``) among those of them not marked
+    ``"ancestor": false`` (ids in either form, :func:`mesh_descriptor_id`)."""
     system = load_mapping("conditions.json")["codeSystem"]["url"]
     mesh_ids = frozenset(mesh_descriptor_id(m) for m in mesh_ids)
+    ancestor_ids = frozenset(mesh_descriptor_id(m) for m in ancestor_ids)
     folded = fold(text)
     out: list[dict] = []
     for concept, include, exclude in _condition_rules():
         by_text = any(p.search(folded) for p in include) and not any(p.search(folded) for p in exclude)
-        by_mesh = bool(mesh_ids & set(concept.get("mesh", [])))
+        covered = concept.get("mesh", [])
+        by_mesh = bool(mesh_ids & {m["id"] for m in covered}
+                       or ancestor_ids & {m["id"] for m in covered if m.get("ancestor", True)})
         if by_text or by_mesh:
             out.append({"system": system, "code": concept["code"], "display": concept["display"]})
             out.extend({k: c[k] for k in ("system", "code", "display")} for c in concept["codings"])

@@ -93,7 +93,9 @@ FACTS = {
         interventions=[("Drug", "ACCU-D1"), ("Drug", "Vehicle")], mesh=["D012393"]),
     "nct03630471": dict(
         state=["completed"], phase=["n-a"], enrollment=(None, 250), sponsor=["Sangath"],
-        outcomes={"primary": 2, "secondary": 9}, sites=1, criteria=(9, 8), mesh=["D010554", "D019966"],
+        # D003866 (Depressive Disorder): the depression group's coding, for the condition text
+        # "Mental Health Issue (E.G., Depression, ...)"; the other two are the record's MeSH terms
+        outcomes={"primary": 2, "secondary": 9}, sites=1, criteria=(9, 8), mesh=["D003866", "D010554", "D019966"],
         interventions=[("Behavioral", "Enhanced usual care"), ("Behavioral", "PRIDE 'Step 1' problem-solving intervention")]),
     "nct05594173": dict(  # observational: no phase
         state=["completed"], phase=[], enrollment=(None, 20), sponsor=["University Health Network, Toronto"],

@@ -80,10 +80,13 @@ def _conditions(trial: Trial) -> list[dict]:
     the MeSH terms no condition names, and the groups only an ancestor gives (a study of "NSCLC"
     whose ancestors include Lung Neoplasms is a lung-cancer study)."""
     mesh_by_term = {terminology.fold(m.term): m for m in trial.condition_meshes}
-    mesh_ids = frozenset(m.id for m in (*trial.condition_meshes, *trial.condition_ancestors))
+    mesh_ids = frozenset(m.id for m in trial.condition_meshes)
+    ancestor_ids = frozenset(m.id for m in trial.condition_ancestors)
     out = []
     for text in trial.conditions:
-        codings = terminology.condition_codings(text, mesh_ids if len(trial.conditions) == 1 else frozenset())
+        single = len(trial.conditions) == 1
+        codings = terminology.condition_codings(text, mesh_ids if single else frozenset(),
+                                                ancestor_ids if single else frozenset())
         mesh = mesh_by_term.get(terminology.fold(text))
         if mesh:
             codings.append({"system": terminology.MESH_SYSTEM, "code": mesh.id, "display": mesh.term})
@@ -96,7 +99,7 @@ def _conditions(trial: Trial) -> list[dict]:
             out.append({"coding": _unique(codings), "text": mesh.term})
             listed |= {c["code"] for c in out[-1]["coding"]}
     for ancestor in trial.condition_ancestors:  # groups that only an ancestor names
-        codings = [c for c in terminology.condition_codings("", frozenset({ancestor.id}))]
+        codings = terminology.condition_codings("", ancestor_ids=frozenset({ancestor.id}))
         if codings and not {c["code"] for c in codings} <= listed:
             out.append({"coding": _unique(codings), "text": ancestor.term})
             listed |= {c["code"] for c in codings}
