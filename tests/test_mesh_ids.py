@@ -49,6 +49,18 @@ def test_search_values_take_nlm_form(value, system, code):
     assert (token.system, token.code) == (system, code)
 
 
+@pytest.mark.parametrize("name,value,code", [
+    ("condition-ancestor", "D000009369", "D009369"),
+    ("condition:below", "D000009369", "D009369"),
+    ("identifier", "D000012345", "D000012345"),  # an identifier is not a MeSH id
+    ("identifier", f"{MESH_SYSTEM}|D000012345", "D012345"),  # unless its system says so
+    ("keyword", "D000001943", "D000001943"),
+])
+def test_bare_codes_are_mesh_ids_only_where_the_parameter_says(name, value, code):
+    query = parse_search("ResearchStudy", [(name, value)], load_registry())
+    assert query.clauses[0].values[0].code == code
+
+
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason="the samples folder is missing")
 def test_json_reader_writes_nlm_form():
     from fhirstudy.sources import iter_records

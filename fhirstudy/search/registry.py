@@ -3,8 +3,8 @@
 ``mappings/fhir-r5-search-parameters.json`` holds the official R5 definitions;
 ``mappings/search-parameters-local.json`` holds the ones fhirstudy defines itself (full
 SearchParameter resources), and under ``below`` the parameters whose rows a token parameter's
-``:below`` also searches (``ResearchStudy.condition`` -> ``condition-ancestor``).  A definition is served for a resource type when its type is one the
-index supports and the branches of its expression that start from that type compile in the
+``:below`` also searches (``ResearchStudy.condition`` -> ``condition-ancestor``).  A definition
+is served for a resource type when its type is one the index supports and the branches of its expression that start from that type compile in the
 FHIRPath subset (:mod:`fhirstudy.search.fhirpath`).  Anything else is left out, and listed by
 :meth:`Registry.unsupported` with the reason.
 """
