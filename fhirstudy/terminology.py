@@ -5,6 +5,7 @@
   group in condition text or MeSH ids, and the cited external codings each group adds.
 - ``subtypes.json``: fhirstudy's disease-subtype CodeSystem (the rules that find subtypes in a
   trial are :mod:`fhirstudy.mappers.subtypes`).
+- ``mesh.json``: the MeSH system and the rule that writes a descriptor id in NLM's form.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from functools import lru_cache
 
 from fhirstudy import mappings
 
-MESH_SYSTEM = "https://www.nlm.nih.gov/mesh"
+MESH_SYSTEM = mappings.load("mesh.json")["system"]
+# The ResearchStudy extension that carries one MeSH ancestor of the study's conditions.
+CONDITION_ANCESTOR_URL = mappings.load("conditions.json")["ancestorExtension"]["url"]
 
 
 def load_mapping(name: str) -> dict:
@@ -31,6 +34,22 @@ def coding(section: str, key: str | None) -> dict | None:
     if entry is None:
         return None
     return {"system": table["system"], "code": entry["code"], "display": entry["display"]}
+
+
+@lru_cache(maxsize=1)
+def _mesh_id_rule() -> tuple[re.Pattern, int, int]:
+    rule = load_mapping("mesh.json")["descriptorId"]
+    return re.compile(rule["pattern"]), rule["paddedBelow"], rule["digits"]
+
+
+def mesh_descriptor_id(ident: str) -> str:
+    """A MeSH descriptor id in NLM's own form (``mesh.json``): ``D000001943`` -> ``D001943``; a
+    real nine-digit id (``D000086382``) and anything else are returned unchanged."""
+    pattern, below, digits = _mesh_id_rule()
+    match = pattern.match(ident)
+    if match and int(match.group(1)) < below:
+        return f"D{int(match.group(1)):0{digits}d}"
+    return ident
 
 
 def normalize_text(text: str) -> str:
@@ -65,15 +84,23 @@ def _condition_rules() -> tuple[tuple[dict, tuple[re.Pattern, ...], tuple[re.Pat
     return tuple(rules)
 
 
-def condition_codings(text: str, mesh_ids: frozenset[str] = frozenset()) -> list[dict]:
+def condition_codings(text: str, mesh_ids: frozenset[str] = frozenset(),
+                      ancestor_ids: frozenset[str] = frozenset()) -> list[dict]:
     """Codings to add to a condition: each fhirstudy group it belongs to, and that group's cited
-    external codes. A group matches on the condition text (patterns) or on a MeSH id."""
+    external codes. A group matches on the condition text (its patterns, unless an exclude
+    pattern matches too), on a MeSH id of the condition (``mesh_ids``) among the descriptors the
+    group covers, or on a MeSH ancestor (``ancestor_ids``) among those of them not marked
+    ``"ancestor": false`` (ids in either form, :func:`mesh_descriptor_id`)."""
     system = load_mapping("conditions.json")["codeSystem"]["url"]
+    mesh_ids = frozenset(mesh_descriptor_id(m) for m in mesh_ids)
+    ancestor_ids = frozenset(mesh_descriptor_id(m) for m in ancestor_ids)
     folded = fold(text)
     out: list[dict] = []
     for concept, include, exclude in _condition_rules():
         by_text = any(p.search(folded) for p in include) and not any(p.search(folded) for p in exclude)
-        by_mesh = bool(mesh_ids & set(concept.get("mesh", [])))
+        covered = concept.get("mesh", [])
+        by_mesh = bool(mesh_ids & {m["id"] for m in covered}
+                       or ancestor_ids & {m["id"] for m in covered if m.get("ancestor", True)})
         if by_text or by_mesh:
             out.append({"system": system, "code": concept["code"], "display": concept["display"]})
             out.extend({k: c[k] for k in ("system", "code", "display")} for c in concept["codings"])

@@ -39,11 +39,20 @@ def _condition(code: str, mesh: str | None, display: str | None, text: str) -> d
     return {"coding": coding, "text": text}
 
 
+ANCESTOR_URL = "https://fhirstudy.org/fhir/StructureDefinition/condition-ancestor"
+
+
+def _ancestors(*pairs: tuple[str, str]) -> list[dict]:
+    return [{"url": ANCESTOR_URL, "valueCoding": {"system": MESH, "code": code, "display": display}}
+            for code, display in pairs]
+
+
 def sample_resources() -> list[dict]:
     """Small realistic resources of every type the tests search, ids chosen to sort predictably."""
     studies = [
         {
             "resourceType": "ResearchStudy", "id": "rs-1",
+            "extension": _ancestors(("D009369", "Neoplasms"), ("D009371", "Neoplasms by Site")),
             "identifier": [{"system": NCT, "value": "NCT06731140"}],
             "title": "HER2 Negative Breast Cancer Study of Drug A",
             "status": "active",
@@ -60,6 +69,7 @@ def sample_resources() -> list[dict]:
         },
         {
             "resourceType": "ResearchStudy", "id": "rs-2",
+            "extension": _ancestors(("D012140", "Respiratory Tract Diseases"), ("D009369", "Neoplasms")),
             "identifier": [{"system": NCT, "value": "NCT00000002"}, {"system": "urn:other", "value": "X-2"}],
             "title": "Étude du cancer du poumon",
             "status": "completed",

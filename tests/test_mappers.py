@@ -17,6 +17,7 @@ FULL = {
     "official_title": "v-official-title", "acronym": "v-acronym",
     "brief_summary": "v-brief-summary", "detailed_description": "v-detailed-description",
     "conditions": ["v-condition"], "condition_meshes": [{"id": "D000000001", "term": "v-condition-mesh"}],
+    "condition_ancestors": [{"id": "D000000003", "term": "v-condition-ancestor"}],
     "intervention_meshes": [{"id": "D000000002", "term": "v-drug"}],
     "keywords": ["v-keyword"], "phases": ["PHASE1", "PHASE2"], "study_type": "INTERVENTIONAL",
     "allocation": "RANDOMIZED", "intervention_model": "PARALLEL", "primary_purpose": "TREATMENT",

@@ -36,7 +36,7 @@ def test_external_condition_codes_cite_their_source():
         for coding in concept["codings"]:
             assert coding.get("source"), f"{concept['code']}: {coding['system']}|{coding['code']} has no source"
             if coding["system"] == "https://www.nlm.nih.gov/mesh":
-                assert "derivedSection" in coding["source"], "MeSH codes come from ClinicalTrials.gov's derivedSection"
+                assert "derivedsection" in coding["source"].lower(), "MeSH codes come from ClinicalTrials.gov's derivedSection"
 
 
 def test_condition_code_system_is_valid_fhir():
@@ -69,7 +69,7 @@ def test_breast_cancer_texts_get_the_group_code(text):
 def test_other_texts_do_not(text):
     from fhirstudy.terminology import condition_codings
 
-    assert condition_codings(text) == []
+    assert "breast-cancer" not in {c["code"] for c in condition_codings(text)}
 
 
 def test_mesh_id_alone_is_enough():

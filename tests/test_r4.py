@@ -9,6 +9,7 @@ import pytest
 
 from _peer_fixtures import PEER_DIR, all_trials  # noqa: F401
 from fhirstudy.mappers.r4 import extension_url, to_r4
+from fhirstudy.terminology import CONDITION_ANCESTOR_URL
 
 STATUS_CASES = [  # R5 progressStatus state -> R4 ResearchStudy.status
     ("not-yet-recruiting", "approved"),
@@ -63,6 +64,8 @@ def test_r4_shape_is_faithful(all_trials):
                 assert extension_url(f"ResearchStudy.{element}") in ext, element
         if (r5.get("recruitment") or {}).get("targetNumber") or (r5.get("recruitment") or {}).get("actualNumber"):
             assert extension_url("ResearchStudy.recruitment") in ext
+        ancestors = [e for e in r5.get("extension", []) if e["url"] == CONDITION_ANCESTOR_URL]
+        assert [e for e in study.get("extension", []) if e["url"] == CONDITION_ANCESTOR_URL] == ancestors
         assert len(study.get("arm", [])) == len(r5.get("comparisonGroup", []))
         assert len(study.get("objective", [])) == len(r5.get("outcomeMeasure", []))
         if (r5.get("recruitment") or {}).get("eligibility"):

@@ -84,23 +84,25 @@ FACTS = {
         nct=["NCT00763412"], state=["completed"], phase=["n-a"], enrollment=(None, 31),
         sponsor=["Arbelaez, Ana Maria"], breast=False, outcomes={"primary": 3, "secondary": 6}, sites=1,
         criteria=(5, 6), interventions=[("Drug", "placebo"), ("Drug", "repaglinide")],
-        mesh=["D000003550", "D000005355", "D000010188", "D000011236", "D000018149", "D000003920"]),
+        mesh=["D003550", "D005355", "D010188", "D011236", "D018149", "D003920"]),
     "nct02210780": dict(subtypes=[],
         nct=["NCT02210780"], state=["completed"], phase=["phase-2"], enrollment=(None, 194),
         sponsor=["Regeneron Pharmaceuticals"], outcomes={"primary": 1, "secondary": 10}, sites=42, locations=42,
         criteria=(5, 7), interventions=[("Drug", "Dupilumab"), ("Drug", "Placebo")],
-        mesh=["D000003872", "D000003876", "D000004485"]),
+        mesh=["D003872", "D003876", "D004485"]),
     "nct03064438": dict(subtypes=[],
         state=["completed"], phase=["phase-2"], enrollment=(None, 40), sponsor=["Accuitis, Inc."],
         outcomes={"primary": 1, "secondary": 7, "exploratory": 2}, sites=2, criteria=(9, 11),
-        interventions=[("Drug", "ACCU-D1"), ("Drug", "Vehicle")], mesh=["D000012393"]),
+        interventions=[("Drug", "ACCU-D1"), ("Drug", "Vehicle")], mesh=["D012393"]),
     "nct03630471": dict(subtypes=[],
         state=["completed"], phase=["n-a"], enrollment=(None, 250), sponsor=["Sangath"],
-        outcomes={"primary": 2, "secondary": 9}, sites=1, criteria=(9, 8), mesh=["D000010554", "D000019966"],
+        # D003866 (Depressive Disorder): the depression group's coding, for the condition text
+        # "Mental Health Issue (E.G., Depression, ...)"; the other two are the record's MeSH terms
+        outcomes={"primary": 2, "secondary": 9}, sites=1, criteria=(9, 8), mesh=["D003866", "D010554", "D019966"],
         interventions=[("Behavioral", "Enhanced usual care"), ("Behavioral", "PRIDE 'Step 1' problem-solving intervention")]),
     "nct05594173": dict(subtypes=[],  # observational: no phase
         state=["completed"], phase=[], enrollment=(None, 20), sponsor=["University Health Network, Toronto"],
-        outcomes={"primary": 2}, sites=1, criteria=(1, 7), mesh=["D000003680"],
+        outcomes={"primary": 2}, sites=1, criteria=(1, 7), mesh=["D003680"],
         interventions=[("Other", "Food texture modification")], computable={"Accepts healthy volunteers", "Age 18 Years to 60 Years"}),
     "nct01065844": dict(subtypes=[],
         state=["active-but-not-recruiting"], phase=["phase-2"], enrollment=(None, 15), sponsor=["University of Iowa"],
@@ -192,6 +194,24 @@ def test_provenance_records_the_source(converted):
     assert "NCT02210780.json" in provenance["entity"][0]["what"]["display"]
     assert provenance.get("occurredDateTime"), "the source version date"
     assert bundles["nct02210780"]["entry"][0]["resource"]["meta"]["source"].startswith("urn:fhirstudy:source:ctgov-json:")
+
+
+@pytest.mark.parametrize("name", [f for f in SAMPLE_FILES if f.endswith(".json")])
+def test_condition_ancestors_reach_the_study(converted, name):
+    """Every derivedSection.conditionBrowseModule.ancestors entry becomes one condition-ancestor
+    extension (MeSH, NLM's id form); none becomes a condition."""
+    from fhirstudy.terminology import CONDITION_ANCESTOR_URL, mesh_descriptor_id
+
+    bundles, _, _ = converted
+    source = json.loads((SAMPLES / name).read_text())["derivedSection"]["conditionBrowseModule"].get("ancestors", [])
+    study = bundles[name.removesuffix(".json").lower()]["entry"][0]["resource"]
+    carried = [e["valueCoding"] for e in study.get("extension", []) if e["url"] == CONDITION_ANCESTOR_URL]
+    assert [(c["code"], c["display"]) for c in carried] == [(mesh_descriptor_id(a["id"]), a["term"]) for a in source]
+    assert all(c["system"] == "https://www.nlm.nih.gov/mesh" for c in carried)
+    conditions = {c["code"] for cc in study.get("condition", []) for c in cc.get("coding", [])}
+    ancestors_only = {c["code"] for c in carried} - {mesh_descriptor_id(m["id"]) for m in json.loads(
+        (SAMPLES / name).read_text())["derivedSection"]["conditionBrowseModule"].get("meshes", [])}
+    assert not ancestors_only & conditions
 
 
 @pytest.mark.peer

@@ -58,6 +58,10 @@ def test_common_and_local_parameters():
     assert local.url == "https://fhirstudy.org/fhir/SearchParameter/ResearchStudy-recruitment-status"
     assert local.type == "token"
     assert registry.get("Organization", "phonetic") is None
+    condition = registry.get("ResearchStudy", "condition")
+    assert condition.below == ("condition-ancestor",) and "below" in condition.modifiers
+    assert registry.get("ResearchStudy", "condition-ancestor").type == "token"
+    assert registry.get("ResearchStudy", "phase").below == ()
 
 
 def test_shared_expression_keeps_only_the_branches_of_the_type():
@@ -254,6 +258,8 @@ BAD_REQUESTS = [
     ("progress-status-state-actual=recruiting", "progress-status-state-actual"),
     ("progress-status-state-period=recruiting$notadate", "progress-status-state-period"),
     ("site:Location=Organization/x", "site:Location"),
+    ("phase:below=phase-1", "phase:below"),  # no parameter indexes broader phases
+    ("condition:above=D009369", "condition:above"),
 ]
 
 

@@ -106,6 +106,8 @@ SEARCHES = [
     ("ResearchStudy", "condition=https://fhirstudy.org/fhir/CodeSystem/condition|breast-cancer", {"rs-1", "rs-3"}),
     ("ResearchStudy", "condition=https://www.nlm.nih.gov/mesh|D001943", {"rs-1"}),
     ("ResearchStudy", "condition=breast-cancer,lung-cancer", {"rs-1", "rs-2", "rs-3"}),
+    ("ResearchStudy", "condition:below=https://www.nlm.nih.gov/mesh|D009369", {"rs-1", "rs-2"}),
+    ("ResearchStudy", "condition=D000001943", {"rs-1"}),
     ("ResearchStudy", "condition=breast-cancer&condition=diabetes", {"rs-3"}),
     ("ResearchStudy", "condition:text=her2", {"rs-1"}),
     ("ResearchStudy", "condition:text=breast", {"rs-1", "rs-3"}),

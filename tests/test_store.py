@@ -97,6 +97,19 @@ def test_index_rows_are_written(loaded):
 STORE_SEARCHES = [
     ("ResearchStudy", "condition=breast-cancer", {"rs-1", "rs-3"}),
     ("ResearchStudy", "condition=https://www.nlm.nih.gov/mesh|D001943", {"rs-1"}),
+    ("ResearchStudy", "condition=https://www.nlm.nih.gov/mesh|D000001943", {"rs-1"}),  # padded: NLM's form
+    ("ResearchStudy", "condition=D000001943", {"rs-1"}),
+    ("ResearchStudy", "condition=D001943", {"rs-1"}),
+    # :below: the condition or one of its MeSH ancestors (the condition-ancestor extension)
+    ("ResearchStudy", "condition:below=https://www.nlm.nih.gov/mesh|D009369", {"rs-1", "rs-2"}),
+    ("ResearchStudy", "condition:below=https://www.nlm.nih.gov/mesh|D000009369", {"rs-1", "rs-2"}),
+    ("ResearchStudy", "condition:below=D012140", {"rs-2"}),
+    ("ResearchStudy", "condition:below=https://www.nlm.nih.gov/mesh|D008175", {"rs-2"}),  # its own condition
+    ("ResearchStudy", "condition:below=breast-cancer", {"rs-1", "rs-3"}),
+    ("ResearchStudy", "condition:below=https://www.nlm.nih.gov/mesh|D009369&phase=phase-3", {"rs-2"}),
+    ("ResearchStudy", "condition=https://www.nlm.nih.gov/mesh|D009369", set()),  # an ancestor is not a condition
+    ("ResearchStudy", "condition-ancestor=https://www.nlm.nih.gov/mesh|D009369", {"rs-1", "rs-2"}),
+    ("ResearchStudy", "condition-ancestor=D008175", set()),
     ("ResearchStudy", "title=etude", {"rs-2"}),
     ("ResearchStudy", "title:contains=cancer", {"rs-1", "rs-2"}),
     ("ResearchStudy", "date=ge2025", {"rs-1"}),

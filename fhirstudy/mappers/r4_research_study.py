@@ -110,6 +110,7 @@ def _study_extensions(study: dict) -> list[dict]:
     rs = "ResearchStudy"
     recruitment = study.get("recruitment") or {}
     extensions = [
+        *study.get("extension", []),  # fhirstudy's own (the conditions' MeSH ancestors) mean the same in R4
         *[complex_ext(extension_url(f"{rs}.label"), [("type", "CodeableConcept", lb.get("type")),
                                                   ("value", "String", lb.get("value"))])
           for lb in study.get("label", [])],

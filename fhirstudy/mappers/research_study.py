@@ -75,11 +75,18 @@ def _classifiers(trial: Trial) -> list[dict]:
 
 
 def _conditions(trial: Trial) -> list[dict]:
+    """Each condition with the groups it belongs to (by text; by the MeSH ids and ancestors when
+    the study names one condition), its MeSH descriptor when a MeSH term names it verbatim; then
+    the MeSH terms no condition names, and the groups only an ancestor gives (a study of "NSCLC"
+    whose ancestors include Lung Neoplasms is a lung-cancer study)."""
     mesh_by_term = {terminology.fold(m.term): m for m in trial.condition_meshes}
     mesh_ids = frozenset(m.id for m in trial.condition_meshes)
+    ancestor_ids = frozenset(m.id for m in trial.condition_ancestors)
     out = []
     for text in trial.conditions:
-        codings = terminology.condition_codings(text, mesh_ids if len(trial.conditions) == 1 else frozenset())
+        single = len(trial.conditions) == 1
+        codings = terminology.condition_codings(text, mesh_ids if single else frozenset(),
+                                                ancestor_ids if single else frozenset())
         mesh = mesh_by_term.get(terminology.fold(text))
         if mesh:
             codings.append({"system": terminology.MESH_SYSTEM, "code": mesh.id, "display": mesh.term})
@@ -90,7 +97,20 @@ def _conditions(trial: Trial) -> list[dict]:
             codings = terminology.condition_codings(mesh.term, frozenset({mesh.id}))
             codings.append({"system": terminology.MESH_SYSTEM, "code": mesh.id, "display": mesh.term})
             out.append({"coding": _unique(codings), "text": mesh.term})
+            listed |= {c["code"] for c in out[-1]["coding"]}
+    for ancestor in trial.condition_ancestors:  # groups that only an ancestor names
+        codings = terminology.condition_codings("", ancestor_ids=frozenset({ancestor.id}))
+        if codings and not {c["code"] for c in codings} <= listed:
+            out.append({"coding": _unique(codings), "text": ancestor.term})
+            listed |= {c["code"] for c in codings}
     return out
+
+
+def _ancestors(trial: Trial) -> list[dict]:
+    """The MeSH ancestors of the conditions, one extension each (not conditions of the study)."""
+    return [{"url": terminology.CONDITION_ANCESTOR_URL,
+             "valueCoding": {"system": terminology.MESH_SYSTEM, "code": a.id, "display": a.term}}
+            for a in trial.condition_ancestors]
 
 
 def _unique(codings: list[dict]) -> list[dict]:
@@ -246,6 +266,7 @@ def map_trial(trial: Trial) -> dict:
         "id": sid,
         "meta": meta(trial),
         "contained": contained,
+        "extension": _ancestors(trial),
         "identifier": [_identifier(i) for i in trial.identifiers],
         "title": trial.brief_title,
         "label": _labels(trial),

@@ -2,8 +2,9 @@
 
 ``mappings/fhir-r5-search-parameters.json`` holds the official R5 definitions;
 ``mappings/search-parameters-local.json`` holds the ones fhirstudy defines itself (full
-SearchParameter resources).  A definition is served for a resource type when its type is one the
-index supports and the branches of its expression that start from that type compile in the
+SearchParameter resources), and under ``below`` the parameters whose rows a token parameter's
+``:below`` also searches (``ResearchStudy.condition`` -> ``condition-ancestor``).  A definition
+is served for a resource type when its type is one the index supports and the branches of its expression that start from that type compile in the
 FHIRPath subset (:mod:`fhirstudy.search.fhirpath`).  Anything else is left out, and listed by
 :meth:`Registry.unsupported` with the reason.
 """
@@ -19,6 +20,7 @@ from fhirstudy.search.fhirpath import (Expression, Item, UnsupportedExpression, 
                                        first_step, split_union)
 
 DEFINITION_FILES = ("fhir-r5-search-parameters.json", "search-parameters-local.json")  # in fhirstudy.mappings
+BELOW_FILE = "search-parameters-local.json"  # its ``below`` table: what ``:below`` searches besides the parameter
 RESOURCE_TYPES_FILE = "resource-types.json"  # in fhirstudy.mappings: the one list of resource types
 SERVED_TYPES = tuple(row["type"] for row in mappings.load(RESOURCE_TYPES_FILE)["resourceTypes"])
 # Parameters defined on Resource that we serve on every type (``_in``, ``_list``, ``_has``... are not).
@@ -70,6 +72,7 @@ class SearchParam:
     # points at: ``via`` is that parameter's code, and its rows change when the target does
     via: str | None = None
     absent_admits: bool = False
+    below: tuple[str, ...] = ()  # codes of the parameters indexing broader codes, searched by :below
 
     def evaluate(self, resource: dict) -> list[Item]:
         """The items of ``resource`` this parameter indexes."""
@@ -77,15 +80,18 @@ class SearchParam:
 
     @property
     def modifiers(self) -> tuple[str, ...]:
-        """The modifiers this parameter accepts (besides target types of references)."""
-        return MODIFIERS[self.type]
+        """The modifiers this parameter accepts (besides target types of references); ``below``
+        for a token parameter whose broader codes another parameter indexes."""
+        return MODIFIERS[self.type] + (("below",) if self.below else ())
 
 
 class Registry:
     """Served search parameters by resource type and code."""
 
-    def __init__(self, definitions: list[dict], served_types: tuple[str, ...] = SERVED_TYPES):
+    def __init__(self, definitions: list[dict], served_types: tuple[str, ...] = SERVED_TYPES,
+                 below: dict[str, list[str]] | None = None):
         self.served_types = served_types
+        self._below = read_below() if below is None else below
         self._params: dict[str, dict[str, SearchParam]] = {t: {} for t in served_types}
         self._unsupported: dict[str, dict[str, str]] = {t: {} for t in served_types}
         self._by_url = {d["url"]: d for d in definitions if d.get("url")}
@@ -150,6 +156,7 @@ class Registry:
             description=definition.get("description"), components=components,
             absent_admits=any(e.get("url") == ABSENT_ADMITS and e.get("valueBoolean") is True
                               for e in definition.get("extension") or []),
+            below=tuple(self._below.get(f"{resource_type}.{code}", ())) if definition["type"] == "token" else (),
         )
 
     def _components(self, definition: dict) -> tuple[Component, ...]:
@@ -183,6 +190,13 @@ class Registry:
     def unsupported(self, resource_type: str) -> dict[str, str]:
         """Parameters defined for ``resource_type`` that we do not serve, with the reason."""
         return dict(self._unsupported.get(resource_type, {}))
+
+
+def read_below(name: str = BELOW_FILE) -> dict[str, list[str]]:
+    """The ``below`` table of ``name``: ``{"Type.code": [codes of the parameters :below also
+    searches]}`` (keys starting with ``_`` are comments)."""
+    table = mappings.load(name).get("below", {})
+    return {key: list(codes) for key, codes in table.items() if not key.startswith("_")}
 
 
 def read_definitions(names=DEFINITION_FILES) -> list[dict]:

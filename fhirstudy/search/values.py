@@ -15,6 +15,7 @@ from fhirstudy.errors import InvalidRequest
 from fhirstudy.search.index import (BadValue, ID_LENGTH, STRING_INDEX_LENGTH, STRING_KEEP_LENGTH, cut_key,
                                     date_range, normalized_prefix, split_reference)
 from fhirstudy.search.registry import SearchParam
+from fhirstudy.terminology import MESH_SYSTEM, load_mapping, mesh_descriptor_id
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _NUMBER_RE = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
@@ -123,6 +124,8 @@ def composite_value(param: SearchParam, raw: str, name: str) -> CompositeValue:
 
 def parse_value(param: SearchParam, modifier: str | None, raw: str, name: str):
     try:
+        if param.type == "token":
+            return _token_value(raw, modifier, _mesh_codes(param))
         return _PARSERS[param.type](raw, modifier)
     except BadValue as exc:
         raise InvalidRequest(f"Bad value for {name}: {exc}", expression=name) from exc
@@ -131,13 +134,23 @@ def parse_value(param: SearchParam, modifier: str | None, raw: str, name: str):
 # Each parser takes one value with its escapes still in (see split_escaped) and resolves them.
 
 
-def _token_value(raw: str, modifier: str | None) -> TokenValue:
+def _mesh_codes(param: SearchParam) -> bool:
+    """Whether a code of ``param`` given without a system is a MeSH id (``mesh.json``)."""
+    return f"{param.resource_type}.{param.code}" in load_mapping("mesh.json")["searchParameters"]["codes"]
+
+
+def _token_value(raw: str, modifier: str | None, mesh_codes: bool = False) -> TokenValue:
+    """A token; a MeSH id in NLM's form (as the readers write it) when the system is MeSH, or
+    when none is given and ``mesh_codes`` (the parameter's codes are MeSH ids)."""
     if modifier == "text":
         return TokenValue(None, None, text=normalized_prefix(unescape(raw), STRING_INDEX_LENGTH))
     parts = split_escaped(raw, "|")
     if len(parts) == 1:
-        return TokenValue(None, cut_key(unescape(raw)))
+        code = unescape(raw)
+        return TokenValue(None, cut_key(mesh_descriptor_id(code) if mesh_codes else code))
     system, code = unescape(parts[0]), unescape("|".join(parts[1:]))
+    if code and system == MESH_SYSTEM:
+        code = mesh_descriptor_id(code)
     return TokenValue(cut_key(system) if system else None, cut_key(code) if code else None,
                       no_system=(system == ""))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import Problem
+from ..terminology import mesh_descriptor_id
 from . import _ctgov
 from ._criteria import split_criteria
 from ._ctgov_json_values import StudyValues, error, json_type, take, warning
@@ -43,7 +44,9 @@ class Study(StudyValues):
         self._references(self.obj(protocol, "referencesModule"), data)
         self._ipd_sharing(self.obj(protocol, "ipdSharingStatementModule"), data)
         derived = self.obj(self.root, "derivedSection")
-        data["condition_meshes"] = self._meshes(self.obj(derived, "conditionBrowseModule"), "condition_meshes")
+        condition_browse = self.obj(derived, "conditionBrowseModule")
+        data["condition_meshes"] = self._meshes(condition_browse, "condition_meshes")
+        data["condition_ancestors"] = self._meshes(condition_browse, "condition_ancestors", "ancestors")
         data["intervention_meshes"] = self._meshes(self.obj(derived, "interventionBrowseModule"),
                                                    "intervention_meshes")
         data["has_results"] = self.flag(self.root, "hasResults", "has_results")
@@ -299,11 +302,13 @@ class Study(StudyValues):
             "url": self.text(module, "url", "ipd_sharing"),
         }
 
-    def _meshes(self, module: Fields, field: str) -> list[dict]:
+    def _meshes(self, module: Fields, field: str, key: str = "meshes") -> list[dict]:
+        """The MeSH descriptors of a browse module's list ``key``, ids in NLM's form
+        (``mesh.json``: ``D000001943`` -> ``D001943``)."""
         out = []
-        for item in self.items(module, "meshes", field):
+        for item in self.items(module, key, field):
             ident = self.code(item, "id", field)
             term = self.text(item, "term", field)
             if ident and term:
-                out.append({"id": ident, "term": term})
+                out.append({"id": mesh_descriptor_id(ident), "term": term})
         return out

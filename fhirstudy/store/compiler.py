@@ -71,7 +71,11 @@ def _matching_rows(rtype: str, clause: Clause, any_value: bool = False) -> sa.Se
     """``resource_pk`` of the index rows of ``clause``'s parameter with one of its values (any
     value with ``any_value``); not for composites or ``_id``."""
     table = INDEX_TABLES[clause.param.type]
-    rows = sa.select(table.c.resource_pk).where(table.c.pid == param_id(rtype, clause.param.code))
+    if clause.modifier == "below":  # the parameter's rows and those of the broader codes (registry ``below``)
+        pids = [param_id(rtype, code) for code in (clause.param.code, *clause.param.below)]
+        rows = sa.select(table.c.resource_pk).where(table.c.pid.in_(pids))
+    else:
+        rows = sa.select(table.c.resource_pk).where(table.c.pid == param_id(rtype, clause.param.code))
     if any_value:
         return rows
     return rows.where(sa.or_(*(_value_condition(table, clause.modifier, v) for v in clause.values)))

@@ -171,6 +171,7 @@ class Trial:
     detailed_description: str | None = None
     conditions: tuple[str, ...] = checked(each=TEXT, default=())
     condition_meshes: tuple[MeshTerm, ...] = ()
+    condition_ancestors: tuple[MeshTerm, ...] = ()  # broader MeSH descriptors of condition_meshes
     intervention_meshes: tuple[MeshTerm, ...] = ()
     keywords: tuple[str, ...] = checked(each=TEXT, default=())
     phases: tuple[str, ...] = checked(each=OneOf(PHASES), default=())
