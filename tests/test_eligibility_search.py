@@ -22,7 +22,7 @@ from fhirstudy.store import open_store
 
 FILES = [*sorted(SEEDS.iterdir()), *(SAMPLES / n for n in (
     "NCT00763412.json", "NCT03630471.json", "NCT00055081.xml", "NCT01065844.xml", "NCT02513394.xml"))]
-NO_AGE = {"fs-68f3681b158795dc", "fs-7ee2ed50f4235c26", "fs-bc6cd4678167342b", "fs-e9b3ece7d7ab6fb1", "nct06731140"}
+NO_AGE = {"fs-f47a11d1330d2b15", "fs-fcfad87e0c6488bd", "fs-73c0b5f8e9f8767a", "fs-4853c9b87ff2f7c7", "nct06731140"}
 ECOG = "http://loinc.org|89247-1"
 ANC = "http://loinc.org|751-8"
 
@@ -56,14 +56,14 @@ CASES = [  # query -> the studies it finds (seeds without an age limit admit eve
     ("eligible-sex=male", NO_AGE - {"nct06731140"} | {"nct00763412", "nct03630471", "nct00055081", "nct01065844",
                                                       "nct02513394"}),
     ("eligible-sex=female", NO_AGE | {"nct00763412", "nct03630471", "nct00055081", "nct01065844", "nct02513394"}),
-    (f"eligibility-criterion={ECOG}$1", {"nct06731140", "fs-bc6cd4678167342b", "nct02513394"}),
+    (f"eligibility-criterion={ECOG}$1", {"nct06731140", "fs-73c0b5f8e9f8767a", "nct02513394"}),
     (f"eligibility-criterion={ECOG}$2", {"nct06731140"}),  # seed 002: "ECOG 0, 1, or 2"
     (f"eligibility-criterion={ECOG}$3", set()),
-    (f"eligibility-criterion={ANC}$1.5", {"fs-bc6cd4678167342b", "nct01065844", "nct02513394"}),  # 1,500/mm3 too
+    (f"eligibility-criterion={ANC}$1.5", {"fs-73c0b5f8e9f8767a", "nct01065844", "nct02513394"}),  # 1,500/mm3 too
     (f"eligibility-criterion={ANC}$1.4", set()),
     (f"eligibility-criterion={ECOG}$3,{ECOG}$2", {"nct06731140"}),
-    (f"eligibility-criterion-type={ECOG}", {"nct06731140", "fs-bc6cd4678167342b", "nct02513394"}),
-    (f"eligible-age=67&eligible-sex=male&eligibility-criterion={ECOG}$1", {"fs-bc6cd4678167342b", "nct02513394"}),
+    (f"eligibility-criterion-type={ECOG}", {"nct06731140", "fs-73c0b5f8e9f8767a", "nct02513394"}),
+    (f"eligible-age=67&eligible-sex=male&eligibility-criterion={ECOG}$1", {"fs-73c0b5f8e9f8767a", "nct02513394"}),
 ]
 
 

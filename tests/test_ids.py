@@ -55,3 +55,19 @@ def test_study_id_of_an_nct_number_and_of_an_org_identifier():
     no_nct = dict(json.loads(json.dumps(FULL)), identifiers=[{"value": "v-org-id", "kind": "org"}])
     sid = ids.study_id(model.load_trial(no_nct))
     assert sid.startswith("fs-") and len(sid) == 3 + ids.ID_HEX_DIGITS
+
+
+def test_a_free_text_trial_keeps_its_id_when_the_model_gains_an_empty_field(monkeypatch):
+    trial = model.Trial(provenance=model.Provenance(file="a.txt", record=1, format="text-bulleted"),
+                        brief_title="A study", conditions=("Asthma",),
+                        criteria=(model.Criterion(text="Adults"),))
+    before = ids.study_id(trial)
+    real = ids.dump_trial
+
+    def grown(t):  # a later Trial: a new empty field at the top and inside a criterion
+        dumped = real(t)
+        return {**dumped, "new_list": [], "new_text": None,
+                "criteria": [{**c, "new_items": []} for c in dumped["criteria"]]}
+    monkeypatch.setattr(ids, "dump_trial", grown)
+    assert ids.study_id(trial) == before
+    assert ids.study_id(model.Trial(**{**trial.__dict__, "conditions": ("Asthma", "COPD")})) != before

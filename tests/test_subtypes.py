@@ -324,8 +324,8 @@ def client(tmp_path_factory):
     close_store(app)
 
 
-SEED_000, SEED_001, SEED_003, SEED_004 = ("fs-e9b3ece7d7ab6fb1", "fs-68f3681b158795dc", "fs-7ee2ed50f4235c26",
-                                          "fs-bc6cd4678167342b")
+SEED_000, SEED_001, SEED_003, SEED_004 = ("fs-4853c9b87ff2f7c7", "fs-f47a11d1330d2b15", "fs-fcfad87e0c6488bd",
+                                          "fs-73c0b5f8e9f8767a")
 SEARCHES = [
     ("biomarker=her2-positive", {SEED_000, SEED_001, SEED_003}),
     (f"biomarker={SYSTEM}|her2-negative", {"nct06731140", SEED_004, "nct02513394"}),

@@ -43,9 +43,21 @@ def study_id(trial: Trial) -> str:
 
 def content_digest(trial: Trial) -> str:
     """A digest of what a trial says (every field but its provenance: where it was read from),
-    NFC-normalised: the same for the same record wherever it lies."""
-    content = {k: v for k, v in dump_trial(trial).items() if k != "provenance"}
+    NFC-normalised: the same for the same record wherever it lies. Empty fields are left out, so
+    that a field the Trial gains later (``condition_ancestors``) does not change the id of a
+    record that has nothing in it (at any depth: a criterion's ``items`` too)."""
+    content = _filled({k: v for k, v in dump_trial(trial).items() if k != "provenance"})
     return _hex(orjson.dumps(content, option=orjson.OPT_SORT_KEYS).decode("utf-8"))
+
+
+def _filled(value):
+    """``value`` without its empty fields (None, "", [], {}), at every depth."""
+    if isinstance(value, dict):
+        kept = {k: _filled(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [_filled(v) for v in value]
+    return value
 
 
 def _hex(text: str) -> str:
