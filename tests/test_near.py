@@ -7,10 +7,11 @@ import math
 import pytest
 
 from _server_fixtures import fixed_clock, pg_server, pg_url  # noqa: F401
-from fhirstudy.errors import InvalidRequest
+from fhirstudy.errors import InvalidRequest, UnknownPlace
 from fhirstudy.search import index_rows, load_registry, parse_search
 from fhirstudy.search.geo import (DEFAULT_NEAR_KM, EARTH_RADIUS_KM, bounding_box, great_circle_km, position,
                                   to_km)
+from fhirstudy.search.places import zip_position
 from fhirstudy.search.query import NearValue
 from fhirstudy.server import STORE_EXTENSION, close_store, create_app
 from fhirstudy.store import open_store
@@ -309,3 +310,37 @@ def test_bad_near_and_chains_are_400_saying_what_is_wrong(client, query, express
     assert outcome["resourceType"] == "OperationOutcome"
     assert outcome["issue"][0]["expression"] == [expression]
     assert message in outcome["issue"][0]["diagnostics"]
+
+
+# --- ZIP codes to positions -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("zip_code,near", [
+    ("02114", (42.36, -71.07)),        # Boston, Massachusetts General Hospital's ZIP code
+    (" 02114-2696 ", (42.36, -71.07)),  # ZIP+4, spaces around
+    ("55905", (44.02, -92.47)),        # Rochester, Minnesota (Mayo Clinic)
+    ("96801", (21.33, -157.83)),       # Honolulu
+    ("99501", (61.22, -149.86)),       # Anchorage
+])
+def test_zip_codes_give_positions(zip_code, near):
+    lat, lon = zip_position(zip_code)
+    assert lat == pytest.approx(near[0], abs=0.05) and lon == pytest.approx(near[1], abs=0.05)
+
+
+@pytest.mark.parametrize("zip_code,message", [
+    ("00000", "ZIP code 00000 is not in the US ZIP code table"),
+    ("1234", "'1234' is not a US ZIP code"),
+    ("02114x", "'02114x' is not a US ZIP code"),
+    ("", "'' is not a US ZIP code"),
+    (None, "None is not a US ZIP code"),
+])
+def test_unknown_zip_codes_are_a_clear_400(zip_code, message):
+    with pytest.raises(UnknownPlace) as caught:
+        zip_position(zip_code, expression="zipCode")
+    assert message in str(caught.value)
+    assert caught.value.status == 400 and caught.value.expression == "zipCode"
+
+
+def test_a_zip_code_feeds_a_near_search(store):
+    lat, lon = zip_position("02115")  # Longwood, Boston
+    assert _ids(store, "ResearchStudy", ("site.near", f"{lat}|{lon}|5|km")) == ["rs-boston"]
+    assert _ids(store, "Location", ("near", f"{lat}|{lon}|25|mi")) == ["dfci", "mgh"]
