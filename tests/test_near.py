@@ -29,6 +29,7 @@ PLACES = {
     "svalbard": (78.2232, 15.6267, "Longyearbyen", "NO"),
     "equator-0": (0.0, 0.0, None, None),
     "equator-1": (0.0, 1.0, None, None),                  # one degree of arc from equator-0
+    "equator-corner": (0.8, 0.8, None, None),             # 125.8 km from equator-0: a corner of its box
 }
 
 
@@ -191,8 +192,11 @@ NEAR_CASES = [
     (-18.1416, 178.4419, 1200, "km", ["apia", "suva"]),     # across the antimeridian
     (-13.8333, -171.7667, 1200, "km", ["apia", "suva"]),
     (85.0, 0.0, 900, "km", ["alert", "svalbard"]),           # round the pole
+    (88.0, 150.0, 1100, "km", ["alert"]),                    # across the pole from Alert
+    (88.0, 150.0, 1500, "km", ["alert", "svalbard"]),
     (0.0, 0.0, 111.19, "km", ["equator-0"]),                 # one degree is 111.195 km
-    (0.0, 0.0, 111.20, "km", ["equator-0", "equator-1"]),
+    (0.0, 0.0, 111.20, "km", ["equator-0", "equator-1"]),  # not the corner: inside the box, outside the circle
+    (0.0, 0.0, 125.9, "km", ["equator-0", "equator-1", "equator-corner"]),
     (0.0, 0.0, 0, "km", ["equator-0"]),
     (0.0, 0.5, 30000, "km", sorted(PLACES)),
 ]
