@@ -19,6 +19,8 @@
         |                               OperationOutcome issue code (client mistakes are 4xx)
         +-- InvalidRequest              400: bad parameter, bad body
         |   +-- ConfigError             a FHIRSTUDY_* setting not of its type (fhirstudy.config)
+        |   +-- UnknownPlace            a ZIP code that is malformed or has no known position
+        |                               (``zip_code``; fhirstudy.search.places)
         +-- Unauthorized                401: no or wrong bearer token (``headers``: WWW-Authenticate)
         +-- Forbidden                   403: the server refuses (writes disabled)
         +-- NotFound                    404: unknown type, id or version
@@ -143,6 +145,15 @@ class NotFound(FhirError):
 class InvalidRequest(FhirError):
     status = 400
     code = "invalid"
+
+
+class UnknownPlace(InvalidRequest):
+    """A ZIP code that is not one (five digits, or ZIP+4) or that the ZIP table does not hold;
+    ``zip_code`` is the code as given."""
+
+    def __init__(self, diagnostics: str, zip_code: str, expression: str | None = None):
+        super().__init__(diagnostics, expression=expression)
+        self.zip_code = zip_code
 
 
 class StoreValueRejected(InvalidRequest, StoreError):

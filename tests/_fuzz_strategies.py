@@ -182,7 +182,10 @@ def values_for(corpus: Corpus, rtype: str, code: str) -> st.SearchStrategy[str]:
              "token": st.tuples(nasty_text, nasty_text).map("|".join) | nasty_text,
              "reference": st.sampled_from([f"{t}/{i}" for t, ids in corpus.ids.items() for i in ids]) | nasty_text,
              "uri": st.sampled_from(("http://x", "urn:uuid:1", "https://clinicaltrials.gov")) | nasty_text,
-             "string": nasty_text}
+             "string": nasty_text,
+             "special": st.tuples(numbers, numbers, numbers | st.just(""),  # near: lat|long|distance|unit
+                                  st.sampled_from(("km", "mi", "[mi_i]", "[mi_us]", "m", "")) | nasty_text)
+             .map("|".join) | st.tuples(numbers, numbers).map("|".join) | nasty_text}
     if kind == "composite":
         parts = [values_for(corpus, rtype, c.code) if corpus.registry.get(rtype, c.code) else typed[c.type]
                  for c in param.components]

@@ -68,7 +68,10 @@ def test_capability_statement_tells_what_works(client):
     assert "ResearchStudy:protocol" in resources["ResearchStudy"]["searchInclude"]
     assert "ResearchStudy:protocol" in resources["PlanDefinition"]["searchRevInclude"]
     assert "ResearchStudy:outcome-measure" in resources["EvidenceVariable"]["searchRevInclude"]
-    assert "near" not in {p["name"] for p in resources["Location"]["searchParam"]}
+    location = {p["name"]: p for p in resources["Location"]["searchParam"]}
+    assert location["near"] == {"name": "near", "type": "special",
+                                "definition": "http://hl7.org/fhir/SearchParameter/Location-near"}
+    assert "contains" not in location  # the other special parameter of Location is not served
     assert set(study) == set(load_registry().params("ResearchStudy"))
 
 
@@ -443,7 +446,7 @@ def test_local_search_parameters_are_published(client):
 # --- the CapabilityStatement is the truth: every declared parameter works, nothing else does ---
 
 _VALUES = {"token": "x", "string": "x", "date": "ge2024-01-01", "number": "gt1", "uri": "http://x.org/y",
-           "reference": "x"}
+           "reference": "x", "special": "42.36|-71.06|50|km"}
 
 
 def _statement() -> dict:
@@ -484,12 +487,14 @@ def _undeclared() -> list[tuple[str, str]]:
         for base in definition["base"]:
             types = load_registry().served_types if base == "Resource" else [base]
             out.update((t, definition["code"]) for t in types if t in load_registry().served_types)
-    return sorted(out - declared) + [("ResearchStudy", "_has:Group:member:_id"), ("ResearchStudy", "site.name")]
+    return sorted(out - declared) + [("ResearchStudy", "_has:Group:member:_id"), ("ResearchStudy", "site.nope"),
+                                     ("ResearchStudy", "site:Group.name"), ("ResearchStudy", "site.name.family"),
+                                     ("ResearchStudy", "status.name"), ("Location", "_has:ResearchStudy:site:nope")]
 
 
 def test_nothing_undeclared_is_accepted(client):
     undeclared = _undeclared()
-    assert ("Location", "near") in undeclared and ("ResearchStudy", "_text") in undeclared
+    assert ("Location", "contains") in undeclared and ("ResearchStudy", "_text") in undeclared
     for rtype, code in undeclared:
         response = client.get(f"/{rtype}", query_string={code: "x"})
         assert response.status_code == 400, (rtype, code)

@@ -18,6 +18,8 @@ Row shapes (``param`` is the search parameter code):
 - number:    param, value, low, high   (value: a number; low/high: what a Range or a Quantity
              with a comparator admits, value None)
 - uri:       param, uri                  (cut to TOKEN_LENGTH)
+- special:   param, latitude, longitude, x, y, z   (``near``: a position in WGS84 degrees and its
+             unit vector, :mod:`fhirstudy.search.geo`; the one special parameter indexed)
 
 Text in index rows never holds the C0 control characters FHIR strings forbid (:func:`clean`).
 - composite: param, grp, comp, system, code, text, low, high, num, num_low, num_high (one row per value of each
@@ -34,6 +36,7 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 from fhirstudy.search.fhirpath import Item
+from fhirstudy.search.geo import PositionError, position
 from fhirstudy.search.registry import SearchParam
 from fhirstudy.search.units import canonical
 from fhirstudy.terminology import normalize_text
@@ -320,6 +323,24 @@ def _uri_rows(item: Item) -> Iterable[dict]:
         yield {"uri": cut_key(clean(item.value))}
 
 
+def _position_rows(item: Item) -> Iterable[dict]:
+    """A ``position`` (latitude and longitude, decimal degrees) and its unit vector; nothing for
+    one without both or out of range."""
+    value = item.value
+    if not isinstance(value, dict):
+        return
+    latitude, longitude = value.get("latitude"), value.get("longitude")
+    if isinstance(latitude, Decimal):
+        latitude = float(latitude)
+    if isinstance(longitude, Decimal):
+        longitude = float(longitude)
+    try:
+        point = position(latitude, longitude)
+    except PositionError:
+        return
+    yield {"latitude": point.latitude, "longitude": point.longitude, "x": point.x, "y": point.y, "z": point.z}
+
+
 ROWS_BY_TYPE = {
     "token": _token_rows,
     "string": _string_rows,
@@ -327,6 +348,7 @@ ROWS_BY_TYPE = {
     "date": _date_rows,
     "number": _number_rows,
     "uri": _uri_rows,
+    "special": _position_rows,
 }
 
 

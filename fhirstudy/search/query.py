@@ -32,12 +32,12 @@ from fhirstudy.limits import (MAX_INCLUDES, MAX_OFFSET, MAX_OR_VALUES, MAX_RESUL
                               MAX_SEARCH_VALUES, MAX_SORT_KEYS, MAX_VALUE_LENGTH, parse_integer)
 from fhirstudy.search.cursor import MAX_CURSOR_LENGTH, check_position, decode_cursor, encode_cursor
 from fhirstudy.search.registry import Registry, SearchParam
-from fhirstudy.search.values import (ESCAPABLE, FORBIDDEN_TEXT, PREFIXES, CompositeValue, RangeValue,
+from fhirstudy.search.values import (ESCAPABLE, FORBIDDEN_TEXT, PREFIXES, CompositeValue, NearValue, RangeValue,
                                      ReferenceValue, StringValue, TokenValue, UriValue, composite_value,
                                      parse_value, split_escaped, split_or, unescape)
 
 __all__ = [  # the values and cursor rooms' names stay importable from here
-    "CompositeValue", "Clause", "DEFAULT_COUNT", "ESCAPABLE", "Include", "MAX_COUNT", "MAX_CURSOR_LENGTH",
+    "CompositeValue", "Clause", "DEFAULT_COUNT", "ESCAPABLE", "Include", "MAX_COUNT", "MAX_CURSOR_LENGTH", "NearValue",
     "PREFIXES", "RESULT_PARAMETERS", "RangeValue", "ReferenceValue", "SUMMARY_VALUES", "SearchQuery", "SortKey",
     "StringValue", "TOTAL_VALUES", "TokenValue", "UriValue", "decode_cursor", "encode_cursor", "parse_search",
     "split_escaped", "unescape",
@@ -53,6 +53,7 @@ SUMMARY_VALUES = ("true", "text", "data", "count", "false")
 TOTAL_VALUES = ("none", "estimate", "accurate")
 # Element names for _elements: a top-level element of the resource (no paths into it).
 _ELEMENT_RE = re.compile(r"^[a-z][A-Za-z0-9]*$")
+_TYPE_RE = re.compile(r"[A-Z][A-Za-z]+")
 _INCLUDE_PARAMETERS = ("_include", "_revinclude", "_include:iterate", "_revinclude:iterate")
 
 
@@ -70,12 +71,22 @@ class Include:
 
 @dataclass(frozen=True)
 class Clause:
-    """One occurrence of a search parameter: the values are ORed."""
+    """One occurrence of a search parameter: the values are ORed.
+
+    A chained clause (``site.address-city=Boston``, ``site:Location.near=...``) has the reference
+    parameter as ``param``, the ``:Type`` modifier (or None) as ``modifier``, no values, and in
+    ``chain`` one clause per type it may point at that serves the chained parameter (ORed: a site
+    in Boston that is a Location or an Organization).  A reverse chain (``_has:ResearchStudy:site:
+    status=active`` on Location) has ``reverse`` set, the pointing type's reference parameter as
+    ``param`` and its one clause in ``chain``.
+    """
 
     param: SearchParam
     modifier: str | None
     values: tuple
     missing: bool | None = None  # for ``:missing``
+    chain: tuple["Clause", ...] = ()
+    reverse: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,22 @@ def parse_search(resource_type: str, args: Iterable[tuple[str, str]], registry: 
         if clauses > MAX_SEARCH_CLAUSES:
             raise InvalidRequest(f"A search takes at most {MAX_SEARCH_CLAUSES} search parameters (criteria "
                                  f"joined by AND); this one has more", expression=name)
+        if name.startswith("_has:") or "." in name:
+            chained, problem = (_reverse_chain if name.startswith("_has:") else _chain)(
+                resource_type, name, raw, registry)
+            if chained is None:
+                if lenient:
+                    query.ignored.append(name)
+                    continue
+                raise InvalidRequest(f"Unknown search parameter {name!r} for {resource_type}: {problem}",
+                                     expression=name)
+            query.clauses.append(chained)
+            query.echo.append((name, raw))
+            values += max(max(1, len(c.values)) * max(1, len(c.param.components)) for c in chained.chain)
+            if values > MAX_SEARCH_VALUES:
+                raise InvalidRequest(f"A search takes at most {MAX_SEARCH_VALUES} values in all its search "
+                                     f"parameters together; this one has more", expression=name)
+            continue
         code, _, modifier = name.partition(":")
         param = registry.get(resource_type, code)
         if param is None or (modifier and not _modifier_ok(param, modifier)):
@@ -177,10 +204,55 @@ def _check_text(name: str, raw: str) -> None:
                              expression=name[:64])
 
 
+def _chain(resource_type: str, name: str, raw: str, registry: Registry) -> tuple[Clause | None, str]:
+    """``reference[:Type].code[:modifier]``: a clause on the resources the reference points at
+    (one level), or None and why not."""
+    head, _, tail = name.partition(".")
+    code, _, target = head.partition(":")
+    param = registry.get(resource_type, code)
+    if param is None or param.type != "reference":
+        return None, f"{code!r} is not a reference search parameter of {resource_type}"
+    if target and (not _TYPE_RE.fullmatch(target) or target not in registry.served_types
+                   or (param.target and target not in param.target)):
+        return None, f"{code} does not point at a {target!r}"
+    if "." in tail:
+        return None, "chains go one level deep (reference.parameter)"
+    inner_code, _, inner_modifier = tail.partition(":")
+    if inner_code.startswith("_has") or not inner_code:
+        return None, f"{inner_code!r} cannot be chained"
+    inner = []
+    for rtype in [target] if target else [t for t in (param.target or registry.served_types)
+                                          if t in registry.served_types]:
+        inner_param = registry.get(rtype, inner_code)
+        if inner_param is not None and (not inner_modifier or _modifier_ok(inner_param, inner_modifier)):
+            inner.append(_clause(inner_param, inner_modifier or None, raw, name))
+    if not inner:
+        where = target or " or ".join(param.target) or "any type"
+        return None, f"{where} has no search parameter {tail!r}"
+    return Clause(param, target or None, (), chain=tuple(inner)), ""
+
+
+def _reverse_chain(resource_type: str, name: str, raw: str, registry: Registry) -> tuple[Clause | None, str]:
+    """``_has:Type:reference:code[:modifier]``: resources that a ``Type`` meeting ``code`` points at
+    with ``reference`` (one level), or None and why not."""
+    parts = name.split(":")
+    if len(parts) not in (4, 5):
+        return None, "_has takes _has:Type:reference:parameter (one level)"
+    _, source, code, inner_code, *modifier = parts
+    param = registry.get(source, code) if source in registry.served_types else None
+    if param is None or param.type != "reference" or (param.target and resource_type not in param.target):
+        return None, f"{source} has no reference search parameter {code!r} pointing at {resource_type}"
+    inner_param = registry.get(source, inner_code)
+    if inner_param is None or (modifier and not _modifier_ok(inner_param, modifier[0])):
+        return None, f"{source} has no search parameter {':'.join([inner_code, *modifier])!r}"
+    return Clause(param, None, (), chain=(_clause(inner_param, modifier[0] if modifier else None, raw, name),),
+                  reverse=True), ""
+
+
 def _modifier_ok(param: SearchParam, modifier: str) -> bool:
     if modifier in param.modifiers:
         return True
-    return param.type == "reference" and re.fullmatch(r"[A-Z][A-Za-z]+", modifier) is not None
+    return param.type == "reference" and _TYPE_RE.fullmatch(modifier) is not None
 
 
 def _result_parameter(query: SearchQuery, name: str, raw: str, registry: Registry, lenient: bool) -> None:

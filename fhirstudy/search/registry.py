@@ -34,8 +34,11 @@ MODIFIERS = {
     "number": ("missing",),
     "uri": ("missing",),
     "composite": (),
+    "special": ("missing",),  # only the specials of SPECIAL_EXPRESSIONS
 }
 PREFIXED_TYPES = ("date", "number")
+# Special parameters the index answers, by expression: ``near`` on a position (search.geo).
+SPECIAL_EXPRESSIONS = ("Location.position",)
 # Codes whose definition asks for matching we do not do (the generic string search would lie).
 UNSERVED_CODES = {"phonetic": "phonetic matching is not implemented"}
 _ANY_RESOURCE = ("Resource", "DomainResource")
@@ -135,6 +138,8 @@ class Registry:
             pass
         elif definition["type"] not in MODIFIERS:
             reason = f"type {definition['type']} is not supported"
+        elif definition["type"] == "special" and definition.get("expression") not in SPECIAL_EXPRESSIONS:
+            reason = "a special parameter the index does not answer"
         else:
             branches = [b for b in split_union(definition.get("expression") or "")
                         if first_step(b) in (resource_type, *_ANY_RESOURCE)]

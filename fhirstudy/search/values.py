@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from fhirstudy.errors import InvalidRequest
+from fhirstudy.search.geo import DEFAULT_NEAR_KM, Position, PositionError, position, to_km
 from fhirstudy.search.index import (BadValue, ID_LENGTH, STRING_INDEX_LENGTH, STRING_KEEP_LENGTH, cut_key,
                                     date_range, normalized_prefix, split_reference)
 from fhirstudy.search.registry import SearchParam
@@ -66,6 +67,14 @@ class RangeValue:
 @dataclass(frozen=True)
 class UriValue:
     uri: str
+
+
+@dataclass(frozen=True)
+class NearValue:
+    """``near=lat|long|distance|unit``: the point, and the distance in km (see :mod:`fhirstudy.search.geo`)."""
+
+    center: Position
+    km: float
 
 
 @dataclass(frozen=True)
@@ -202,6 +211,30 @@ def _number_value(raw: str, modifier: str | None) -> RangeValue:
     return RangeValue(prefix, value - half, value + half, value)
 
 
+def _near_value(raw: str, modifier: str | None) -> NearValue:
+    """``[latitude]|[longitude]|[distance]|[units]``: distance and units may be left out
+    (DEFAULT_NEAR_KM; km)."""
+    parts = [unescape(part).strip() for part in split_escaped(raw, "|")]
+    if not 2 <= len(parts) <= 4:
+        raise BadValue(f"near takes latitude|longitude|distance|units (distance and units may be left out), "
+                       f"not {unescape(raw)!r}")
+    numbers = []
+    for name, text in zip(("latitude", "longitude", "distance"), parts):
+        if name == "distance" and text == "":
+            break
+        if not _NUMBER_RE.fullmatch(text):
+            raise BadValue(f"the {name} is not a number: {text!r}")
+        numbers.append(float(text))
+    try:
+        center = position(numbers[0], numbers[1])
+        km = to_km(numbers[2], parts[3] if len(parts) > 3 else None) if len(numbers) > 2 else DEFAULT_NEAR_KM
+        if len(numbers) == 2 and len(parts) > 3:
+            to_km(1.0, parts[3])  # a unit without a distance: still refuse one we do not know
+    except PositionError as exc:
+        raise BadValue(str(exc)) from exc
+    return NearValue(center, km)
+
+
 def _uri_value(raw: str, modifier: str | None) -> UriValue:
     return UriValue(cut_key(unescape(raw)))
 
@@ -213,4 +246,5 @@ _PARSERS = {
     "date": _date_value,
     "number": _number_value,
     "uri": _uri_value,
+    "special": _near_value,  # the one special parameter served: near (registry.SPECIAL_EXPRESSIONS)
 }

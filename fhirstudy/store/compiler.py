@@ -16,8 +16,9 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
+from fhirstudy.search.geo import bounding_box, chord_limit
 from fhirstudy.search.index import STRING_INDEX_LENGTH
-from fhirstudy.search.query import (Clause, CompositeValue, RangeValue, ReferenceValue, SearchQuery,
+from fhirstudy.search.query import (Clause, CompositeValue, NearValue, RangeValue, ReferenceValue, SearchQuery,
                                     StringValue, TokenValue, UriValue)
 from fhirstudy.store.guards import check_integer, check_values
 from fhirstudy.store.schema import ID_EXPRESSIONS, INDEX_TABLES, param_id, resource
@@ -30,7 +31,7 @@ def check_query(query: SearchQuery) -> None:
     check_integer(query.count, "_count")
     check_integer(query.offset, "_offset")
     for clause in query.clauses:
-        check_values(clause.values, clause.param.code)
+        check_values(clause.values + clause.chain, clause.param.code)
     for name, position in (("_cursor", query.cursor), ("_before", query.before)):
         if position is not None:
             check_values(position, name)
@@ -49,13 +50,17 @@ def search_conditions(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
 
 def _clause_condition(rtype: str, clause: Clause, pk: sa.ColumnElement = resource.c.pk) -> sa.ColumnElement[bool]:
     """Whether the resource whose primary key is ``pk`` meets ``clause``."""
+    if clause.reverse:
+        return pk.in_(_pointed_at(rtype, clause))
+    if clause.chain:
+        return pk.in_(_matching_rows(rtype, clause))
     if clause.param.type == "composite":
         return sa.or_(*(_composite_condition(rtype, clause, value, pk) for value in clause.values))
     if clause.param.expression.text in ID_EXPRESSIONS:
         if pk is resource.c.pk:
             return _id_condition(clause)
-        matches = sa.select(resource.c.pk).where(resource.c.type == rtype, _id_condition(clause))
-        return pk.in_(matches)
+        other = resource.alias()  # never correlated with a ``resource`` of an enclosing query
+        return pk.in_(sa.select(other.c.pk).where(other.c.type == rtype, _id_condition(clause, other.c.id)))
     if clause.modifier == "missing":
         rows = _matching_rows(rtype, clause, any_value=True)
         return pk.not_in(rows) if clause.missing else pk.in_(rows)
@@ -69,7 +74,10 @@ def _clause_condition(rtype: str, clause: Clause, pk: sa.ColumnElement = resourc
 
 def _matching_rows(rtype: str, clause: Clause, any_value: bool = False) -> sa.Select:
     """``resource_pk`` of the index rows of ``clause``'s parameter with one of its values (any
-    value with ``any_value``); not for composites or ``_id``."""
+    value with ``any_value``); not for composites or ``_id``.  For a chained clause, the rows of
+    the reference parameter pointing at a live resource that meets one of its chained clauses."""
+    if clause.chain and not clause.reverse:
+        return _chained_rows(rtype, clause)
     table = INDEX_TABLES[clause.param.type]
     if clause.modifier == "below":  # the parameter's rows and those of the broader codes (registry ``below``)
         pids = [param_id(rtype, code) for code in (clause.param.code, *clause.param.below)]
@@ -79,6 +87,32 @@ def _matching_rows(rtype: str, clause: Clause, any_value: bool = False) -> sa.Se
     if any_value:
         return rows
     return rows.where(sa.or_(*(_value_condition(table, clause.modifier, v) for v in clause.values)))
+
+
+def _chained_rows(rtype: str, clause: Clause) -> sa.Select:
+    """``resource_pk`` of the rows of ``clause.param`` (a reference) whose target, by type and id,
+    is a live resource meeting the chained clause of its type (``site.address-city=Boston``)."""
+    ref = INDEX_TABLES["reference"]
+    targets = []
+    for inner in clause.chain:
+        ttype = inner.param.resource_type
+        target = resource.alias()
+        ids = sa.select(target.c.id).where(target.c.type == ttype, target.c.deleted.is_(False),
+                                           _clause_condition(ttype, inner, target.c.pk))
+        targets.append(sa.and_(ref.c.target_type == ttype, ref.c.target_id.in_(ids)))
+    return sa.select(ref.c.resource_pk).where(ref.c.pid == param_id(rtype, clause.param.code), sa.or_(*targets))
+
+
+def _pointed_at(rtype: str, clause: Clause) -> sa.Select:
+    """Primary keys of the resources of ``rtype`` that a resource meeting ``clause.chain[0]``
+    points at with ``clause.param`` (``_has``); index rows belong to live resources only."""
+    ref = INDEX_TABLES["reference"]
+    source_type, (inner,) = clause.param.resource_type, clause.chain
+    ids = sa.select(ref.c.target_id).where(ref.c.pid == param_id(source_type, clause.param.code),
+                                           ref.c.target_type == rtype,
+                                           _clause_condition(source_type, inner, ref.c.resource_pk))
+    target = resource.alias()
+    return sa.select(target.c.pk).where(target.c.type == rtype, target.c.id.in_(ids))
 
 
 def index_matches(query: SearchQuery) -> sa.Subquery | None:
@@ -106,11 +140,12 @@ class _IdColumns(NamedTuple):
     text: sa.ColumnElement = sa.null()
 
 
-def _id_condition(clause: Clause) -> sa.ColumnElement[bool]:
-    """``_id`` from ``resource.id`` (every resource has one: ``:missing=true`` matches none)."""
+def _id_condition(clause: Clause, column: sa.ColumnElement = resource.c.id) -> sa.ColumnElement[bool]:
+    """``_id`` from ``column`` (``resource.id`` or an alias's; every resource has one:
+    ``:missing=true`` matches none)."""
     if clause.modifier == "missing":
         return sa.false() if clause.missing else sa.true()
-    match = sa.or_(*(_token_condition(_IdColumns(), v) for v in clause.values))
+    match = sa.or_(*(_token_condition(_IdColumns(column), v) for v in clause.values))
     return sa.not_(match) if clause.modifier == "not" else match
 
 
@@ -159,6 +194,10 @@ def _token_condition(c, value: TokenValue) -> sa.ColumnElement[bool]:
 
 def _narrows(clause: Clause) -> bool:
     """Whether ``clause`` selects from index rows of its type (not :not / :missing=true, not ``_id``)."""
+    if clause.reverse:
+        return False
+    if clause.chain:
+        return True
     if clause.param.expression.text in ID_EXPRESSIONS:
         return False
     if clause.param.absent_admits and clause.modifier != "missing":
@@ -191,7 +230,21 @@ def _value_condition(table: sa.Table, modifier: str | None, value) -> sa.ColumnE
         return sa.or_(_number_condition(c.value, value), _admits(c.value, c.low, c.high, value))
     if isinstance(value, UriValue):
         return c.uri == _cut(value.uri, c.uri)
+    if isinstance(value, NearValue):
+        return _near_condition(c, value)
     raise TypeError(f"no SQL for {value!r}")  # pragma: no cover - query.py only builds the above
+
+
+def _near_condition(c, v: NearValue) -> sa.ColumnElement[bool]:
+    """Positions within ``v.km`` of ``v.center`` along the great circle: inside the bounding box
+    (the index's range scan), then the exact test on the unit vectors (:mod:`fhirstudy.search.geo`)."""
+    (south, north), ranges = bounding_box(v.center, v.km)
+    box = [c.latitude.between(south, north)]
+    if ranges != [(-180.0, 180.0)]:
+        box.append(sa.or_(*(c.longitude.between(west, east) for west, east in ranges)))
+    p = v.center
+    chord = (c.x - p.x) * (c.x - p.x) + (c.y - p.y) * (c.y - p.y) + (c.z - p.z) * (c.z - p.z)
+    return sa.and_(*box, chord <= chord_limit(v.km))
 
 
 def _cut(text: str | None, column) -> str | None:

@@ -6,7 +6,8 @@ set); ``resource_history`` every version, the current one included, with the RES
 made it (a delete is a version without content; the current version's bytes live in
 ``resource`` only, and move into its history row when a newer version supersedes it); one
 index table per search-parameter type (``idx_token``, ``idx_string``, ``idx_reference``,
-``idx_date``, ``idx_number``, ``idx_uri``, ``idx_composite``).  Index rows name their parameter
+``idx_date``, ``idx_number``, ``idx_uri``, ``idx_composite``, and ``idx_position`` for the one
+special parameter indexed, ``near``).  Index rows name their parameter
 by ``pid``, a 32-bit hash of ``type.code`` (:func:`param_id`, after HAPI FHIR's hash columns),
 and ``_id`` is answered from ``resource.id`` itself.  ``fhirstudy_schema`` holds the layout's
 version: a database of another layout is refused (:func:`check_layout`) rather than searched
@@ -27,7 +28,9 @@ MAX_VERSION = 2**31 - 1  # the version columns are 32-bit integers (sa.Integer o
 _ID = sa.String(64)
 # Indexed text columns compare byte-wise on both backends, so range scans mean "starts with".
 _SORTABLE = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
-SCHEMA_VERSION = 3  # 1: rtype/param strings in index rows, JSON in resource and history alike; 2: no number ranges
+# 1: rtype/param strings in index rows, JSON in resource and history alike; 2: no number ranges;
+# 3: no positions
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -116,6 +119,10 @@ INDEX_TABLES = MappingProxyType({
                            sa.Column("high", sa.Float), indexes=[("value",), ("low", "high")],
                            sort=("value",)),
     "uri": _index_table("idx_uri", sa.Column("uri", _SORTABLE), indexes=[("uri",)], sort=("uri",)),
+    # ``near``: a position in degrees (the bounding box looks it up) and its unit vector (the exact test)
+    "special": _index_table(
+        "idx_position", sa.Column("latitude", sa.Float), sa.Column("longitude", sa.Float), sa.Column("x", sa.Float),
+        sa.Column("y", sa.Float), sa.Column("z", sa.Float), indexes=[("latitude", "longitude")]),
     "composite": _index_table(
         "idx_composite", sa.Column("grp", sa.Integer, nullable=False), sa.Column("comp", sa.Integer, nullable=False),
         sa.Column("system", _SORTABLE), sa.Column("code", _SORTABLE), sa.Column("text", _SORTABLE),

@@ -1,0 +1,350 @@
+"""Near a place: ``Location?near=``, chained search from studies to their sites, ``_has``, and ZIP
+codes to positions; on a SQLite file and a real PostgreSQL server."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from _server_fixtures import fixed_clock, pg_server, pg_url  # noqa: F401
+from fhirstudy.errors import InvalidRequest, UnknownPlace
+from fhirstudy.search import index_rows, load_registry, parse_search
+from fhirstudy.search.geo import (DEFAULT_NEAR_KM, EARTH_RADIUS_KM, bounding_box, great_circle_km, position,
+                                  to_km)
+from fhirstudy.search.places import zip_position
+from fhirstudy.search.query import NearValue
+from fhirstudy.server import STORE_EXTENSION, close_store, create_app
+from fhirstudy.store import open_store
+
+# name: (latitude, longitude, city, country)
+PLACES = {
+    "mgh": (42.3626, -71.0695, "Boston", "US"),           # Massachusetts General Hospital
+    "dfci": (42.3375, -71.1081, "Boston", "US"),          # Dana-Farber, 3.3 km from MGH
+    "msk": (40.7644, -73.9565, "New York", "US"),         # 298.76 km from MGH
+    "mayo": (44.0225, -92.4668, "Rochester", "US"),
+    "paris": (48.8738, 2.3688, "Paris", "FR"),
+    "suva": (-18.1416, 178.4419, "Suva", "FJ"),          # across the antimeridian from Apia
+    "apia": (-13.8333, -171.7667, "Apia", "WS"),
+    "alert": (82.5018, -62.3481, "Alert", "CA"),          # near the north pole
+    "svalbard": (78.2232, 15.6267, "Longyearbyen", "NO"),
+    "equator-0": (0.0, 0.0, None, None),
+    "equator-1": (0.0, 1.0, None, None),                  # one degree of arc from equator-0
+    "equator-corner": (0.8, 0.8, None, None),             # 125.8 km from equator-0: a corner of its box
+}
+
+
+def _location(name: str) -> dict:
+    lat, lon, city, country = PLACES[name]
+    address = {k: v for k, v in (("city", city), ("country", country)) if v}
+    return {"resourceType": "Location", "id": name, "status": "active", "name": name,
+            "position": {"latitude": lat, "longitude": lon}, **({"address": address} if address else {})}
+
+
+def _resources() -> list[dict]:
+    locations = [_location(name) for name in PLACES]
+    locations.append({"resourceType": "Location", "id": "nowhere", "name": "No position",
+                      "address": {"city": "Boston", "country": "US"}})
+    organization = {"resourceType": "Organization", "id": "org-paris", "name": "AP-HP",
+                    "contact": [{"address": {"city": "Paris", "country": "FR"}}]}
+    studies = [
+        {"resourceType": "ResearchStudy", "id": "rs-boston", "status": "active",
+         "site": [{"reference": "Location/mgh"}, {"reference": "Location/dfci"}]},
+        {"resourceType": "ResearchStudy", "id": "rs-east", "status": "completed",
+         "site": [{"reference": "Location/msk"}, {"reference": "Location/mayo"}]},
+        {"resourceType": "ResearchStudy", "id": "rs-paris", "status": "active",
+         "site": [{"reference": "Organization/org-paris"}]},
+        {"resourceType": "ResearchStudy", "id": "rs-pacific", "status": "active",
+         "site": [{"reference": "Location/apia"}, {"reference": "Location/nowhere"}]},
+        {"resourceType": "ResearchStudy", "id": "rs-none", "status": "active"},
+    ]
+    return locations + [organization] + studies
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'near.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    opened = open_store(url, clock=fixed_clock)
+    opened.put_many(_resources())
+    yield opened
+    opened.close()
+
+
+def _ids(store, rtype: str, *pairs: tuple[str, str]) -> list[str]:
+    result = store.search(parse_search(rtype, list(pairs) + [("_count", "100")], load_registry()))
+    assert result.total == len(result.entries)
+    return sorted(e.id for e in result.entries)
+
+
+def _brute_force(lat: float, lon: float, km: float) -> list[str]:
+    center = position(lat, lon)
+    return sorted(name for name, (la, lo, *_) in PLACES.items() if great_circle_km(center, position(la, lo)) <= km)
+
+
+# --- the geometry ---------------------------------------------------------------------------------
+
+def test_great_circle_distances():
+    mgh, msk = position(*PLACES["mgh"][:2]), position(*PLACES["msk"][:2])
+    assert great_circle_km(mgh, msk) == pytest.approx(298.76, abs=0.01)
+    one_degree = great_circle_km(position(0, 0), position(0, 1))
+    assert one_degree == pytest.approx(EARTH_RADIUS_KM * math.pi / 180, rel=1e-12)
+    assert great_circle_km(position(0, 0), position(0, 180)) == pytest.approx(EARTH_RADIUS_KM * math.pi)
+
+
+@pytest.mark.parametrize("distance,unit,km", [
+    (10, None, 10.0), (10, "", 10.0), (10, "km", 10.0), (1500, "m", 1.5),
+    (10, "mi", 16.09344), (10, "[mi_i]", 16.09344), (10, "[mi_us]", 16.093472186944),
+])
+def test_distance_units(distance, unit, km):
+    assert to_km(distance, unit) == pytest.approx(km, rel=1e-12)
+
+
+def test_bounding_box_across_the_antimeridian_and_round_a_pole():
+    (south, north), ranges = bounding_box(position(-16, 179.5), 200)
+    assert south < -16 < north
+    assert len(ranges) == 2 and ranges[0][1] == 180.0 and ranges[1][0] == -180.0
+    assert bounding_box(position(89, 0), 500)[1] == [(-180.0, 180.0)]
+    assert bounding_box(position(0, 0), 30000) == ((-90.0, 90.0), [(-180.0, 180.0)])
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+def _near(raw: str) -> NearValue:
+    return parse_search("Location", [("near", raw)], load_registry()).clauses[0].values[0]
+
+
+def test_near_values_parse_with_defaults():
+    value = _near("42.3626|-71.0695|10|mi")
+    assert (value.center.latitude, value.center.longitude) == (42.3626, -71.0695)
+    assert value.km == pytest.approx(16.09344)
+    assert _near("42.3626|-71.0695|10").km == 10.0  # no units: km
+    assert _near("42.3626|-71.0695").km == DEFAULT_NEAR_KM  # no distance: the server's choice
+    assert _near("42.3626|-71.0695||km").km == DEFAULT_NEAR_KM
+
+
+BAD_NEAR = [
+    ("42.36", "near takes latitude|longitude|distance|units"),
+    ("42.36|-71.06|10|km|x", "near takes latitude|longitude|distance|units"),
+    ("north|-71.06|10|km", "the latitude is not a number: 'north'"),
+    ("42.36||10|km", "the longitude is not a number: ''"),
+    ("91|-71.06|10|km", "the latitude must lie between -90 and 90 degrees, not 91.0"),
+    ("42.36|-181|10|km", "the longitude must lie between -180 and 180 degrees, not -181.0"),
+    ("42.36|-71.06|-5|km", "the distance must be a number of at least 0, not -5.0"),
+    ("42.36|-71.06|ten|km", "the distance is not a number: 'ten'"),
+    ("42.36|-71.06|10|furlong", "the unit must be one of km, m, mi, [mi_i], [mi_us], not 'furlong'"),
+    ("42.36|-71.06||furlong", "the unit must be one of"),
+    ("1e999|0|10|km", "the latitude must be a number, not inf"),
+]
+
+
+@pytest.mark.parametrize("raw,message", BAD_NEAR)
+def test_bad_near_values_say_what_is_wrong(raw, message):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_search("Location", [("near", raw)], load_registry())
+    assert message in str(caught.value)
+    assert caught.value.expression == "near"
+
+
+def test_position_rows_skip_what_is_not_a_position():
+    near = load_registry().get("Location", "near")
+    rows = index_rows(_location("mgh"), [near])["special"]
+    assert [(r["latitude"], r["longitude"]) for r in rows] == [(42.3626, -71.0695)]
+    assert rows[0]["x"] ** 2 + rows[0]["y"] ** 2 + rows[0]["z"] ** 2 == pytest.approx(1.0)
+    for bad in ({"latitude": 95, "longitude": 0}, {"latitude": 10}, {"latitude": "10", "longitude": 5}):
+        assert index_rows({"resourceType": "Location", "id": "x", "position": bad}, [near])["special"] == []
+
+
+BAD_CHAINS = [
+    ("site.nope", "Organization or ResearchStudy or Location has no search parameter 'nope'"),
+    ("site:Group.name", "site does not point at a 'Group'"),
+    ("site.name.family", "chains go one level deep"),
+    ("status.name", "'status' is not a reference search parameter of ResearchStudy"),
+    ("site.address-city:nope", "has no search parameter 'address-city:nope'"),
+]
+
+
+@pytest.mark.parametrize("name,message", BAD_CHAINS)
+def test_bad_chains_say_what_is_wrong(name, message):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_search("ResearchStudy", [(name, "x")], load_registry())
+    assert message in str(caught.value) and caught.value.expression == name
+    assert parse_search("ResearchStudy", [(name, "x")], load_registry(), lenient=True).ignored == [name]
+
+
+def test_a_chain_names_each_type_that_serves_the_parameter():
+    clause = parse_search("ResearchStudy", [("site.address-city", "Boston")], load_registry()).clauses[0]
+    assert clause.param.code == "site" and clause.modifier is None
+    assert sorted(c.param.resource_type for c in clause.chain) == ["Location", "Organization"]
+    typed = parse_search("ResearchStudy", [("site:Location.address-city", "Boston")], load_registry()).clauses[0]
+    assert [c.param.resource_type for c in typed.chain] == ["Location"] and typed.modifier == "Location"
+    near = parse_search("ResearchStudy", [("site.near", "42|-71|5|km")], load_registry()).clauses[0]
+    assert [c.param.resource_type for c in near.chain] == ["Location"]  # only Location has near
+
+
+# --- near on the databases ----------------------------------------------------------------------
+
+NEAR_CASES = [
+    # lat, lon, distance, unit, the places expected
+    (42.3626, -71.0695, 1, "km", ["mgh"]),
+    (42.3626, -71.0695, 5, "km", ["dfci", "mgh"]),
+    (42.3626, -71.0695, 310, "km", ["dfci", "mgh", "msk"]),
+    (42.3626, -71.0695, 180, "mi", ["dfci", "mgh"]),
+    (42.3626, -71.0695, 190, "[mi_i]", ["dfci", "mgh", "msk"]),
+    (-18.1416, 178.4419, 1200, "km", ["apia", "suva"]),     # across the antimeridian
+    (-13.8333, -171.7667, 1200, "km", ["apia", "suva"]),
+    (85.0, 0.0, 900, "km", ["alert", "svalbard"]),           # round the pole
+    (88.0, 150.0, 1100, "km", ["alert"]),                    # across the pole from Alert
+    (88.0, 150.0, 1500, "km", ["alert", "svalbard"]),
+    (0.0, 0.0, 111.19, "km", ["equator-0"]),                 # one degree is 111.195 km
+    (0.0, 0.0, 111.20, "km", ["equator-0", "equator-1"]),  # not the corner: inside the box, outside the circle
+    (0.0, 0.0, 125.9, "km", ["equator-0", "equator-1", "equator-corner"]),
+    (0.0, 0.0, 0, "km", ["equator-0"]),
+    (0.0, 0.5, 30000, "km", sorted(PLACES)),
+]
+
+
+@pytest.mark.parametrize("lat,lon,distance,unit,expected", NEAR_CASES)
+def test_near_finds_exactly_the_places_within_the_distance(store, lat, lon, distance, unit, expected):
+    assert _ids(store, "Location", ("near", f"{lat}|{lon}|{distance}|{unit}")) == expected
+    assert expected == _brute_force(lat, lon, to_km(distance, unit))
+
+
+def test_near_combines_with_other_criteria_sorting_and_or(store):
+    assert _ids(store, "Location", ("near", "42.3626|-71.0695|5|km"), ("name", "dfci")) == ["dfci"]
+    assert _ids(store, "Location", ("near", "42.3626|-71.0695|1|km,48.87|2.37|1|km")) == ["mgh", "paris"]
+    result = store.search(parse_search("Location", [("near", "42.3626|-71.0695|310|km"), ("_sort", "-name")],
+                                       load_registry()))
+    assert [e.id for e in result.entries] == ["msk", "mgh", "dfci"]
+    assert _ids(store, "Location", ("near:missing", "true")) == ["nowhere"]
+
+
+def test_near_follows_updates_and_deletes(store):
+    moved = {**_location("dfci"), "position": {"latitude": 48.8566, "longitude": 2.3522}}
+    store.put_many([moved])
+    assert _ids(store, "Location", ("near", "42.3626|-71.0695|5|km")) == ["mgh"]
+    assert _ids(store, "Location", ("near", "48.8738|2.3688|5|km")) == ["dfci", "paris"]
+    store.delete("Location", "paris")
+    assert _ids(store, "Location", ("near", "48.8738|2.3688|5|km")) == ["dfci"]
+
+
+# --- chained search and _has ----------------------------------------------------------------------
+
+CHAIN_CASES = [
+    ([("site.address-city", "Boston")], ["rs-boston", "rs-pacific"]),  # rs-pacific: its site without a position
+    ([("site:Location.address-city", "paris")], []),  # the Paris site is an Organization
+    ([("site.address-city", "paris")], ["rs-paris"]),
+    ([("site:Organization.address-city", "Paris")], ["rs-paris"]),
+    ([("site.address-country", "US")], ["rs-boston", "rs-east", "rs-pacific"]),
+    ([("site.address-country", "WS,FJ")], ["rs-pacific"]),
+    ([("site.address-country:exact", "us")], []),
+    ([("site.near", "40.7644|-73.9565|10|km")], ["rs-east"]),
+    ([("site.near", "42.3626|-71.0695|310|km")], ["rs-boston", "rs-east"]),
+    ([("site.near", "42.3626|-71.0695|310|km"), ("status", "active")], ["rs-boston"]),
+    ([("site.near", "42.3626|-71.0695|310|km"), ("site.address-city", "New York")], ["rs-east"]),
+    ([("site:Location.near", "-18.1416|178.4419|1200|km")], ["rs-pacific"]),
+    ([("site._id", "mayo,apia")], ["rs-east", "rs-pacific"]),
+    ([("site.name:contains", "fc")], ["rs-boston"]),
+    ([("site.near:missing", "true")], ["rs-pacific"]),
+    ([("site.address-city:exact", "Boston")], ["rs-boston", "rs-pacific"]),
+    ([("site.status:not", "active")], ["rs-pacific"]),  # a site without a status
+]
+
+
+@pytest.mark.parametrize("pairs,expected", CHAIN_CASES)
+def test_chained_search_from_studies_to_their_sites(store, pairs, expected):
+    assert _ids(store, "ResearchStudy", *pairs) == sorted(expected)
+    sorted_by_status = store.search(parse_search("ResearchStudy", pairs + [("_sort", "status")], load_registry()))
+    assert sorted(e.id for e in sorted_by_status.entries) == sorted(expected)
+
+
+def test_a_chain_sees_the_site_as_it_is_now(store):
+    store.put_many([{**_location("msk"), "address": {"city": "Boston", "country": "US"}}])
+    assert _ids(store, "ResearchStudy", ("site.address-city", "Boston")) == ["rs-boston", "rs-east", "rs-pacific"]
+    store.delete("Location", "mayo")
+    store.delete("Location", "msk")
+    assert _ids(store, "ResearchStudy", ("site.address-country", "US")) == ["rs-boston", "rs-pacific"]
+
+
+HAS_CASES = [
+    ("_has:ResearchStudy:site:status", "active", ["apia", "dfci", "mgh", "nowhere"]),
+    ("_has:ResearchStudy:site:status", "completed", ["mayo", "msk"]),
+    ("_has:ResearchStudy:site:_id", "rs-east,rs-none", ["mayo", "msk"]),
+    ("_has:ResearchStudy:site:status:not", "active", ["mayo", "msk"]),
+]
+
+
+@pytest.mark.parametrize("name,value,expected", HAS_CASES)
+def test_has_finds_sites_by_their_studies(store, name, value, expected):
+    assert _ids(store, "Location", (name, value)) == expected
+    assert _ids(store, "Location", (name, value), ("near", "42.3626|-71.0695|5|km")) == \
+        [e for e in expected if e in ("mgh", "dfci")]
+
+
+# --- over HTTP --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def client(tmp_path):
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'http.db'}",
+                      "BASE_URL": "https://fhir.example.org/r5"})
+    app.extensions[STORE_EXTENSION].put_many(_resources())
+    yield app.test_client()
+    close_store(app)
+
+
+def test_near_and_chains_over_http(client):
+    bundle = client.get("/Location", query_string={"near": "42.3626|-71.0695|5|km"}).get_json()
+    assert sorted(e["resource"]["id"] for e in bundle["entry"]) == ["dfci", "mgh"]
+    bundle = client.get("/ResearchStudy?site.near=42.3626|-71.0695|310|km&status=active").get_json()
+    assert [e["resource"]["id"] for e in bundle["entry"]] == ["rs-boston"]
+    assert "site.near=42.3626" in next(link["url"] for link in bundle["link"] if link["relation"] == "self")
+    bundle = client.get("/Location?_has:ResearchStudy:site:status=completed").get_json()
+    assert sorted(e["resource"]["id"] for e in bundle["entry"]) == ["mayo", "msk"]
+
+
+@pytest.mark.parametrize("query,expression,message", [
+    ("/Location?near=91|0|10|km", "near", "the latitude must lie between -90 and 90 degrees"),
+    ("/Location?near=42|-71|10|furlong", "near", "the unit must be one of km, m, mi"),
+    ("/ResearchStudy?site.near=42|-71|10|furlong", "site.near", "the unit must be one of km, m, mi"),
+    ("/ResearchStudy?site.nope=x", "site.nope", "has no search parameter 'nope'"),
+    ("/Location?_has:ResearchStudy:site:nope=x", "_has:ResearchStudy:site:nope", "ResearchStudy has no search"),
+])
+def test_bad_near_and_chains_are_400_saying_what_is_wrong(client, query, expression, message):
+    response = client.get(query)
+    assert response.status_code == 400
+    outcome = response.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["expression"] == [expression]
+    assert message in outcome["issue"][0]["diagnostics"]
+
+
+# --- ZIP codes to positions -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("zip_code,near", [
+    ("02114", (42.36, -71.07)),        # Boston, Massachusetts General Hospital's ZIP code
+    (" 02114-2696 ", (42.36, -71.07)),  # ZIP+4, spaces around
+    ("55905", (44.02, -92.47)),        # Rochester, Minnesota (Mayo Clinic)
+    ("96801", (21.33, -157.83)),       # Honolulu
+    ("99501", (61.22, -149.86)),       # Anchorage
+])
+def test_zip_codes_give_positions(zip_code, near):
+    lat, lon = zip_position(zip_code)
+    assert lat == pytest.approx(near[0], abs=0.05) and lon == pytest.approx(near[1], abs=0.05)
+
+
+@pytest.mark.parametrize("zip_code,message", [
+    ("00000", "ZIP code 00000 is not in the US ZIP code table"),
+    ("1234", "'1234' is not a US ZIP code"),
+    ("02114x", "'02114x' is not a US ZIP code"),
+    ("", "'' is not a US ZIP code"),
+    (None, "None is not a US ZIP code"),
+])
+def test_unknown_zip_codes_are_a_clear_400(zip_code, message):
+    with pytest.raises(UnknownPlace) as caught:
+        zip_position(zip_code, expression="zipCode")
+    assert message in str(caught.value)
+    assert caught.value.status == 400 and caught.value.expression == "zipCode"
+
+
+def test_a_zip_code_feeds_a_near_search(store):
+    lat, lon = zip_position("02115")  # Longwood, Boston
+    assert _ids(store, "ResearchStudy", ("site.near", f"{lat}|{lon}|5|km")) == ["rs-boston"]
+    assert _ids(store, "Location", ("near", f"{lat}|{lon}|25|mi")) == ["dfci", "mgh"]
