@@ -29,9 +29,11 @@ run: install
 	$(BIN)/fhirstudy load seeds --db '$(DB)' --quiet
 	$(BIN)/fhirstudy serve --host $(HOST) --port $(PORT) --db '$(DB)'
 
-## make test: install with the test extra, then the whole suite (SQLite, PostgreSQL, real HTTP, peer validator)
+## make test: install with the test extra, then the whole suite (SQLite, PostgreSQL, real HTTP, peer validator),
+## in TEST_WORKERS processes (pytest-xdist; each starts its own PostgreSQL and peer server)
+TEST_WORKERS ?= 2
 test: install-test
-	FHIRSTUDY_PEER_DIR='$(PEER_DIR)' $(BIN)/python -m pytest
+	FHIRSTUDY_PEER_DIR='$(PEER_DIR)' $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 ## make fuzz: the property-based fuzz test run long (random, shrinking failures), on SQLite and PostgreSQL
 FUZZ_EXAMPLES ?= 20000

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import requests
 
-from _server_fixtures import fixed_clock, pg_server, pg_url, serve_in_thread  # noqa: F401
+from _server_fixtures import db_url, fixed_clock, pg_server, pg_url, serve_in_thread  # noqa: F401
 from conftest import SAMPLES, SEEDS
 from fhirstudy import mappings
 from fhirstudy.pipeline import convert
@@ -32,10 +32,10 @@ def resources() -> list[dict]:
     return [e["resource"] for c in convert(FILES) for e in c.bundle["entry"]]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    opened = open_store(url, clock=fixed_clock)
+@pytest.fixture
+def store(db_url):
+    """An empty store on SQLite and on PostgreSQL (``db_url``)."""
+    opened = open_store(db_url, clock=fixed_clock)
     yield opened
     opened.close()
 
