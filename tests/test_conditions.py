@@ -162,6 +162,8 @@ TEXT_CASES = [
     ("COVID-19", {"covid-19"}),  # R1 NCT04780672
     ("SARS-CoV-2", {"covid-19"}),  # R1 NCT04779944
     ("SARS-CoV Infection", set()),  # R1 NCT04780334: the 2003 virus
+    ("Questionnaire on Changes in PMH Care Practices During the COVID-19 Pandemic", set()),  # R1 NCT04779775
+    ("Long COVID", {"covid-19"}),
     ("HIV Infections", {"hiv"}),  # R1 NCT04779996
     ("Human Immunodeficiency Virus", {"hiv"}),  # R1 NCT04779736
     ("Hearing Aids", set()),  # trap: not AIDS
