@@ -162,6 +162,8 @@ TEXT_CASES = [
     ("COVID-19", {"covid-19"}),  # R1 NCT04780672
     ("SARS-CoV-2", {"covid-19"}),  # R1 NCT04779944
     ("SARS-CoV Infection", set()),  # R1 NCT04780334: the 2003 virus
+    ("Questionnaire on Changes in PMH Care Practices During the COVID-19 Pandemic", set()),  # R1 NCT04779775
+    ("Long COVID", {"covid-19"}),
     ("HIV Infections", {"hiv"}),  # R1 NCT04779996
     ("Human Immunodeficiency Virus", {"hiv"}),  # R1 NCT04779736
     ("Hearing Aids", set()),  # trap: not AIDS
@@ -211,6 +213,8 @@ MESH_CASES = [
     (("D000003924",), ("D000003920", "D000044882"), {"diabetes", "type-2-diabetes"}),
     (("D000086382",), (), {"covid-19"}),  # a real nine-digit id
     (("D000018352",), ("D000003333",), set()),  # Coronavirus Infections: not COVID-19 itself
+    (("D000065626",), (), {"nonalcoholic-fatty-liver-disease"}),  # padded in results_1.json; NLM's D065626
+    (("D006976",), (), set()),  # Hypertension, Pulmonary on its own: not the hypertension group
     ((), ("D000009369",), set()),  # Neoplasms: no group of its own (condition:below finds them)
 ]
 
@@ -223,7 +227,8 @@ def test_mesh_ids_and_ancestors_give_groups(mesh, ancestors, expected):
 # --- the data -------------------------------------------------------------------------------
 
 CONCEPTS = load_mapping("conditions.json")["concepts"]
-CITED = re.compile(r"record (NCT\d{8}).*, stored at [\w.-]+/[\w.-]+ \S+ commit [0-9a-f]{40}$")
+# a ClinicalTrials.gov record (its NCT number) or NLM's MeSH tree file, at a repository, path and commit
+CITED = re.compile(r"(record NCT\d{8}|NLM MeSH tree line)\b.*, stored at [\w.-]+/[\w.-]+ \S+ commit [0-9a-f]{40}$")
 
 
 def test_at_least_40_groups_people_search_by():
@@ -246,7 +251,7 @@ def test_every_group_is_defined_and_every_mesh_id_cited(concept):
         assert mesh_descriptor_id(entry["id"]) == entry["id"], "ids in NLM's form"
         assert entry["term"] and CITED.search(entry["source"]), entry
         assert entry["id"] in entry["source"] or f"D000{entry['id'][1:]}" in entry["source"]
-        assert "onditionBrowseModule" in entry["source"]
+        assert "onditionBrowseModule" in entry["source"] or "NLM MeSH tree line" in entry["source"]
     for coding in concept["codings"]:
         assert CITED.search(coding["source"]), coding
         if coding["system"] == MESH_SYSTEM:

@@ -15,7 +15,10 @@ MESH_IDS = [
     ("D000001943", "D001943"),  # Breast Neoplasms, padded by the API
     ("D001943", "D001943"),  # already NLM's form
     ("D000009369", "D009369"),  # Neoplasms
-    ("D000064418", "D064418"),  # the highest old id NLM's bulletin names
+    ("D000064418", "D064418"),
+    ("D000065626", "D065626"),  # Non-alcoholic Fatty Liver Disease: a six-digit id in NLM's MeSH 2017
+    ("D000066331", "D066331"),  # the highest six-digit descriptor id in NLM's MeSH 2017
+    ("D000066388", "D000066388"),  # the lowest nine-digit one there: not padded
     ("D000086382", "D000086382"),  # COVID-19: a real nine-digit id, not padded
     ("D000077289", "D000077289"),  # Letrozole: a real nine-digit id
     ("D000000001", "D000001"),
@@ -33,7 +36,7 @@ def test_mesh_descriptor_id(given, expected):
 
 def test_the_rule_is_data_with_its_source():
     rule = load_mapping("mesh.json")["descriptorId"]
-    assert rule["description"] and rule["source"] and rule["paddedBelow"] == 64419
+    assert rule["description"] and rule["source"] and rule["paddedBelow"] == 66332
 
 
 @pytest.mark.parametrize("value,system,code", [
