@@ -37,7 +37,8 @@ MAY_IMPORT = {
     "search": FOUNDATION,
     "store": FOUNDATION | {"search"},
     "service": FOUNDATION | {"search", "store"},
-    "server": FOUNDATION | {"search", "store", "service", "validation"},
+    "matching": FOUNDATION | {"search"},
+    "server": FOUNDATION | {"search", "store", "service", "validation", "matching"},
     "push": FOUNDATION | {"trial", "mappers", "eligibility", "search", "store", "service"},
     "pipeline": FOUNDATION | {"trial", "sources", "mappers", "eligibility", "validation"},
     "loader": FOUNDATION,
@@ -48,6 +49,7 @@ NO_SQL = {"sqlalchemy", "psycopg", "psycopg2"}
 LIBRARIES_KEPT_OUT = {
     "trial": NO_WEB | NO_SQL, "sources": NO_WEB | NO_SQL, "mappers": NO_WEB | NO_SQL,
     "validation": NO_WEB | NO_SQL, "eligibility": NO_WEB | NO_SQL, "search": NO_WEB | NO_SQL,
+    "matching": NO_WEB | NO_SQL,
     "config": NO_WEB | NO_SQL,
     "store": NO_WEB, "service": NO_WEB,
 }

@@ -16,7 +16,8 @@ CapabilityStatement use it, so the registry is loaded once, by the store.  This 
 Flask, werkzeug, fhirstudy.service, fhirstudy.store, fhirstudy.search and fhirstudy.validation.
 
 Blueprints: ``routes`` (metadata, read, search), ``history`` (history, vread; 304/410 on read)
-and ``write`` (create, update, delete, conditional ones, transaction/batch, ``$validate``).
+and ``write`` (create, update, delete, conditional ones, transaction/batch, ``$validate``), and
+``operations`` (``ResearchStudy/$match``, the OperationDefinitions).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ SERVICE_EXTENSION = "fhirstudy.search_service"
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the Flask app: config, store, the error handler, the FHIR read, history and write routes."""
-    from fhirstudy.server import boundary, history, outcome, routes, write
+    from fhirstudy.server import boundary, history, operations, outcome, routes, write
 
     app = Flask(__name__)
     app.config.from_mapping(config.read(config.SERVER_KEYS))  # FHIRSTUDY_<KEY>, else the named defaults
@@ -41,6 +42,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     outcome.init_app(app)
     boundary.init_app(app)
     app.register_blueprint(routes.bp)
+    app.register_blueprint(operations.bp)
     app.register_blueprint(history.bp)
     app.register_blueprint(write.bp)
     history.init_app(app)

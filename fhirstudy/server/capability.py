@@ -15,6 +15,9 @@ READ_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "searc
 WRITE_INTERACTIONS = ("create", "update", "delete")
 WRITE_TOKEN_CONFIG = "WRITE_TOKEN"  # fhirstudy.server.auth.TOKEN_CONFIG (auth imports Flask request state)
 VALIDATE_OPERATION = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+MATCH_OPERATION = {"name": "match", "definition": "https://fhirstudy.org/fhir/OperationDefinition/ResearchStudy-match",
+                   "documentation": "POST a Parameters body with trialMatchClinicalData (the patient's Bundle): "
+                                    "the studies the patient could join, best first, with a verdict per criterion."}
 # What a Bundle posted to the base may hold (fhirstudy.server.bundle), said where clients look.
 BUNDLE_DOCUMENTATION = {
     "transaction": "All or nothing: entries GET (read, or search: Type?params answers a searchset Bundle, "
@@ -77,5 +80,5 @@ def _resource(registry: Registry, rtype: str, writable: bool) -> dict:
         {"name": code, "definition": params[code].url, "type": params[code].type}
         for code in sorted(params)
     ]
-    resource["operation"] = [VALIDATE_OPERATION]
+    resource["operation"] = [VALIDATE_OPERATION] + ([MATCH_OPERATION] if rtype == "ResearchStudy" else [])
     return resource

@@ -1,0 +1,329 @@
+"""``$match`` over the seeds and the ClinicalTrials.gov samples (fhirstudy.matching.engine).
+
+The safety rule is proved the general way: for every stored study, a patient is made from the
+study's own computable criteria (every inclusion fact met, every exclusion fact not met, values
+written in other units than the criterion's where UCUM converts them), and that patient must get
+the study back; then, one computable criterion at a time, a patient who fails just that criterion
+must not (and with ``includeIneligible`` gets it with score 0 and that criterion failed).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from _server_fixtures import db_url, fixed_clock, pg_server, pg_url  # noqa: F401
+from conftest import SAMPLES, SEEDS
+from fhirstudy.matching import run_match
+from fhirstudy.matching.conditions import subtype_characteristics
+from fhirstudy.matching.engine import CRITERION_URL
+from fhirstudy.pipeline import convert
+from fhirstudy.service import SearchService
+from fhirstudy.store import open_store
+
+ON = date(2026, 12, 3)
+PATIENTS = Path(__file__).parent / "data" / "patients"
+ALL_STATUSES = ("recruiting,not-yet-recruiting,active-but-not-recruiting,completed,terminated,withdrawn,"
+                "enrolling-by-invitation,temporarily-closed-to-accrual-and-intervention")
+UCUM = "http://unitsofmeasure.org"
+# The unit a patient's lab reports a value in, instead of the criterion's, and the factor between
+# them (patient value = criterion value x factor): UCUM conversions that are exact.
+OTHER_UNIT = {"10*9/L": ("/mm3", 1000), "/mm3": ("10*9/L", 0.001), "/uL": ("10*9/L", 0.001),
+              "g/dL": ("g/L", 10), "g/L": ("g/dL", 0.1)}
+FACT_CODES = {}  # LOINC/SNOMED code -> analyte key, filled from eligibility-facts.json
+
+
+@pytest.fixture(scope="module")
+def resources() -> list[dict]:
+    return [e["resource"] for c in convert([SEEDS, SAMPLES]) if c.ok for e in c.bundle["entry"]]
+
+
+@pytest.fixture(scope="module")
+def service(resources, tmp_path_factory):
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('match')}/match.db", clock=fixed_clock)
+    store.put_many(resources)
+    yield SearchService(store, store.registry, 0)
+    store.close()
+
+
+def _match(service, bundle: dict, **parameters) -> dict:
+    params = [{"name": "trialMatchClinicalData", "resource": bundle}, {"name": "date", "valueDate": ON.isoformat()},
+              {"name": "recruitmentStatus", "valueString": parameters.pop("status", ALL_STATUSES)},
+              {"name": "count", "valueInteger": 500}]
+    for name, value in parameters.items():
+        key = {bool: "valueBoolean", int: "valueInteger", float: "valueDecimal"}.get(type(value), "valueString")
+        params.append({"name": name, key: value})
+    return run_match(service, {"resourceType": "Parameters", "parameter": params}, "http://x", ON)
+
+
+def _criteria(entry: dict) -> dict[str, dict]:
+    out = {}
+    for ext in entry["search"].get("extension", []):
+        if ext["url"] == CRITERION_URL:
+            parts = {p["url"]: next(v for k, v in p.items() if k.startswith("value")) for p in ext["extension"]
+                     if p["url"] not in ("evidence", "missing")}
+            out[parts["linkId"]] = parts
+    return out
+
+
+def _found(result: dict) -> dict[str, dict]:
+    return {e["resource"]["id"]: e for e in result["entry"] if e["search"]["mode"] == "match"}
+
+
+# -- a patient made from a study's criteria -------------------------------------------------------
+
+def _analytes() -> dict:
+    from fhirstudy import terminology
+    data = terminology.load_mapping("eligibility-facts.json")
+    return {(a["coding"]["system"], a["coding"]["code"]): a for a in data["analytes"]}
+
+
+class PatientMaker:
+    """Observations and Conditions that make each computable fact of a study hold (``want``) or
+    fail (``not want``)."""
+
+    def __init__(self):
+        self.resources: list[dict] = []
+        self.analytes = _analytes()
+
+    def add(self, resource: dict) -> None:
+        resource["id"] = f"r{len(self.resources)}"
+        self.resources.append(resource)
+
+    def fact(self, definition: dict, want: bool) -> bool:
+        """Add a resource that makes ``definition`` hold (or fail); False when it cannot."""
+        coding = [(c.get("system"), c.get("code")) for c in definition.get("type", {}).get("coding", [])]
+        analyte = next((self.analytes[c] for c in coding if c in self.analytes), None)
+        if analyte is None:
+            return False
+        code = {"coding": [{k: analyte["coding"][k] for k in ("system", "code")}]}
+        when = (ON - timedelta(days=3)).isoformat()
+        if "valueCodeableConcept" in definition:
+            wanted = definition["valueCodeableConcept"]["text"] if "text" in definition["valueCodeableConcept"] else "present"
+            value = wanted if want else {"positive": "negative", "negative": "positive", "present": "absent"}[wanted]
+            if analyte["key"] == "pregnancy":
+                answer = {"present": "LA15173-0", "absent": "LA26683-5"}[value]
+                code = {"coding": [{"system": "http://loinc.org", "code": "82810-3"}]}
+            elif analyte["key"] == "brain_metastases":
+                if value == "absent":
+                    return True   # no Condition: unknown, which does not exclude
+                self.add({"resourceType": "Condition", "code": {"coding": [{"system": "http://snomed.info/sct",
+                                                                            "code": "94225005"}]}})
+                return True
+            else:
+                answer = {"positive": "LA6576-8", "negative": "LA6577-6"}[value]
+            self.add({"resourceType": "Observation", "status": "final", "code": code, "effectiveDateTime": when,
+                      "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": answer}]}})
+            return True
+        x, unit = _value(definition, want)
+        if x is None:
+            return False
+        observation = {"resourceType": "Observation", "status": "final", "code": code, "effectiveDateTime": when}
+        if unit == "{ULN}":
+            observation["valueQuantity"] = {"value": x * 40, "unit": "U/L", "system": UCUM, "code": "U/L"}
+            observation["referenceRange"] = [{"high": {"value": 40, "unit": "U/L", "system": UCUM, "code": "U/L"}}]
+        elif unit in ("", None):
+            observation["valueInteger" if float(x).is_integer() else "valueQuantity"] = (
+                int(x) if float(x).is_integer() else {"value": x, "system": UCUM, "code": "1"})
+        else:
+            other, factor = OTHER_UNIT.get(unit, (unit, 1))
+            observation["valueQuantity"] = {"value": round(x * factor, 6), "unit": other, "system": UCUM, "code": other}
+        self.add(observation)
+        return True
+
+
+def _value(definition: dict, want: bool) -> tuple[float | None, str | None]:
+    """A number that meets (or fails, clearly) the quantity or range, and its unit."""
+    if "valueRange" in definition:
+        low, high = (definition["valueRange"].get(k, {}) for k in ("low", "high"))
+        unit = high.get("code", low.get("code", ""))
+        if want:
+            return (low.get("value", 0) + high["value"]) / 2 if "value" in high else low["value"] + 1, unit
+        return (high["value"] * 2 + 2, unit) if "value" in high else (low["value"] / 2 - 1, unit)
+    q = definition.get("valueQuantity") or {}
+    if "value" not in q:
+        return None, None
+    v, comparator, unit = q["value"], q.get("comparator"), q.get("code", "")
+    up = comparator in (">", ">=")
+    if comparator is None:
+        return (v if want else v + 3), unit
+    if want:
+        return (v * 1.5 + 1 if up else v / 2), unit
+    return (v / 2 - 0.5 if up else v * 2 + 1), unit
+
+
+def _walk(maker: PatientMaker, characteristic: dict, want: bool) -> bool:
+    """Make ``characteristic`` hold (or fail); False when nothing computable decides it."""
+    want = want != bool(characteristic.get("exclude")) if "linkId" not in characteristic else want
+    combination = characteristic.get("definitionByCombination")
+    if combination:
+        items = [c for c in combination["characteristic"] if _computable(c)]
+        if not items:
+            return False
+        every = (combination["code"] == "all-of") == want
+        return all(_walk(maker, c, want) for c in (items if every else items[:1]))
+    definition = characteristic.get("definitionByTypeAndValue")
+    return bool(definition) and maker.fact(definition, want)
+
+
+def _computable(characteristic: dict) -> bool:
+    if "definitionByCombination" in characteristic:
+        return any(_computable(c) for c in characteristic["definitionByCombination"]["characteristic"])
+    definition = characteristic.get("definitionByTypeAndValue") or {}
+    return bool(definition) and any((c.get("system"), c.get("code")) in _analytes()
+                                    for c in definition.get("type", {}).get("coding", []))
+
+
+def _patient_for(study: dict, eligibility: dict | None, broken: str | None = None) -> dict | None:
+    """A Bundle of a patient meeting every computable criterion of ``study`` except ``broken``
+    (a linkId), which the patient fails; None when ``broken`` cannot be failed."""
+    maker = PatientMaker()
+    characteristics = subtype_characteristics(study) + ((eligibility or {}).get("characteristic") or [])
+    patient = {"resourceType": "Patient", "gender": "female", "birthDate": "1980-06-15"}
+    broke = False
+    for c in characteristics:
+        link = c.get("linkId")
+        if link == "sex":
+            codes = [x["code"] for x in c["definitionByTypeAndValue"]["valueCodeableConcept"]["coding"]]
+            patient["gender"] = codes[0] if broken != link else {"female": "male", "male": "female"}[codes[0]]
+            broke |= broken == link
+        elif link == "age":
+            r = c["definitionByTypeAndValue"]["valueRange"]
+            years = _age_years(r, broken == link)
+            patient["birthDate"] = f"{ON.year - years}-06-15"
+            broke |= broken == link
+        elif _computable(c) and not c.get("note"):
+            fail = broken == link
+            want = (not c.get("exclude")) != fail
+            done = _walk(maker, {**c, "exclude": False}, want)
+            broke |= fail and done
+    if broken and not broke:
+        return None
+    conditions = [{"resourceType": "Condition", "code": {"text": cond.get("text") or cond["coding"][0]["display"]}}
+                  for cond in study.get("condition") or []][:1]
+    entries = [patient] + conditions + maker.resources
+    for n, r in enumerate(entries):
+        r.setdefault("id", f"e{n}")
+    return {"resourceType": "Bundle", "type": "collection",
+            "entry": [{"fullUrl": f"urn:uuid:00000000-0000-0000-0000-{n:012d}", "resource": r}
+                      for n, r in enumerate(entries)]}
+
+
+def _age_years(limits: dict, fail: bool) -> int:
+    def years(q):
+        return q["value"] / {"a": 1, "mo": 12, "wk": 52, "d": 365}.get(q.get("code", "a"), 1)
+    low = years(limits["low"]) if "low" in limits else 0
+    high = years(limits["high"]) if "high" in limits else 120
+    if fail:
+        return int(high) + 3 if "high" in limits else max(int(low) - 3, 0)
+    return int((low + high) / 2) if "high" in limits else int(low) + 10
+
+
+def _studies(resources) -> list[tuple[dict, dict | None]]:
+    by_ref = {f"{r['resourceType']}/{r['id']}": r for r in resources}
+    return [(r, by_ref.get(((r.get("recruitment") or {}).get("eligibility") or {}).get("reference")))
+            for r in resources if r["resourceType"] == "ResearchStudy"]
+
+
+def test_every_study_is_found_for_a_patient_who_meets_its_computable_criteria(service, resources):
+    missed = []
+    for study, eligibility in _studies(resources):
+        found = _found(_match(service, _patient_for(study, eligibility)))
+        if study["id"] not in found:
+            missed.append(study["id"])
+        else:
+            fails = [k for k, c in _criteria(found[study["id"]]).items() if c["fit"] == "fail"]
+            assert not fails, (study["id"], fails)
+    assert not missed
+
+
+def _breakable(study, eligibility) -> list[str]:
+    return [c["linkId"] for c in subtype_characteristics(study) + ((eligibility or {}).get("characteristic") or [])
+            if c.get("linkId") in ("sex", "age") or (_computable(c) and not c.get("note"))]
+
+
+def test_a_patient_failing_one_computable_criterion_is_left_out(service, resources):
+    pairs = kept = 0
+    for study, eligibility in _studies(resources):
+        for link in _breakable(study, eligibility):
+            bundle = _patient_for(study, eligibility, broken=link)
+            if bundle is None:
+                continue
+            pairs += 1
+            if study["id"] in _found(_match(service, bundle)):
+                kept += 1
+                continue
+            entry = _found(_match(service, bundle, includeIneligible=True))[study["id"]]
+            assert entry["search"]["score"] == 0
+            assert _criteria(entry)[link]["fit"] == "fail", (study["id"], link, _criteria(entry)[link])
+    assert pairs >= 30, "the samples hold at least 30 computable criteria to fail"
+    assert kept == 0, f"{kept} of {pairs} patients failing a computable criterion were still matched"
+
+
+# -- the synthetic patients in tests/data/patients -------------------------------------------------
+
+def _bundle(name: str) -> dict:
+    return json.loads((PATIENTS / f"{name}.json").read_text())
+
+
+def _verdicts(service, name: str, study: str) -> dict[str, dict]:
+    return _criteria(_found(_match(service, _bundle(name), includeIneligible=True))[study])
+
+
+EXPECTED = [  # patient, study, linkId -> fit
+    ("her2-positive-metastatic-breast", "nct02513394", "condition", "pass"),
+    ("her2-positive-metastatic-breast", "nct02513394", "inclusion-16", "pass"),   # ANC 2.1 x 10^9/L >= 1,500/uL
+    ("her2-positive-metastatic-breast", "nct02513394", "inclusion-17", "pass"),   # platelets in 10^9/L vs /mm3
+    ("her2-positive-metastatic-breast", "nct06731140", "subtype-her2-negative", "fail"),
+    ("her2-positive-metastatic-breast", "nct04328077", "condition", "fail"),      # NASH
+    ("poor-organ-function", "nct02513394", "inclusion-16", "fail"),
+    ("poor-organ-function", "nct02513394", "inclusion-17", "fail"),               # 60,000 /mm3
+    ("elderly-ecog3", "nct02513394", "inclusion-8", "fail"),                       # ECOG 0-1
+    ("minimal", "nct02513394", "inclusion-16", "unknown"),
+]
+
+
+@pytest.mark.parametrize(("patient", "study", "link", "fit"), EXPECTED)
+def test_synthetic_patients(service, patient, study, link, fit):
+    assert _verdicts(service, patient, study)[link]["fit"] == fit
+
+
+def test_unknowns_are_reported_as_missing_information(service):
+    entry = _found(_match(service, _bundle("minimal")))["nct02513394"]
+    missing = [e["valueString"] for e in entry["search"]["extension"] if e["url"].endswith("match-missing")]
+    assert any("751-8" in m for m in missing), missing   # the neutrophil count would decide inclusion-16
+    assert 0 < entry["search"]["score"] < 1
+
+
+def test_results_are_ordered_by_score_and_ineligible_ones_left_out(service):
+    result = _match(service, _bundle("poor-organ-function"))
+    scores = [e["search"]["score"] for e in result["entry"] if e["search"]["mode"] == "match"]
+    assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
+    assert "nct02513394" not in _found(result)
+    assert result["total"] == len(scores)
+
+
+def test_status_and_phase_filters(service, resources):
+    studies = {r["id"]: r for r in resources if r["resourceType"] == "ResearchStudy"}
+    default = _found(_match(service, _bundle("minimal"), status="recruiting,not-yet-recruiting"))
+    for sid in default:
+        states = {c["code"] for p in studies[sid].get("progressStatus", []) for c in p["state"].get("coding", [])}
+        assert states & {"recruiting", "not-yet-recruiting"}, sid
+    phase3 = _found(_match(service, _bundle("minimal"), phase="PHASE3"))
+    assert phase3 and all(studies[s]["phase"]["coding"][0]["code"] == "phase-3" for s in phase3)
+
+
+def test_match_on_postgresql_gives_the_same_answer(db_url, resources, service):
+    store = open_store(db_url, clock=fixed_clock)
+    try:
+        store.put_many(copy.deepcopy(resources))
+        other = SearchService(store, store.registry, 0)
+        for name in ("her2-positive-metastatic-breast", "poor-organ-function"):
+            a, b = _match(service, _bundle(name)), _match(other, _bundle(name))
+            assert [(e["resource"]["id"], e["search"]) for e in a["entry"]] == \
+                   [(e["resource"]["id"], e["search"]) for e in b["entry"]]
+    finally:
+        store.close()
