@@ -1,0 +1,1 @@
+"""Patient-to-trial matching ($match)."""
