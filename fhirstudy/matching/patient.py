@@ -178,7 +178,7 @@ def _add(facts: PatientFacts, value: Value) -> None:
 
 
 def _read_observation(facts: PatientFacts, obs: dict, reference: str, where: str) -> None:
-    if obs.get("status") in SKIPPED_OBSERVATION_STATUSES:
+    if _str(obs.get("status")) in SKIPPED_OBSERVATION_STATUSES:
         return
     tables, when = _tables(), _when(obs, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued")
     parts = [(obs, "")] + [(_obj(c), f"component[{i}].") for i, c in enumerate(_list(obs.get("component")))]
@@ -302,7 +302,7 @@ def _diagnosis(concept, reference: str, when: Date | None) -> Diagnosis | None:
 
 
 def _read_medication(facts: PatientFacts, resource: dict, reference: str, where: str) -> None:
-    if resource.get("status") in SKIPPED_EVENT_STATUSES:
+    if _str(resource.get("status")) in SKIPPED_EVENT_STATUSES:
         return
     concept = resource.get("medicationCodeableConcept") or _obj(resource.get("medication")).get("concept")
     when = _when(resource, "effectiveDateTime", "effectivePeriod", "authoredOn", "dateAsserted")
@@ -314,7 +314,7 @@ def _read_medication(facts: PatientFacts, resource: dict, reference: str, where:
 
 
 def _read_procedure(facts: PatientFacts, procedure: dict, reference: str, where: str) -> None:
-    if procedure.get("status") in SKIPPED_EVENT_STATUSES:
+    if _str(procedure.get("status")) in SKIPPED_EVENT_STATUSES:
         return
     when = _when(procedure, "performedDateTime", "performedPeriod", "occurrenceDateTime", "occurrencePeriod")
     diagnosis = _diagnosis(procedure.get("code"), reference, when)
