@@ -312,3 +312,7 @@ def test_any_field_of_the_wrong_type_never_raises(name):
                         target = target[step]
                     target[path[-1]] = junk
                     assert isinstance(read_patient(mutated), PatientFacts)
+
+
+def test_the_same_patient_twice_is_one_patient():
+    assert read_patient({"resourceType": "Bundle", "entry": [_patient(), _patient()]}).reference == "Patient/p"

@@ -115,8 +115,8 @@ def _codings(concept) -> list[tuple[str, str, str]]:
             for c in map(_obj, _list(_obj(concept).get("coding"))) if _str(c.get("code"))]
 
 
-def _codes(concept) -> list[str]:
-    return [code for _, code, _ in _codings(concept)]
+def _keys(concept) -> list[tuple[str, str]]:
+    return [(system, code) for system, code, _ in _codings(concept)]
 
 
 def _date(value) -> Date | None:
@@ -132,12 +132,11 @@ def _date(value) -> Date | None:
 
 
 def _when(resource: dict, *names: str) -> Date | None:
+    """The first date found under ``names`` (a Period by its end, else its start)."""
     for name in names:
-        if name.endswith("Period"):
-            period = _obj(resource.get(name))
-            found = _date(period.get("end")) or _date(period.get("start"))
-        else:
-            found = _date(resource.get(name))
+        value = resource.get(name)
+        found = _date(_obj(value).get("end")) or _date(_obj(value).get("start")) if name.endswith("Period") \
+            else _date(value)
         if found:
             return found
     return None
@@ -160,7 +159,7 @@ def read_patient(bundle: dict) -> PatientFacts:
         kind, rid = resource["resourceType"], _str(resource.get("id"))
         reference = f"{kind}/{rid}" if rid else (_str(_obj(entry).get("fullUrl")) or where)
         if kind == "Patient":
-            if patient_at is not None:
+            if patient_at is not None and reference != facts.reference:
                 raise InvalidRequest(f"Bundle holds more than one Patient (entry[{patient_at}] and {where})",
                                      expression=f"Bundle.{where}")
             patient_at = index
@@ -189,10 +188,6 @@ def _read_observation(facts: PatientFacts, obs: dict, reference: str, where: str
         value = _read_value(facts, analyte, part, reference, f"{where}: {prefix}", when)
         if value is not None:
             _add(facts, value)
-
-
-def _keys(concept) -> list[tuple[str, str]]:
-    return [(system, code) for system, code, _ in _codings(concept)]
 
 
 def _read_value(facts, analyte, part, reference, where, when) -> Value | None:
@@ -276,8 +271,8 @@ def _uln(part: dict, unit: str | None) -> float | None:
 
 
 def _read_condition(facts: PatientFacts, condition: dict, reference: str, where: str) -> None:
-    if set(_codes(condition.get("clinicalStatus"))) & SKIPPED_CLINICAL_STATUSES or \
-            set(_codes(condition.get("verificationStatus"))) & SKIPPED_VERIFICATION_STATUSES:
+    if {c for _, c in _keys(condition.get("clinicalStatus"))} & SKIPPED_CLINICAL_STATUSES or \
+            {c for _, c in _keys(condition.get("verificationStatus"))} & SKIPPED_VERIFICATION_STATUSES:
         return
     when = _when(condition, "onsetDateTime", "onsetPeriod", "recordedDate")
     diagnosis = _diagnosis(condition.get("code"), reference, when)
@@ -301,28 +296,29 @@ def _diagnosis(concept, reference: str, when: Date | None) -> Diagnosis | None:
     return Diagnosis(reference, codings, text, when) if codings or text else None
 
 
-def _read_medication(facts: PatientFacts, resource: dict, reference: str, where: str) -> None:
+# resourceType -> (PatientFacts list, where its code is, where its date is); R4 and R5 names both
+_EVENTS = {
+    "MedicationStatement": ("medications", ("medicationCodeableConcept", "medication"),
+                            ("effectiveDateTime", "effectivePeriod", "dateAsserted")),
+    "MedicationRequest": ("medications", ("medicationCodeableConcept", "medication"), ("authoredOn",)),
+    "Procedure": ("procedures", ("code",),
+                  ("performedDateTime", "performedPeriod", "occurrenceDateTime", "occurrencePeriod")),
+}
+
+
+def _read_event(facts: PatientFacts, resource: dict, reference: str, where: str) -> None:
+    """A medication (R4 medicationCodeableConcept, R5 medication.concept) or a Procedure."""
+    found, codes, dates = _EVENTS[resource["resourceType"]]
     if _str(resource.get("status")) in SKIPPED_EVENT_STATUSES:
         return
-    concept = resource.get("medicationCodeableConcept") or _obj(resource.get("medication")).get("concept")
-    when = _when(resource, "effectiveDateTime", "effectivePeriod", "authoredOn", "dateAsserted")
-    diagnosis = _diagnosis(concept, reference, when)
+    concepts = [resource.get(name) if name != "medication" else _obj(resource.get(name)).get("concept")
+                for name in codes]
+    diagnosis = next((d for d in (_diagnosis(c, reference, _when(resource, *dates)) for c in concepts) if d), None)
     if diagnosis is None:
-        facts.problems.append(f"{where}: no medication code (a reference to a Medication is not followed)")
+        facts.problems.append(f"{where}: no code or text (a reference to a Medication is not followed)")
     else:
-        facts.medications.append(diagnosis)
+        getattr(facts, found).append(diagnosis)
 
 
-def _read_procedure(facts: PatientFacts, procedure: dict, reference: str, where: str) -> None:
-    if _str(procedure.get("status")) in SKIPPED_EVENT_STATUSES:
-        return
-    when = _when(procedure, "performedDateTime", "performedPeriod", "occurrenceDateTime", "occurrencePeriod")
-    diagnosis = _diagnosis(procedure.get("code"), reference, when)
-    if diagnosis is None:
-        facts.problems.append(f"{where}: Procedure.code has neither a coding nor text")
-    else:
-        facts.procedures.append(diagnosis)
-
-
-_READERS = {"Observation": _read_observation, "Condition": _read_condition, "Procedure": _read_procedure,
-            "MedicationStatement": _read_medication, "MedicationRequest": _read_medication}
+_READERS = {"Observation": _read_observation, "Condition": _read_condition,
+            **{kind: _read_event for kind in _EVENTS}}
