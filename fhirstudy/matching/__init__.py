@@ -8,6 +8,8 @@ The room reads stored FHIR (ResearchStudy, its eligibility EvidenceVariable, Loc
 patient's Bundle; it knows nothing of Flask or SQL (the search service it is given does the
 searching). What it reads in a patient's data (codes, units, windows) is data in
 ``fhirstudy/mappings/`` (``match-patient.json``, ``match-policy.json``, ``eligibility-facts.json``).
+The room may import only the foundation (errors, limits, config, mappings, terminology) and
+``fhirstudy.search`` (places and distances).
 """
 from __future__ import annotations
 
