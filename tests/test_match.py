@@ -102,7 +102,8 @@ class PatientMaker:
         code = {"coding": [{k: analyte["coding"][k] for k in ("system", "code")}]}
         when = (ON - timedelta(days=3)).isoformat()
         if "valueCodeableConcept" in definition:
-            wanted = definition["valueCodeableConcept"]["text"] if "text" in definition["valueCodeableConcept"] else "present"
+            codes = {c.get("code") for c in definition["valueCodeableConcept"].get("coding", [])}
+            wanted = "positive" if "LA6576-8" in codes else "negative" if "LA6577-6" in codes else "present"
             value = wanted if want else {"positive": "negative", "negative": "positive", "present": "absent"}[wanted]
             if analyte["key"] == "pregnancy":
                 answer = {"present": "LA15173-0", "absent": "LA26683-5"}[value]
@@ -259,6 +260,7 @@ def test_a_patient_failing_one_computable_criterion_is_left_out(service, resourc
             entry = _found(_match(service, bundle, includeIneligible=True))[study["id"]]
             assert entry["search"]["score"] == 0
             assert _criteria(entry)[link]["fit"] == "fail", (study["id"], link, _criteria(entry)[link])
+    print(f"{pairs} study-criterion pairs failed on purpose")
     assert pairs >= 30, "the samples hold at least 30 computable criteria to fail"
     assert kept == 0, f"{kept} of {pairs} patients failing a computable criterion were still matched"
 
@@ -266,6 +268,12 @@ def test_a_patient_failing_one_computable_criterion_is_left_out(service, resourc
 # -- the synthetic patients in tests/data/patients -------------------------------------------------
 
 def _bundle(name: str) -> dict:
+    if name == "minimal-breast":   # a woman with breast cancer, and nothing else known
+        return {"resourceType": "Bundle", "type": "collection", "entry": [
+            {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient", "id": "p", "gender": "female",
+                                                   "birthDate": "1970-01-01"}},
+            {"fullUrl": "urn:uuid:c", "resource": {"resourceType": "Condition", "id": "c",
+                                                   "code": {"text": "Breast cancer"}}}]}
     return json.loads((PATIENTS / f"{name}.json").read_text())
 
 
@@ -282,7 +290,8 @@ EXPECTED = [  # patient, study, linkId -> fit
     ("poor-organ-function", "nct02513394", "inclusion-16", "fail"),
     ("poor-organ-function", "nct02513394", "inclusion-17", "fail"),               # 60,000 /mm3
     ("elderly-ecog3", "nct02513394", "inclusion-8", "fail"),                       # ECOG 0-1
-    ("minimal", "nct02513394", "inclusion-16", "unknown"),
+    ("minimal-breast", "nct02513394", "inclusion-16", "unknown"),
+    ("minimal", "fs-4853c9b87ff2f7c7", "condition", "fail"),                     # prostate cancer, a breast study
 ]
 
 
@@ -292,7 +301,7 @@ def test_synthetic_patients(service, patient, study, link, fit):
 
 
 def test_unknowns_are_reported_as_missing_information(service):
-    entry = _found(_match(service, _bundle("minimal")))["nct02513394"]
+    entry = _found(_match(service, _bundle("minimal-breast")))["nct02513394"]
     missing = [e["valueString"] for e in entry["search"]["extension"] if e["url"].endswith("match-missing")]
     assert any("751-8" in m for m in missing), missing   # the neutrophil count would decide inclusion-16
     assert 0 < entry["search"]["score"] < 1
@@ -308,10 +317,13 @@ def test_results_are_ordered_by_score_and_ineligible_ones_left_out(service):
 
 def test_status_and_phase_filters(service, resources):
     studies = {r["id"]: r for r in resources if r["resourceType"] == "ResearchStudy"}
-    default = _found(_match(service, _bundle("minimal"), status="recruiting,not-yet-recruiting"))
-    for sid in default:
-        states = {c["code"] for p in studies[sid].get("progressStatus", []) for c in p["state"].get("coding", [])}
-        assert states & {"recruiting", "not-yet-recruiting"}, sid
+    from fhirstudy import terminology
+    recruitment = {v["code"] for v in terminology.load_mapping("ctgov-to-fhir.json")["overallStatus"]["codes"].values()}
+    default = _found(_match(service, _bundle("minimal"), includeIneligible=True, status="recruiting,not-yet-recruiting"))
+    for sid, study in studies.items():
+        states = {c["code"] for p in study.get("progressStatus", []) for c in p["state"].get("coding", [])} & recruitment
+        # a study with a status not asked for is left out; one that states none is kept (unknown)
+        assert (sid in default) == (not states or bool(states & {"recruiting", "not-yet-recruiting"})), sid
     phase3 = _found(_match(service, _bundle("minimal"), phase="PHASE3"))
     assert phase3 and all(studies[s]["phase"]["coding"][0]["code"] == "phase-3" for s in phase3)
 

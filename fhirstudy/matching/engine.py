@@ -1,7 +1,8 @@
 """``ResearchStudy/$match``: the studies a patient could join, best first, each with its reasons.
 
 1. Candidates come from the search service, as ``GET /ResearchStudy`` would find them:
-   ``recruitment-status`` (and ``phase``), ``eligible-sex`` (a study without a sex limit admits
+   ``recruitment-status:not`` every status not asked for (a study that states none is kept: its
+   status is unknown, not wrong), ``phase`` when asked, ``eligible-sex`` (a study without a sex limit admits
    both), ``site.near`` when a place is given; their eligibility EvidenceVariables come with them
    (``_include=ResearchStudy:eligibility``), a page at a time.
 2. Each study is judged: its condition and the receptor status its subtype keywords ask for
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from .. import terminology
 from ..search import geo
 from .conditions import judge_condition, subtype_characteristics
 from .criteria import Verdict, fits, judge
@@ -106,12 +108,19 @@ def _near_sites(service, request: MatchRequest) -> dict[str, float]:
         query.cursor = result.next_cursor
 
 
+def _other_statuses(statuses: tuple[str, ...]) -> list[str]:
+    table = terminology.load_mapping("ctgov-to-fhir.json")["overallStatus"]["codes"]
+    return sorted({v["code"] for v in table.values()} - set(statuses))
+
+
 def _candidate_params(request: MatchRequest) -> list[tuple[str, str]]:
-    params = [("recruitment-status", ",".join(request.statuses)), ("_count", str(PAGE)), ("_total", "none"),
-              ("_include", "ResearchStudy:eligibility")]
+    params = [("_count", str(PAGE)), ("_total", "none"), ("_include", "ResearchStudy:eligibility")]
+    others = _other_statuses(request.statuses)
+    if others:   # a study that states no recruitment status is not left out for it
+        params.append(("recruitment-status:not", ",".join(others)))
     if request.phases:
         params.append(("phase", ",".join(request.phases)))
-    if request.patient.gender in ("female", "male"):
+    if request.patient.gender in ("female", "male") and not request.include_ineligible:
         params.append(("eligible-sex", request.patient.gender))
     if request.near:
         latitude, longitude, km = request.near
