@@ -17,7 +17,7 @@ import pytest
 
 from _server_fixtures import db_url, fixed_clock, pg_server, pg_url  # noqa: F401
 from conftest import SAMPLES, SEEDS
-from fhirstudy.matching import run_match
+from fhirstudy.matching import Matcher, run_match
 from fhirstudy.matching.conditions import subtype_characteristics
 from fhirstudy.matching.engine import CRITERION_URL
 from fhirstudy.pipeline import convert
@@ -45,7 +45,7 @@ def resources() -> list[dict]:
 def service(resources, tmp_path_factory):
     store = open_store(f"sqlite:///{tmp_path_factory.mktemp('match')}/match.db", clock=fixed_clock)
     store.put_many(resources)
-    yield SearchService(store, store.registry, 0)
+    yield Matcher(SearchService(store, store.registry, 0))
     store.close()
 
 
@@ -277,8 +277,17 @@ def _bundle(name: str) -> dict:
     return json.loads((PATIENTS / f"{name}.json").read_text())
 
 
+def _with_condition(bundle: dict, text: str) -> dict:
+    """``bundle`` with one more Condition (so that a study of that condition is a candidate)."""
+    bundle = copy.deepcopy(bundle)
+    bundle["entry"].append({"fullUrl": "urn:uuid:extra", "resource": {"resourceType": "Condition", "id": "extra",
+                                                                      "code": {"text": text}}})
+    return bundle
+
+
 def _verdicts(service, name: str, study: str) -> dict[str, dict]:
-    return _criteria(_found(_match(service, _bundle(name), includeIneligible=True))[study])
+    bundle = _with_condition(_bundle(name), "Breast cancer")   # the studies below are breast cancer trials
+    return _criteria(_found(_match(service, bundle, includeIneligible=True))[study])
 
 
 EXPECTED = [  # patient, study, linkId -> fit
@@ -286,18 +295,38 @@ EXPECTED = [  # patient, study, linkId -> fit
     ("her2-positive-metastatic-breast", "nct02513394", "inclusion-16", "pass"),   # ANC 2.1 x 10^9/L >= 1,500/uL
     ("her2-positive-metastatic-breast", "nct02513394", "inclusion-17", "pass"),   # platelets in 10^9/L vs /mm3
     ("her2-positive-metastatic-breast", "nct06731140", "subtype-her2-negative", "fail"),
-    ("her2-positive-metastatic-breast", "nct04328077", "condition", "fail"),      # NASH
+    ("her2-positive-metastatic-breast", "nct06731140", "sex", "pass"),
+    ("poor-organ-function", "nct06731140", "sex", "fail"),                         # a man; the study is for women
     ("poor-organ-function", "nct02513394", "inclusion-16", "fail"),
     ("poor-organ-function", "nct02513394", "inclusion-17", "fail"),               # 60,000 /mm3
     ("elderly-ecog3", "nct02513394", "inclusion-8", "fail"),                       # ECOG 0-1
     ("minimal-breast", "nct02513394", "inclusion-16", "unknown"),
-    ("minimal", "fs-4853c9b87ff2f7c7", "condition", "fail"),                     # prostate cancer, a breast study
 ]
 
 
 @pytest.mark.parametrize(("patient", "study", "link", "fit"), EXPECTED)
 def test_synthetic_patients(service, patient, study, link, fit):
     assert _verdicts(service, patient, study)[link]["fit"] == fit
+
+
+@pytest.mark.parametrize(("patient", "study"), [
+    ("her2-positive-metastatic-breast", "nct04328077"),   # a NASH study
+    ("minimal", "fs-4853c9b87ff2f7c7"),                    # prostate cancer, a breast cancer study
+])
+def test_studies_about_none_of_the_patients_conditions_are_not_judged(service, patient, study):
+    assert study not in _found(_match(service, _bundle(patient), includeIneligible=True))
+
+
+def test_a_basket_trial_is_a_candidate_for_a_patient_with_a_cancer(service, resources):
+    from fhirstudy.matching.request import parse_parameters
+    from fhirstudy.matching.engine import candidate_searches
+    body = {"resourceType": "Parameters", "parameter": [{"name": "trialMatchClinicalData",
+                                                         "resource": _bundle("her2-positive-metastatic-breast")}]}
+    searches = candidate_searches(parse_parameters(body, ON))
+    texts = [v for s in searches for k, v in s if k == "condition:text"]
+    assert any("solid tumor" in t for t in texts)
+    assert ("condition", "https://fhirstudy.org/fhir/CodeSystem/condition|breast-cancer") in [
+        (k, v) for s in searches for k, v in s]
 
 
 def test_unknowns_are_reported_as_missing_information(service):
@@ -319,12 +348,14 @@ def test_status_and_phase_filters(service, resources):
     studies = {r["id"]: r for r in resources if r["resourceType"] == "ResearchStudy"}
     from fhirstudy import terminology
     recruitment = {v["code"] for v in terminology.load_mapping("ctgov-to-fhir.json")["overallStatus"]["codes"].values()}
-    default = _found(_match(service, _bundle("minimal"), includeIneligible=True, status="recruiting,not-yet-recruiting"))
+    anyone = {"resourceType": "Bundle", "type": "collection", "entry": [   # no condition: every study is judged
+        {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient", "id": "p"}}]}
+    default = _found(_match(service, anyone, includeIneligible=True, status="recruiting,not-yet-recruiting"))
     for sid, study in studies.items():
         states = {c["code"] for p in study.get("progressStatus", []) for c in p["state"].get("coding", [])} & recruitment
         # a study with a status not asked for is left out; one that states none is kept (unknown)
         assert (sid in default) == (not states or bool(states & {"recruiting", "not-yet-recruiting"})), sid
-    phase3 = _found(_match(service, _bundle("minimal"), phase="PHASE3"))
+    phase3 = _found(_match(service, anyone, phase="PHASE3"))
     assert phase3 and all(studies[s]["phase"]["coding"][0]["code"] == "phase-3" for s in phase3)
 
 
@@ -332,10 +363,23 @@ def test_match_on_postgresql_gives_the_same_answer(db_url, resources, service):
     store = open_store(db_url, clock=fixed_clock)
     try:
         store.put_many(copy.deepcopy(resources))
-        other = SearchService(store, store.registry, 0)
+        other = Matcher(SearchService(store, store.registry, 0))
         for name in ("her2-positive-metastatic-breast", "poor-organ-function"):
             a, b = _match(service, _bundle(name)), _match(other, _bundle(name))
             assert [(e["resource"]["id"], e["search"]) for e in a["entry"]] == \
                    [(e["resource"]["id"], e["search"]) for e in b["entry"]]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PATIENTS.glob("*.json")))
+def test_screening_a_profile_agrees_with_judging_the_whole_study(resources, name):
+    from fhirstudy.matching.engine import _screen, judge_study
+    from fhirstudy.matching.profile import build
+    from fhirstudy.matching.request import parse_parameters
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "trialMatchClinicalData", "resource": _with_condition(_bundle(name), "Breast cancer")}]}
+    request = parse_parameters(body, ON)
+    for study, eligibility in _studies(resources):
+        whole = judge_study(study, eligibility, request)
+        assert _screen(build(study, 1, eligibility, 1), request) == (whole.eligible, whole.score), study["id"]

@@ -1,8 +1,8 @@
 """Patient-to-trial matching ($match): which stored studies a patient could join, and why.
 
     Parameters body -> request.MatchRequest (patient.read_patient: the patient's facts)
-      -> engine: candidates from the search service -> criteria / conditions: a verdict per
-         criterion -> score -> searchset Bundle
+      -> engine.Matcher: candidate searches -> profile (per study version, cached) screened by
+         criteria / conditions -> the best judged in full -> searchset Bundle
 
 The room reads stored FHIR (ResearchStudy, its eligibility EvidenceVariable, Location) and the
 patient's Bundle; it knows nothing of Flask or SQL (the search service it is given does the
@@ -16,15 +16,18 @@ from __future__ import annotations
 from datetime import date
 
 from .. import terminology
-from .engine import judged_studies, match
+from .engine import Matcher, judge_study
 from .request import MatchRequest, parse_parameters
 
 OPERATION_FILE = "match-operation.json"
 
 
-def run_match(service, body, base: str, today: date) -> dict:
-    """``$match`` of a ``Parameters`` body: the searchset Bundle (InvalidRequest for a bad body)."""
-    return match(service, parse_parameters(body, today), base)
+def run_match(matcher, body, base: str, today: date) -> dict:
+    """``$match`` of a ``Parameters`` body with ``matcher`` (a :class:`Matcher`, or a search
+    service to make a fresh one for): the searchset Bundle (InvalidRequest for a bad body)."""
+    if not isinstance(matcher, Matcher):
+        matcher = Matcher(matcher)
+    return matcher.match(parse_parameters(body, today), base)
 
 
 def match_operation_definition() -> dict:
@@ -33,4 +36,4 @@ def match_operation_definition() -> dict:
     return terminology.load_mapping(OPERATION_FILE)
 
 
-__all__ = ["MatchRequest", "judged_studies", "match", "match_operation_definition", "parse_parameters", "run_match"]
+__all__ = ["MatchRequest", "Matcher", "judge_study", "match_operation_definition", "parse_parameters", "run_match"]

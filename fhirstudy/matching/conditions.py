@@ -14,6 +14,7 @@ SNOMED CT, ICD-10 or MeSH codings and text. Both sides are put in groups the sam
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 from .. import terminology
@@ -28,45 +29,61 @@ def _group_system() -> str:
     return terminology.load_mapping("conditions.json")["codeSystem"]["url"]
 
 
-def _concept_keys(concept: dict) -> tuple[set[str], set[str], str]:
-    system = _group_system()
-    groups = {c.get("code") for c in concept.get("coding", []) if c.get("system") == system}
-    mesh = {c.get("code") for c in concept.get("coding", []) if c.get("system") == MESH}
-    return groups, mesh, terminology.fold(concept.get("text") or "")
+@dataclass(frozen=True)
+class StudyCondition:
+    """One condition of a study as matching compares it: groups, MeSH ids, folded text."""
+
+    groups: frozenset[str]
+    mesh: frozenset[str]
+    folded: str
+    text: str
+
+
+def study_conditions(study: dict) -> tuple[StudyCondition, ...]:
+    """The conditions of a ResearchStudy, ready to compare."""
+    system, out = _group_system(), []
+    for concept in study.get("condition") or []:
+        codings = concept.get("coding") or []
+        text = concept.get("text") or next((c.get("display") for c in codings if c.get("display")), "") or ""
+        out.append(StudyCondition(frozenset(c.get("code") for c in codings if c.get("system") == system),
+                                  frozenset(c.get("code") for c in codings if c.get("system") == MESH),
+                                  terminology.fold(text), text))
+    return tuple(out)
 
 
 @lru_cache(maxsize=4096)
-def _patient_keys(diagnosis: Diagnosis) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+def patient_keys(diagnosis: Diagnosis) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """A patient condition's groups, MeSH ids and folded texts (its text and displays)."""
     texts = [t for t in [diagnosis.text] + [display for _, _, display in diagnosis.codings] if t]
     mesh = frozenset(code for system, code, _ in diagnosis.codings if system == MESH)
     system = _group_system()
     groups = frozenset(c["code"] for text in texts or [""]
                        for c in terminology.condition_codings(text, mesh) if c["system"] == system)
-    return groups, mesh, frozenset(terminology.fold(t) for t in texts if t)
+    return groups, mesh, frozenset(terminology.fold(t) for t in texts)
 
 
-def judge_condition(study: dict, patient: PatientFacts) -> Verdict:
-    """The condition criterion of ``study`` (a ResearchStudy) for ``patient`` (module docstring)."""
-    concepts = study.get("condition") or []
-    if not concepts:
+def judge_condition(study, patient: PatientFacts) -> Verdict:
+    """The condition criterion of ``study`` (a ResearchStudy, or its :func:`study_conditions`)
+    for ``patient`` (module docstring)."""
+    conditions = study_conditions(study) if isinstance(study, dict) else study
+    if not conditions:
         return Verdict(UNKNOWN, computable=False, reason="the study names no condition")
     if not patient.conditions:
         return Verdict(UNKNOWN, missing=("the patient's conditions (Condition)",), reason="no condition given")
-    study_keys = [_concept_keys(c) for c in concepts]
     grouped_patient = []
     for diagnosis in patient.conditions:
-        groups, mesh, texts = _patient_keys(diagnosis)
-        for (s_groups, s_mesh, s_text), concept in zip(study_keys, concepts):
-            if groups & s_groups or mesh & s_mesh or (s_text and s_text in texts):
+        groups, mesh, texts = patient_keys(diagnosis)
+        for c in conditions:
+            if groups & c.groups or mesh & c.mesh or (c.folded and c.folded in texts):
                 return Verdict(MET, evidence=(diagnosis.reference,),
-                               reason=f"{diagnosis.text or 'condition'} matches {concept.get('text') or 'the study'}")
+                               reason=f"{diagnosis.text or 'condition'} matches {c.text or 'the study'}")
         if groups:
             grouped_patient.append(diagnosis)
-    ungrouped = [c.get("text") for (s_groups, _, _), c in zip(study_keys, concepts) if not s_groups]
+    ungrouped = [c.text for c in conditions if not c.groups]
     if grouped_patient and not ungrouped:
         return Verdict(NOT_MET, evidence=tuple(d.reference for d in grouped_patient),
                        reason="none of the patient's conditions is among the study's: "
-                              + "; ".join(c.get("text") or "" for c in concepts))
+                              + "; ".join(c.text for c in conditions))
     return Verdict(UNKNOWN, missing=("whether the patient's condition is among the study's",),
                    reason=f"the study's condition {ungrouped[0]!r} is in no condition group" if ungrouped
                    else "none of the patient's conditions is in a condition group")

@@ -1,19 +1,26 @@
 """``ResearchStudy/$match``: the studies a patient could join, best first, each with its reasons.
 
-1. Candidates come from the search service, as ``GET /ResearchStudy`` would find them:
-   ``recruitment-status:not`` every status not asked for (a study that states none is kept: its
-   status is unknown, not wrong), ``phase`` when asked, ``eligible-sex`` (a study without a sex limit admits
-   both), ``site.near`` when a place is given; their eligibility EvidenceVariables come with them
-   (``_include=ResearchStudy:eligibility``), a page at a time.
-2. Each study is judged: its condition and the receptor status its subtype keywords ask for
-   (:mod:`.conditions`), then every characteristic of its eligibility (:mod:`.criteria`). A study the patient certainly fails (an inclusion criterion not
+1. Candidates come from the search service, as ``GET /ResearchStudy`` would find them
+   (:func:`candidate_searches`, their union): ``recruitment-status:not`` every status not asked for
+   (a study that states none is kept: its status is unknown, not wrong), ``phase`` when asked,
+   ``eligible-sex`` and ``eligible-age`` (a study without a limit admits every patient), and
+   ``site.near`` when a place is given; and one search per way a study can be about one of the
+   patient's conditions: a shared condition group or MeSH descriptor, a condition text that starts
+   with the patient's, umbrella terms for a patient with a cancer ("Advanced Solid Tumors"), or no
+   condition at all (``match-policy.json`` ``candidates``). Only ids and versions are read.
+2. Each candidate is screened from its profile (:mod:`.profile`, kept per version between
+   requests): its condition and the receptor status its subtype keywords ask for
+   (:mod:`.conditions`), then every characteristic of its eligibility a patient's data can
+   decide (:mod:`.criteria`). A study the patient certainly fails (an inclusion criterion not
    met, an exclusion criterion met) is left out, unless ``includeIneligible`` (then score 0).
 3. The score (0..1) is the weighted share of computable criteria passed, an unknown one counting
    half, the condition :data:`CONDITION_WEIGHT` times; text-only criteria do not count. Ties keep
-   the nearer study first, then the order studies were stored.
+   the nearer study first, then the order the searches found them.
 4. With a place, only sites near it count, and of those only sites whose own recruitment status
    is one of the statuses asked for (or that state none); the nearest one's distance is on the
    entry (``location-distance``).
+5. The ``count`` best are read and judged in full (:func:`judge_study`: every criterion, text
+   ones too) for the report.
 
 Per criterion, ``entry.search`` carries a ``match-criterion`` extension: linkId, description,
 exclusion, ``verdict`` (met / not-met / unknown: whether the criterion's statement holds for the
@@ -29,8 +36,10 @@ import orjson
 
 from .. import terminology
 from ..search import geo
-from .conditions import judge_condition, subtype_characteristics
+from ..limits import MAX_OR_VALUES
+from .conditions import MESH, judge_condition, patient_keys, study_conditions, subtype_characteristics
 from .criteria import Verdict, fits, judge
+from .profile import DEFAULT_PROFILES, Profile, ProfileCache, build, eligibility_id
 from .request import MatchRequest
 
 EXTENSION_BASE = "https://fhirstudy.org/fhir/StructureDefinition/"
@@ -70,42 +79,141 @@ class Judged:
 def judge_study(study: dict, eligibility: dict | None, request: MatchRequest) -> Judged:
     """The verdicts of ``study`` (with its eligibility EvidenceVariable) for the request's patient."""
     patient, on = request.patient, request.on
-    criteria = [Criterion("condition", "Condition: " + "; ".join(
-        c.get("text") or next((d.get("display", "") for d in c.get("coding", [])), "")
-        for c in study.get("condition") or []), False, judge_condition(study, patient))]
+    conditions = study_conditions(study)
+    criteria = [Criterion("condition", "Condition: " + "; ".join(c.text for c in conditions), False,
+                          judge_condition(conditions, patient))]
     for characteristic in subtype_characteristics(study) + ((eligibility or {}).get("characteristic") or []):
         criteria.append(Criterion(characteristic.get("linkId") or "", characteristic.get("description") or "",
                                   bool(characteristic.get("exclude")), judge(characteristic, patient, on)))
-    eligible = all(c.fit != "fail" for c in criteria)
-    weights = [(CONDITION_WEIGHT if c.link_id == "condition" else 1, c) for c in criteria if c.verdict.computable]
-    total = sum(w for w, _ in weights)
-    passed = sum(w * {"pass": 1.0, "unknown": 0.5}.get(c.fit, 0.0) for w, c in weights)
-    score = 0.0 if not eligible else round(passed / total, 4) if total else 0.5
+    eligible, score = _score([(c.link_id, c.fit, c.verdict.computable) for c in criteria])
     return Judged(study, criteria, eligible, score)
 
 
-def _near_sites(service, request: MatchRequest) -> dict[str, float]:
-    """``Location/<id>`` -> km from the place, for sites within the radius whose own status is
-    one asked for or not stated."""
-    latitude, longitude, km = request.near
-    centre = geo.position(latitude, longitude)
-    query = service.parse("Location", [("near", f"{latitude}|{longitude}|{km}|km"), ("_count", "500"),
-                                       ("_total", "none")])
-    out = {}
-    while True:
-        result = service.search(query)
-        for entry in result.entries:
-            location = orjson.loads(entry.json)
-            statuses = {c.get("code") for ch in location.get("characteristic") or []
-                        for c in ch.get("coding", []) if c.get("system") == STATUS_SYSTEM}
-            point = location.get("position") or {}
-            if (statuses and not statuses & set(request.statuses)) or "latitude" not in point:
+def _screen(profile: Profile, request: MatchRequest) -> tuple[bool, float]:
+    """Eligibility and score of a study from its profile (the same as :func:`judge_study`'s)."""
+    patient, on = request.patient, request.on
+    verdicts = [("condition", False, judge_condition(profile.conditions, patient))]
+    verdicts += [(c.get("linkId"), bool(c.get("exclude")), judge(c, patient, on)) for c in profile.characteristics]
+    return _score([(link, fits(v, exclude), v.computable) for link, exclude, v in verdicts])
+
+
+def _score(fitted: list[tuple[str, str, bool]]) -> tuple[bool, float]:
+    eligible = all(fit != "fail" for _, fit, _ in fitted)
+    weights = [(CONDITION_WEIGHT if link == "condition" else 1, fit) for link, fit, computable in fitted if computable]
+    total = sum(w for w, _ in weights)
+    passed = sum(w * {"pass": 1.0, "unknown": 0.5}.get(fit, 0.0) for w, fit in weights)
+    return eligible, (0.0 if not eligible else round(passed / total, 4) if total else 0.5)
+
+
+class Matcher:
+    """``$match`` over one repository through its search service, keeping the profiles of the
+    studies it has screened (:class:`~.profile.ProfileCache`) between requests."""
+
+    def __init__(self, service, profiles: int = DEFAULT_PROFILES):
+        self.service = service
+        self.repository = service.repository
+        self.cache = ProfileCache(profiles)
+
+    def match(self, request: MatchRequest, base: str) -> dict:
+        """The searchset Bundle: the ``count`` best studies, ``total`` counting all kept."""
+        sites = self._near_sites(request) if request.near else None
+        best: list = []
+        total = order = 0
+        for profile in self._candidates(request):
+            distance = None
+            if sites is not None:
+                near = [sites[s] for s in profile.sites if s in sites]
+                if not near:
+                    continue
+                distance = min(near)
+            eligible, score = _screen(profile, request)
+            if not eligible and not request.include_ineligible:
                 continue
-            out[f"Location/{entry.id}"] = geo.great_circle_km(
-                centre, geo.position(point["latitude"], point["longitude"]))
-        if result.next_cursor is None:
-            return out
-        query.cursor = result.next_cursor
+            total, order = total + 1, order + 1
+            key = (score, -(distance or 0.0), -order)
+            if len(best) < request.count:
+                heapq.heappush(best, (key, profile.study_id, distance))
+            elif key > best[0][0]:
+                heapq.heapreplace(best, (key, profile.study_id, distance))
+        ranked = sorted(best, reverse=True)
+        entries = [_entry(j, base) for j in self._judge_fully([(sid, d) for _, sid, d in ranked], request)]
+        if request.patient.problems:
+            entries.append({"resource": {"resourceType": "OperationOutcome", "issue": [
+                {"severity": "warning", "code": "processing", "diagnostics": p} for p in request.patient.problems]},
+                "search": {"mode": "outcome"}})
+        return {"resourceType": "Bundle", "type": "searchset", "total": total,
+                "link": [{"relation": "self", "url": f"{base}/ResearchStudy/$match"}], "entry": entries}
+
+    # -- candidates ---------------------------------------------------------------------------
+
+    def _candidates(self, request: MatchRequest):
+        """The profile of every candidate study, once each (several searches may find it)."""
+        seen: set[str] = set()
+        for params in candidate_searches(request):
+            query = self.service.parse("ResearchStudy", params)
+            while True:
+                keys, cursor = self.repository.search_keys(query)
+                fresh = [(sid, version) for sid, version in keys if sid not in seen]
+                seen.update(sid for sid, _ in fresh)
+                yield from self._profiles(fresh)
+                if cursor is None:
+                    break
+                query.cursor = cursor
+
+    def _profiles(self, keys: list[tuple[str, int]]) -> list[Profile]:
+        cached = {sid: self.cache.get(sid, version) for sid, version in keys}
+        linked = [p.eligibility[0] for p in cached.values() if p is not None and p.eligibility]
+        versions = {k: v.version for k, v in self.repository.read_many("EvidenceVariable", linked, content=False).items()}
+        stale = [sid for sid, p in cached.items() if p is None or (
+            p.eligibility is not None and versions.get(p.eligibility[0]) != p.eligibility[1])]
+        if stale:
+            studies = self.repository.read_many("ResearchStudy", stale)
+            evs = self.repository.read_many("EvidenceVariable", [
+                e for e in (eligibility_id(orjson.loads(s.json)) for s in studies.values()) if e])
+            for sid, stored in studies.items():
+                study = orjson.loads(stored.json)
+                ev = evs.get(eligibility_id(study) or "")
+                cached[sid] = build(study, stored.version, orjson.loads(ev.json) if ev else None,
+                                    ev.version if ev else None)
+                self.cache.put(cached[sid])
+        return [cached[sid] for sid, _ in keys if cached.get(sid) is not None]
+
+    def _near_sites(self, request: MatchRequest) -> dict[str, float]:
+        """``Location/<id>`` -> km from the place, for sites within the radius whose own status is
+        one asked for or not stated."""
+        latitude, longitude, km = request.near
+        centre = geo.position(latitude, longitude)
+        query = self.service.parse("Location", [("near", f"{latitude}|{longitude}|{km}|km"), ("_count", "500"),
+                                                ("_total", "none")])
+        out = {}
+        while True:
+            result = self.service.search(query)
+            for entry in result.entries:
+                location = orjson.loads(entry.json)
+                statuses = {c.get("code") for ch in location.get("characteristic") or []
+                            for c in ch.get("coding", []) if c.get("system") == STATUS_SYSTEM}
+                point = location.get("position") or {}
+                if (statuses and not statuses & set(request.statuses)) or "latitude" not in point:
+                    continue
+                out[f"Location/{entry.id}"] = geo.great_circle_km(
+                    centre, geo.position(point["latitude"], point["longitude"]))
+            if result.next_cursor is None:
+                return out
+            query.cursor = result.next_cursor
+
+    def _judge_fully(self, ranked: list[tuple[str, float | None]], request: MatchRequest) -> list[Judged]:
+        studies = self.repository.read_many("ResearchStudy", [sid for sid, _ in ranked])
+        parsed = {sid: orjson.loads(s.json) for sid, s in studies.items()}
+        evs = self.repository.read_many("EvidenceVariable", [e for e in map(eligibility_id, parsed.values()) if e])
+        out = []
+        for sid, distance in ranked:
+            if sid not in parsed:   # deleted meanwhile
+                continue
+            ev = evs.get(eligibility_id(parsed[sid]) or "")
+            judged = judge_study(parsed[sid], orjson.loads(ev.json) if ev else None, request)
+            judged.distance_km = distance
+            out.append(judged)
+        return out
 
 
 def _other_statuses(statuses: tuple[str, ...]) -> list[str]:
@@ -113,68 +221,50 @@ def _other_statuses(statuses: tuple[str, ...]) -> list[str]:
     return sorted({v["code"] for v in table.values()} - set(statuses))
 
 
-def _candidate_params(request: MatchRequest) -> list[tuple[str, str]]:
-    params = [("_count", str(PAGE)), ("_total", "none"), ("_include", "ResearchStudy:eligibility")]
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$").replace("|", "\\|")
+
+
+def _chunked(name: str, values: list[str]) -> list[tuple[str, str]]:
+    values = list(dict.fromkeys(v for v in values if v))
+    return [(name, ",".join(values[i:i + MAX_OR_VALUES])) for i in range(0, len(values), MAX_OR_VALUES)]
+
+
+def candidate_searches(request: MatchRequest) -> list[list[tuple[str, str]]]:
+    """The ResearchStudy searches whose matches are judged (their union): the filters, and
+    one search per way a study can be about a patient condition (``match-policy.json``
+    ``candidates``)."""
+    base = [("_count", str(PAGE)), ("_total", "none")]
     others = _other_statuses(request.statuses)
     if others:   # a study that states no recruitment status is not left out for it
-        params.append(("recruitment-status:not", ",".join(others)))
+        base.append(("recruitment-status:not", ",".join(others)))
     if request.phases:
-        params.append(("phase", ",".join(request.phases)))
-    if request.patient.gender in ("female", "male") and not request.include_ineligible:
-        params.append(("eligible-sex", request.patient.gender))
+        base.append(("phase", ",".join(request.phases)))
+    patient = request.patient
+    if not request.include_ineligible:   # filters the index answers as the criteria do
+        if patient.gender in ("female", "male"):
+            base.append(("eligible-sex", patient.gender))
+        if patient.birth_date is not None:
+            exact = patient.age(request.on)
+            if exact is not None and exact >= 0:
+                base.append(("eligible-age", f"{int(exact)},{exact:.6f}"))
     if request.near:
         latitude, longitude, km = request.near
-        params.append(("site.near", f"{latitude}|{longitude}|{km}|km"))
-    return params
-
-
-def judged_studies(service, request: MatchRequest):
-    """Every candidate study judged (a generator, a page of the search at a time)."""
-    sites = _near_sites(service, request) if request.near else None
-    query = service.parse("ResearchStudy", _candidate_params(request))
-    while True:
-        result = service.search(query)
-        included = {f"{e.type}/{e.id}": e.json for e in result.included}
-        for entry in result.entries:
-            study = orjson.loads(entry.json)
-            distance = None
-            if sites is not None:
-                near = [sites[s["reference"]] for s in study.get("site") or [] if s.get("reference") in sites]
-                if not near:
-                    continue
-                distance = min(near)
-            reference = ((study.get("recruitment") or {}).get("eligibility") or {}).get("reference")
-            eligibility = orjson.loads(included[reference]) if reference in included else None
-            judged = judge_study(study, eligibility, request)
-            judged.distance_km = distance
-            yield judged
-        if result.next_cursor is None:
-            return
-        query.cursor = result.next_cursor
-
-
-def match(service, request: MatchRequest, base: str) -> dict:
-    """The searchset Bundle for ``request``: the ``count`` best studies, ``total`` of all kept."""
-    best: list = []
-    total = 0
-    for order, judged in enumerate(judged_studies(service, request)):
-        if not judged.eligible and not request.include_ineligible:
-            continue
-        total += 1
-        key = (judged.score, -(judged.distance_km or 0.0), -order)
-        if len(best) < request.count:
-            heapq.heappush(best, (key, order, judged))
-        elif key > best[0][0]:
-            heapq.heapreplace(best, (key, order, judged))
-    ranked = [j for _, _, j in sorted(best, key=lambda item: item[0], reverse=True)]
-    entries = [_entry(j, base) for j in ranked]
-    problems = request.patient.problems
-    if problems:
-        entries.append({"resource": {"resourceType": "OperationOutcome", "issue": [
-            {"severity": "warning", "code": "processing", "diagnostics": p} for p in problems]},
-            "search": {"mode": "outcome"}})
-    return {"resourceType": "Bundle", "type": "searchset", "total": total,
-            "link": [{"relation": "self", "url": f"{base}/ResearchStudy/$match"}], "entry": entries}
+        base.append(("site.near", f"{latitude}|{longitude}|{km}|km"))
+    if not patient.conditions:
+        return [base]
+    policy = terminology.load_mapping("match-policy.json")["candidates"]
+    group_system = terminology.load_mapping("conditions.json")["codeSystem"]["url"]
+    tokens, texts, oncology = [], [], False
+    for diagnosis in patient.conditions:
+        groups, mesh, folded = patient_keys(diagnosis)
+        tokens += [f"{group_system}|{g}" for g in sorted(groups)] + [f"{MESH}|{m}" for m in sorted(mesh)]
+        texts += [_escape(t) for t in sorted(folded)]
+        oncology |= bool(groups & set(policy["oncology_groups"]))
+    searches = [base + [p] for p in _chunked("condition", tokens) + _chunked("condition:text", texts)]
+    if oncology:
+        searches += [base + [p] for p in _chunked("condition:text", policy["umbrella_text"])]
+    return searches + [base + [("condition:missing", "true")]]
 
 
 def _criterion_extension(c: Criterion) -> dict:

@@ -12,20 +12,30 @@ from __future__ import annotations
 from datetime import date
 
 import orjson
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 
 from fhirstudy.errors import MethodNotAllowed, NotFound
-from fhirstudy.matching import match_operation_definition, run_match
+from fhirstudy.matching import Matcher, match_operation_definition, run_match
 from fhirstudy.server.routes import base_url, get_service
 from fhirstudy.server.write import fhir_response, read_body
 
 bp = Blueprint("fhir_operations", __name__)
+MATCHER_EXTENSION = "fhirstudy.matcher"
+
+
+def get_matcher() -> Matcher:
+    """The app's matcher (its study profiles kept between requests), made on first use for the
+    app's search service."""
+    matcher = current_app.extensions.get(MATCHER_EXTENSION)
+    if matcher is None or matcher.service is not get_service():
+        matcher = current_app.extensions[MATCHER_EXTENSION] = Matcher(get_service())
+    return matcher
 
 
 @bp.post("/ResearchStudy/$match")
 def match() -> Response:
     """The searchset of studies for the patient in the body's ``trialMatchClinicalData``."""
-    return fhir_response(orjson.dumps(run_match(get_service(), read_body("Parameters"), base_url(), date.today())))
+    return fhir_response(orjson.dumps(run_match(get_matcher(), read_body("Parameters"), base_url(), date.today())))
 
 
 @bp.get("/ResearchStudy/$match")

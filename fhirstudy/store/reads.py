@@ -79,6 +79,28 @@ def load(conn: sa.Connection, pks: list[int]) -> list[StoredResource]:
     return [rows[pk] for pk in pks if pk in rows]
 
 
+def keys(conn: sa.Connection, pks: list[int]) -> list[tuple[str, int]]:
+    """``(id, version)`` of the resources with primary keys ``pks``, in that order (no content)."""
+    rows: dict = {}
+    for chunk in chunks(list(dict.fromkeys(pks))):
+        rows.update((r.pk, (r.id, r.version)) for r in conn.execute(
+            sa.select(resource.c.pk, resource.c.id, resource.c.version).where(resource.c.pk.in_(chunk))))
+    return [rows[pk] for pk in pks if pk in rows]
+
+
+def read_many(conn: sa.Connection, rtype: str, ids: list[str], content: bool = True) -> dict[str, StoredResource]:
+    """The current versions of ``rtype`` resources ``ids`` that exist (deleted ones left out), by
+    id; ``content=False`` leaves their bytes empty."""
+    columns = [resource.c.id, resource.c.version, resource.c.last_updated] + ([resource.c.content] if content else [])
+    out = {}
+    for chunk in chunks(list(dict.fromkeys(ids))):
+        for row in conn.execute(sa.select(*columns).where(resource.c.type == rtype, resource.c.id.in_(chunk),
+                                                          resource.c.deleted.is_(False))):
+            out[row.id] = StoredResource(rtype, row.id, row.version, row.last_updated,
+                                         bytes(row.content) if content else b"")
+    return out
+
+
 def history_page(conn: sa.Connection, rtype: str | None, rid: str | None, since: str | None,
                  count: int, offset: int) -> HistoryPage:
     """The versions of one resource, a type or everything (``None`` for any), written at or after

@@ -158,6 +158,12 @@ class Repository(Protocol):
     def search(self, query: SearchQuery) -> SearchResult:
         """The total, one page of matches of ``query`` and what it includes."""
 
+    def search_keys(self, query: SearchQuery) -> tuple[list[tuple[str, int]], tuple | None]:
+        """The ``(id, version)`` of one page of matches of ``query`` and the next page's cursor."""
+
+    def read_many(self, rtype: str, ids: Iterable[str], content: bool = True) -> dict[str, StoredResource]:
+        """The current versions of the ``rtype`` resources ``ids`` that exist, by id."""
+
     def create(self, resource: dict) -> WriteResult:
         """Store ``resource`` as a new resource (method POST); a new id when it has none."""
 

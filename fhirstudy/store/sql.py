@@ -263,6 +263,26 @@ class SqlStore:
             extra = included(conn, query, entries) if query.includes else []
         return SearchResult(total, entries, extra, found.next_cursor, found.prev_cursor)
 
+    def search_keys(self, query: SearchQuery) -> tuple[list[tuple[str, int]], tuple | None]:
+        """The ids and versions of one page of ``query``'s matches (``count`` of them after
+        ``query.cursor``; no content, total or includes) and the next page's cursor: for callers
+        that keep what they derive from each version (``$match``'s study profiles)."""
+        check_query(query)
+        matches = None if query.sort else index_matches(query)
+        where = search_conditions(query) if matches is None else None
+        with db_errors(), self.engine.connect() as conn, time_limit(conn, self.search_timeout_ms, "search"):
+            found = page(conn, query, where, matches)
+            return reads.keys(conn, found.pks), found.next_cursor
+
+    def read_many(self, rtype: str, ids: Iterable[str], content: bool = True) -> dict[str, StoredResource]:
+        """The current versions of the ``rtype`` resources ``ids`` that exist, by id (``content=False``:
+        versions only, bytes empty)."""
+        ids = list(ids)
+        for rid in ids:
+            check_key(rtype, rid)
+        with db_errors(), self.engine.connect() as conn:
+            return reads.read_many(conn, rtype, ids, content)
+
     def close(self) -> None:
         """Release every database connection."""
         self.engine.dispose()
