@@ -29,6 +29,7 @@ MAX_URL_BYTES = 16 * 2**10        # path and query string of one request (414 pa
 MAX_HEADER_BYTES = 8 * 2**10      # one header line, name and value (431 past it)
 MAX_HEADER_FIELDS = 100           # header lines of one request (431 past it)
 MAX_HISTORY_OFFSET = 10_000       # _offset of a history page (deeper pages: narrow with _since)
+MAX_MATCH_SECONDS = 30            # one $match: screening candidates past it ends the request (400 too-costly)
 
 _DIGITS = re.compile(r"[0-9]{1,19}", re.ASCII)
 

@@ -383,3 +383,11 @@ def test_screening_a_profile_agrees_with_judging_the_whole_study(resources, name
     for study, eligibility in _studies(resources):
         whole = judge_study(study, eligibility, request)
         assert _screen(build(study, 1, eligibility, 1), request) == (whole.eligible, whole.score), study["id"]
+
+
+def test_a_match_past_its_time_limit_ends_with_a_clear_error_not_a_partial_answer(service, monkeypatch):
+    from fhirstudy.errors import QueryTooCostly
+    from fhirstudy.matching import engine
+    monkeypatch.setattr(engine, "MAX_MATCH_SECONDS", -1)
+    with pytest.raises(QueryTooCostly, match="narrow"):
+        _match(service, _bundle("minimal"))

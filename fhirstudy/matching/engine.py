@@ -30,13 +30,15 @@ patient resources that decided it and the information that is missing.
 from __future__ import annotations
 
 import heapq
+import time
 from dataclasses import dataclass
 
 import orjson
 
 from .. import terminology
 from ..search import geo
-from ..limits import MAX_OR_VALUES
+from ..errors import QueryTooCostly
+from ..limits import MAX_MATCH_SECONDS, MAX_OR_VALUES
 from .conditions import MESH, judge_condition, patient_keys, study_conditions, subtype_characteristics
 from .criteria import Verdict, fits, judge
 from .profile import DEFAULT_PROFILES, Profile, ProfileCache, build, eligibility_id
@@ -149,6 +151,7 @@ class Matcher:
     def _candidates(self, request: MatchRequest):
         """The profile of every candidate study, once each (several searches may find it)."""
         seen: set[str] = set()
+        deadline = time.monotonic() + MAX_MATCH_SECONDS
         for params in candidate_searches(request):
             query = self.service.parse("ResearchStudy", params)
             while True:
@@ -156,6 +159,9 @@ class Matcher:
                 fresh = [(sid, version) for sid, version in keys if sid not in seen]
                 seen.update(sid for sid, _ in fresh)
                 yield from self._profiles(fresh)
+                if time.monotonic() > deadline:   # never a partial answer: it could leave out a study
+                    raise QueryTooCostly(f"$match screened {len(seen)} studies in {MAX_MATCH_SECONDS} s and was "
+                                         "not done: give the patient's Condition, a place or a phase to narrow it")
                 if cursor is None:
                     break
                 query.cursor = cursor
