@@ -379,10 +379,13 @@ def test_screening_a_profile_agrees_with_judging_the_whole_study(resources, name
     from fhirstudy.matching.request import parse_parameters
     body = {"resourceType": "Parameters", "parameter": [
         {"name": "trialMatchClinicalData", "resource": _with_condition(_bundle(name), "Breast cancer")}]}
-    request = parse_parameters(body, ON)
-    for study, eligibility in _studies(resources):
-        whole = judge_study(study, eligibility, request)
-        assert _screen(build(study, 1, eligibility, 1), request) == (whole.eligible, whole.score), study["id"]
+    from fhirstudy.matching.profile import ProfileCache
+    request, cache, memo = parse_parameters(body, ON), ProfileCache(), {}
+    for twice in range(2):   # the second time every statement is shared with a profile seen before
+        for n, (study, eligibility) in enumerate(_studies(resources)):
+            whole = judge_study(study, eligibility, request)
+            profile = build(n, study, 1, eligibility, 1, cache.intern)
+            assert _screen(profile, request, memo) == (whole.eligible, whole.score), study["id"]
 
 
 def test_a_match_past_its_time_limit_ends_with_a_clear_error_not_a_partial_answer(service, monkeypatch):

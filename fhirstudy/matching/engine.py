@@ -1,15 +1,14 @@
 """``ResearchStudy/$match``: the studies a patient could join, best first, each with its reasons.
 
-1. Candidates come from the search service, as ``GET /ResearchStudy`` would find them
-   (:func:`candidate_searches`, their union): ``recruitment-status:not`` every status not asked for
-   (a study that states none is kept: its status is unknown, not wrong), ``phase`` when asked,
-   ``eligible-sex`` and ``eligible-age`` (a study without a limit admits every patient), and
-   ``site.near`` when a place is given; and one search per way a study can be about one of the
-   patient's conditions: a shared condition group or MeSH descriptor, a condition text that starts
-   with the patient's, umbrella terms for a patient with a cancer ("Advanced Solid Tumors"), or no
-   condition at all (``match-policy.json`` ``candidates``). Only ids and versions are read.
+1. Candidates are the studies about one of the patient's conditions (:func:`candidate_searches`,
+   their union, keys only): a shared condition group or MeSH descriptor, a condition text that
+   starts with the patient's, umbrella terms for a patient with a cancer ("Advanced Solid
+   Tumors"; ``match-policy.json`` ``candidates``); a patient without a Condition has every study
+   screened (then status, phase, sex and place are asked of the index too).
 2. Each candidate is screened from its profile (:mod:`.profile`, kept per version between
-   requests): its condition and the receptor status its subtype keywords ask for
+   requests): its recruitment status (every status not asked for is left out; a study that states
+   none is kept: its status is unknown, not wrong), phase when asked, sites when a place is given,
+   its condition and the receptor status its subtype keywords ask for
    (:mod:`.conditions`), then every characteristic of its eligibility a patient's data can
    decide (:mod:`.criteria`). A study the patient certainly fails (an inclusion criterion not
    met, an exclusion criterion met) is left out, unless ``includeIneligible`` (then score 0).
@@ -49,8 +48,11 @@ CRITERION_URL = EXTENSION_BASE + "match-criterion"
 MISSING_URL = EXTENSION_BASE + "match-missing"
 DISTANCE_URL = "http://hl7.org/fhir/StructureDefinition/location-distance"
 STATUS_SYSTEM = "http://hl7.org/fhir/research-study-status"
+RECRUITMENT_CODES = frozenset(v["code"] for v in terminology.load_mapping("ctgov-to-fhir.json")
+                              ["overallStatus"]["codes"].values())
 CONDITION_WEIGHT = 3
-PAGE = 200            # studies asked of the search service at a time
+PAGE = 200            # studies asked of the search service at a time (without conditions)
+KEYS_PAGE = 5000      # candidate keys read at a time
 
 
 @dataclass(frozen=True)
@@ -91,12 +93,22 @@ def judge_study(study: dict, eligibility: dict | None, request: MatchRequest) ->
     return Judged(study, criteria, eligible, score)
 
 
-def _screen(profile: Profile, request: MatchRequest) -> tuple[bool, float]:
-    """Eligibility and score of a study from its profile (the same as :func:`judge_study`'s)."""
+def _screen(profile: Profile, request: MatchRequest, memo: dict | None = None) -> tuple[bool, float]:
+    """Eligibility and score of a study from its profile (the same as :func:`judge_study`'s);
+    ``memo`` keeps the verdicts of one request on shared statements and condition lists."""
+    memo = {} if memo is None else memo
     patient, on = request.patient, request.on
-    verdicts = [("condition", False, judge_condition(profile.conditions, patient))]
-    verdicts += [(c.get("linkId"), bool(c.get("exclude")), judge(c, patient, on)) for c in profile.characteristics]
-    return _score([(link, fits(v, exclude), v.computable) for link, exclude, v in verdicts])
+    condition = memo.get(profile.conditions)
+    if condition is None:
+        condition = memo[profile.conditions] = judge_condition(profile.conditions, patient)
+    fitted = [("condition", fits(condition, False), condition.computable)]
+    for link, exclude, said in profile.characteristics:
+        kept = memo.get(id(said))
+        if kept is None or kept[0] is not said:
+            kept = memo[id(said)] = (said, judge(said, patient, on))
+        verdict = kept[1]
+        fitted.append((link, fits(verdict, exclude), verdict.computable))
+    return _score(fitted)
 
 
 def _score(fitted: list[tuple[str, str, bool]]) -> tuple[bool, float]:
@@ -119,16 +131,22 @@ class Matcher:
     def match(self, request: MatchRequest, base: str) -> dict:
         """The searchset Bundle: the ``count`` best studies, ``total`` counting all kept."""
         sites = self._near_sites(request) if request.near else None
+        statuses, phases = set(request.statuses), set(request.phases)
         best: list = []
         total = order = 0
+        memo: dict = {}
         for profile in self._candidates(request):
+            if profile.statuses & RECRUITMENT_CODES and not profile.statuses & statuses:
+                continue   # a status not asked for (a study that states none is kept)
+            if phases and not profile.phases & phases:
+                continue
             distance = None
             if sites is not None:
                 near = [sites[s] for s in profile.sites if s in sites]
                 if not near:
                     continue
                 distance = min(near)
-            eligible, score = _screen(profile, request)
+            eligible, score = _screen(profile, request, memo)
             if not eligible and not request.include_ineligible:
                 continue
             total, order = total + 1, order + 1
@@ -150,15 +168,22 @@ class Matcher:
 
     def _candidates(self, request: MatchRequest):
         """The profile of every candidate study, once each (several searches may find it)."""
-        seen: set[str] = set()
+        seen: set[int] = set()
         deadline = time.monotonic() + MAX_MATCH_SECONDS
+        generation = self.repository.generation()
         for params in candidate_searches(request):
             query = self.service.parse("ResearchStudy", params)
+            query.count = KEYS_PAGE   # keys only: pages far larger than a search's
             while True:
-                keys, cursor = self.repository.search_keys(query)
-                fresh = [(sid, version) for sid, version in keys if sid not in seen]
-                seen.update(sid for sid, _ in fresh)
-                yield from self._profiles(fresh)
+                keys, cursor = self.repository.search_keys(query, versions=False)
+                fresh = [k.pk for k in keys if k.pk not in seen]
+                seen.update(fresh)
+                current = {pk: self.cache.get(pk) for pk in fresh}
+                if all(e is not None and e[1] == generation for e in current.values()):
+                    yield from (current[pk][0] for pk in fresh)
+                else:   # something was written since: ask for versions, rebuild what changed
+                    versioned, _ = self.repository.search_keys(query)
+                    yield from self._profiles([k for k in versioned if k.pk in current], generation)
                 if time.monotonic() > deadline:   # never a partial answer: it could leave out a study
                     raise QueryTooCostly(f"$match screened {len(seen)} studies in {MAX_MATCH_SECONDS} s and was "
                                          "not done: give the patient's Condition, a place or a phase to narrow it")
@@ -166,23 +191,32 @@ class Matcher:
                     break
                 query.cursor = cursor
 
-    def _profiles(self, keys: list[tuple[str, int]]) -> list[Profile]:
-        cached = {sid: self.cache.get(sid, version) for sid, version in keys}
+    def _profiles(self, keys: list, generation: int) -> list[Profile]:
+        """Profiles for ``keys`` (with versions): cached ones whose study and eligibility versions
+        are current, the others built from the stored resources."""
+        cached = {}
+        for key in keys:
+            entry = self.cache.get(key.pk)
+            cached[key.pk] = entry[0] if entry is not None and entry[0].version == key.version else None
         linked = [p.eligibility[0] for p in cached.values() if p is not None and p.eligibility]
         versions = {k: v.version for k, v in self.repository.read_many("EvidenceVariable", linked, content=False).items()}
-        stale = [sid for sid, p in cached.items() if p is None or (
-            p.eligibility is not None and versions.get(p.eligibility[0]) != p.eligibility[1])]
+        stale = {key.id: key.pk for key in keys if cached[key.pk] is None or (
+            cached[key.pk].eligibility is not None and versions.get(cached[key.pk].eligibility[0]) !=
+            cached[key.pk].eligibility[1])}
+        for pk, profile in cached.items():
+            if profile is not None and profile.study_id not in stale:
+                self.cache.put(profile, generation)
         if stale:
-            studies = self.repository.read_many("ResearchStudy", stale)
-            evs = self.repository.read_many("EvidenceVariable", [
-                e for e in (eligibility_id(orjson.loads(s.json)) for s in studies.values()) if e])
-            for sid, stored in studies.items():
-                study = orjson.loads(stored.json)
+            studies = self.repository.read_many("ResearchStudy", list(stale))
+            parsed = {sid: orjson.loads(s.json) for sid, s in studies.items()}
+            evs = self.repository.read_many("EvidenceVariable", [e for e in map(eligibility_id, parsed.values()) if e])
+            for sid, study in parsed.items():
                 ev = evs.get(eligibility_id(study) or "")
-                cached[sid] = build(study, stored.version, orjson.loads(ev.json) if ev else None,
-                                    ev.version if ev else None)
-                self.cache.put(cached[sid])
-        return [cached[sid] for sid, _ in keys if cached.get(sid) is not None]
+                profile = build(stale[sid], study, studies[sid].version, orjson.loads(ev.json) if ev else None,
+                                ev.version if ev else None, self.cache.intern)
+                cached[profile.pk] = profile
+                self.cache.put(profile, generation)
+        return [cached[key.pk] for key in keys if cached.get(key.pk) is not None]
 
     def _near_sites(self, request: MatchRequest) -> dict[str, float]:
         """``Location/<id>`` -> km from the place, for sites within the radius whose own status is
@@ -237,27 +271,23 @@ def _chunked(name: str, values: list[str]) -> list[tuple[str, str]]:
 
 
 def candidate_searches(request: MatchRequest) -> list[list[tuple[str, str]]]:
-    """The ResearchStudy searches whose matches are judged (their union): the filters, and
-    one search per way a study can be about a patient condition (``match-policy.json``
-    ``candidates``)."""
+    """The ResearchStudy searches whose matches are screened (their union): one per way a study
+    can be about a patient condition (``match-policy.json`` ``candidates``). Status, phase, place,
+    sex and age are screened from the profiles; only for a patient without a Condition (every
+    study a candidate) are they asked of the index too."""
     base = [("_count", str(PAGE)), ("_total", "none")]
-    others = _other_statuses(request.statuses)
-    if others:   # a study that states no recruitment status is not left out for it
-        base.append(("recruitment-status:not", ",".join(others)))
-    if request.phases:
-        base.append(("phase", ",".join(request.phases)))
     patient = request.patient
-    if not request.include_ineligible:   # filters the index answers as the criteria do
-        if patient.gender in ("female", "male"):
-            base.append(("eligible-sex", patient.gender))
-        if patient.birth_date is not None:
-            exact = patient.age(request.on)
-            if exact is not None and exact >= 0:
-                base.append(("eligible-age", f"{int(exact)},{exact:.6f}"))
-    if request.near:
-        latitude, longitude, km = request.near
-        base.append(("site.near", f"{latitude}|{longitude}|{km}|km"))
     if not patient.conditions:
+        others = _other_statuses(request.statuses)
+        if others:   # a study that states no recruitment status is not left out for it
+            base.append(("recruitment-status:not", ",".join(others)))
+        if request.phases:
+            base.append(("phase", ",".join(request.phases)))
+        if not request.include_ineligible and patient.gender in ("female", "male"):
+            base.append(("eligible-sex", patient.gender))
+        if request.near:
+            latitude, longitude, km = request.near
+            base.append(("site.near", f"{latitude}|{longitude}|{km}|km"))
         return [base]
     policy = terminology.load_mapping("match-policy.json")["candidates"]
     group_system = terminology.load_mapping("conditions.json")["codeSystem"]["url"]
@@ -270,7 +300,7 @@ def candidate_searches(request: MatchRequest) -> list[list[tuple[str, str]]]:
     searches = [base + [p] for p in _chunked("condition", tokens) + _chunked("condition:text", texts)]
     if oncology:
         searches += [base + [p] for p in _chunked("condition:text", policy["umbrella_text"])]
-    return searches + [base + [("condition:missing", "true")]]
+    return searches
 
 
 def _criterion_extension(c: Criterion) -> dict:

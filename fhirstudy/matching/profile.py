@@ -1,10 +1,17 @@
-"""A study as ``$match`` screens it: its conditions, sites and only the characteristics a patient's
-data can decide, kept between requests per version of the study and of its eligibility.
+"""A study as ``$match`` screens it: its status, phase, conditions, sites and only the
+characteristics a patient's data can decide, kept between requests per version of the study and
+of its eligibility.
 
 Screening a study from its profile gives the same eligibility and score as judging the whole
 study (:func:`fhirstudy.matching.engine.judge_study`): text-only characteristics are never
 computable, so they change neither. Only the studies that make the page are read and judged in
 full, for their per-criterion report.
+
+The cache holds a profile by the study's primary key with the store generation at which it was
+last known to be current: while the generation has not moved (nothing written, by any process),
+a profile is used without asking the database for versions. Equal characteristics of different
+studies ("ECOG 0-1", "ANC >= 1.5 x 10^9/L") are kept once (:meth:`ProfileCache.intern`), so a
+request judges each of them once.
 """
 from __future__ import annotations
 
@@ -12,20 +19,28 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from threading import Lock
 
+import orjson
+
 from .conditions import StudyCondition, study_conditions, subtype_characteristics
 
 DEFAULT_PROFILES = 200_000   # profiles kept per matcher (a few hundred bytes to a few KB each)
+STATUS_SYSTEM = "http://hl7.org/fhir/research-study-status"
+PHASE_SYSTEM = "http://hl7.org/fhir/research-study-phase"
 
 
 @dataclass(frozen=True)
 class Profile:
     """What screening needs of one version of a study (and of its eligibility EvidenceVariable)."""
 
+    pk: int
     study_id: str
     version: int
     eligibility: tuple[str, int] | None          # the EvidenceVariable's id and version
+    statuses: frozenset[str]                     # research-study-status codes of progressStatus
+    phases: frozenset[str]
     conditions: tuple[StudyCondition, ...]
-    characteristics: tuple[dict, ...]            # subtype, then eligibility, those with a definition
+    characteristics: tuple[tuple[str, bool, dict], ...]   # (linkId, exclude, what it states): subtype,
+                                                          # then eligibility, those with a definition
     sites: tuple[str, ...]                       # "Location/<id>"
 
 
@@ -40,40 +55,77 @@ def _decidable(characteristic: dict) -> bool:
     return "definitionByTypeAndValue" in characteristic or "definitionByCombination" in characteristic
 
 
-def build(study: dict, version: int, eligibility: dict | None, eligibility_version: int | None) -> Profile:
-    """The profile of ``study`` (at ``version``) with its eligibility EvidenceVariable."""
+WORDS = ("linkId", "description")   # what a characteristic says to people, not what a verdict reads
+
+
+def statement(characteristic: dict) -> dict:
+    """What a verdict on ``characteristic`` depends on: everything but its linkId and words (the
+    linkId is kept for "sex", "age" and "healthy-volunteers", which the verdict reads)."""
+    out = {k: v for k, v in characteristic.items() if k not in WORDS or (
+        k == "linkId" and v in ("sex", "age", "healthy-volunteers"))}
+    combination = out.get("definitionByCombination")
+    if combination:
+        out["definitionByCombination"] = {**combination, "characteristic": [
+            statement(c) for c in combination.get("characteristic") or []]}
+    return out
+
+
+def _codes(concepts, system: str) -> frozenset[str]:
+    return frozenset(c.get("code") for concept in concepts if isinstance(concept, dict)
+                     for c in concept.get("coding") or [] if c.get("system") == system)
+
+
+def build(pk: int, study: dict, version: int, eligibility: dict | None, eligibility_version: int | None,
+          intern=lambda c: c) -> Profile:
+    """The profile of ``study`` (primary key ``pk``, at ``version``) with its eligibility
+    EvidenceVariable; ``intern`` shares equal characteristics between profiles."""
     characteristics = subtype_characteristics(study) + [
         c for c in (eligibility or {}).get("characteristic") or [] if _decidable(c)]
     linked = (eligibility["id"], eligibility_version) if eligibility is not None else None
-    return Profile(study["id"], version, linked, study_conditions(study), tuple(characteristics),
+    return Profile(pk, study["id"], version, linked,
+                   _codes([p.get("state") for p in study.get("progressStatus") or [] if isinstance(p, dict)],
+                          STATUS_SYSTEM),
+                   _codes([study.get("phase")], PHASE_SYSTEM), study_conditions(study),
+                   tuple((c.get("linkId") or "", bool(c.get("exclude")), intern(statement(c)))
+                         for c in characteristics),
                    tuple(s["reference"] for s in study.get("site") or []
                          if isinstance(s, dict) and isinstance(s.get("reference"), str)))
 
 
 class ProfileCache:
-    """The latest profiles, least recently used dropped first (thread-safe)."""
+    """Profiles by primary key, each with the generation it was last known current at; least
+    recently used dropped first (thread-safe)."""
 
     def __init__(self, max_entries: int = DEFAULT_PROFILES):
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, Profile] = OrderedDict()
+        self._entries: OrderedDict[int, tuple[Profile, int]] = OrderedDict()
+        self._shared: dict[bytes, dict] = {}
         self._lock = Lock()
 
-    def get(self, study_id: str, version: int) -> Profile | None:
+    def get(self, pk: int) -> tuple[Profile, int] | None:
+        """The profile of ``pk`` and the generation it was last known current at."""
         with self._lock:
-            profile = self._entries.get(study_id)
-            if profile is None or profile.version != version:
-                return None
-            self._entries.move_to_end(study_id)
-            return profile
+            entry = self._entries.get(pk)
+            if entry is not None:
+                self._entries.move_to_end(pk)
+            return entry
 
-    def put(self, profile: Profile) -> None:
+    def put(self, profile: Profile, generation: int) -> None:
         if not self.max_entries:
             return
         with self._lock:
-            self._entries[profile.study_id] = profile
-            self._entries.move_to_end(profile.study_id)
+            self._entries[profile.pk] = (profile, generation)
+            self._entries.move_to_end(profile.pk)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+    def intern(self, characteristic: dict) -> dict:
+        """The one kept copy of ``characteristic`` (equal content, same object)."""
+        key = orjson.dumps(characteristic, option=orjson.OPT_SORT_KEYS)
+        with self._lock:
+            if len(self._shared) > 4 * max(self.max_entries, 1):
+                self._shared.clear()
+            return self._shared.setdefault(key, characteristic)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -79,12 +79,21 @@ def load(conn: sa.Connection, pks: list[int]) -> list[StoredResource]:
     return [rows[pk] for pk in pks if pk in rows]
 
 
-def keys(conn: sa.Connection, pks: list[int]) -> list[tuple[str, int]]:
-    """``(id, version)`` of the resources with primary keys ``pks``, in that order (no content)."""
+def keys(conn: sa.Connection, pks: list[int]) -> list[tuple[int, str, int]]:
+    """``(pk, id, version)`` of the resources with primary keys ``pks``, in that order (no content;
+    straight through the driver, as :func:`load`)."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    dbapi = conn.dialect.loaded_dbapi
     rows: dict = {}
     for chunk in chunks(list(dict.fromkeys(pks))):
-        rows.update((r.pk, (r.id, r.version)) for r in conn.execute(
-            sa.select(resource.c.pk, resource.c.id, resource.c.version).where(resource.c.pk.in_(chunk))))
+        sql = f"SELECT pk, id, version FROM {resource.name} WHERE pk IN ({', '.join([mark] * len(chunk))})"
+        try:
+            cursor = conn.connection.cursor()
+            cursor.execute(sql, chunk)
+            rows.update((row[0], (row[0], row[1], row[2])) for row in cursor.fetchall())
+            cursor.close()
+        except dbapi.Error as exc:
+            raise sa_exc.DBAPIError.instance(sql, chunk, exc, dbapi.Error) from exc
     return [rows[pk] for pk in pks if pk in rows]
 
 

@@ -44,6 +44,15 @@ class Head(NamedTuple):
     deleted: bool
 
 
+class Key(NamedTuple):
+    """A stored resource's primary key (stable over its versions), and its id and version when
+    they were asked for."""
+
+    pk: int
+    id: str | None
+    version: int | None
+
+
 class HistoryEntry(NamedTuple):
     """One version of a resource: ``json`` is None for a delete."""
 
@@ -158,8 +167,8 @@ class Repository(Protocol):
     def search(self, query: SearchQuery) -> SearchResult:
         """The total, one page of matches of ``query`` and what it includes."""
 
-    def search_keys(self, query: SearchQuery) -> tuple[list[tuple[str, int]], tuple | None]:
-        """The ``(id, version)`` of one page of matches of ``query`` and the next page's cursor."""
+    def search_keys(self, query: SearchQuery, versions: bool = True) -> tuple[list[Key], tuple | None]:
+        """The keys of one page of matches of ``query`` and the next page's cursor."""
 
     def read_many(self, rtype: str, ids: Iterable[str], content: bool = True) -> dict[str, StoredResource]:
         """The current versions of the ``rtype`` resources ``ids`` that exist, by id."""

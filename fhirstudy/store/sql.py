@@ -50,7 +50,7 @@ from fhirstudy.store.guards import check_integer, check_key, check_text
 from fhirstudy.store.includes import ITERATE_ROUNDS, MAX_INCLUDED, included
 from fhirstudy.store.indexing import Indexer, Prepared, content_hash
 from fhirstudy.store.paging import page
-from fhirstudy.store.repository import (HISTORY_COUNT, Head, HistoryEntry, HistoryPage, PutResult, SearchResult,
+from fhirstudy.store.repository import (HISTORY_COUNT, Head, HistoryEntry, HistoryPage, Key, PutResult, SearchResult,
                                         StoredResource, WriteResult)
 from fhirstudy.store.schema import (INDEX_TABLES, MAX_VERSION, SCHEMA_VERSION, check_layout, check_param_ids,
                                     create_tables, history, metadata, param_id, resource, schema)
@@ -263,16 +263,19 @@ class SqlStore:
             extra = included(conn, query, entries) if query.includes else []
         return SearchResult(total, entries, extra, found.next_cursor, found.prev_cursor)
 
-    def search_keys(self, query: SearchQuery) -> tuple[list[tuple[str, int]], tuple | None]:
-        """The ids and versions of one page of ``query``'s matches (``count`` of them after
-        ``query.cursor``; no content, total or includes) and the next page's cursor: for callers
-        that keep what they derive from each version (``$match``'s study profiles)."""
+    def search_keys(self, query: SearchQuery, versions: bool = True) -> tuple[list[Key], tuple | None]:
+        """The keys of one page of ``query``'s matches (``count`` of them after ``query.cursor``;
+        no content, total or includes), with their ids and versions unless ``versions`` is False
+        (primary keys alone: one index query), and the next page's cursor: for callers that keep
+        what they derive from each version (``$match``'s study profiles)."""
         check_query(query)
         matches = None if query.sort else index_matches(query)
         where = search_conditions(query) if matches is None else None
         with db_errors(), self.engine.connect() as conn, time_limit(conn, self.search_timeout_ms, "search"):
             found = page(conn, query, where, matches)
-            return reads.keys(conn, found.pks), found.next_cursor
+            if not versions:
+                return [Key(pk, None, None) for pk in found.pks], found.next_cursor
+            return [Key(pk, rid, version) for pk, rid, version in reads.keys(conn, found.pks)], found.next_cursor
 
     def read_many(self, rtype: str, ids: Iterable[str], content: bool = True) -> dict[str, StoredResource]:
         """The current versions of the ``rtype`` resources ``ids`` that exist, by id (``content=False``:
