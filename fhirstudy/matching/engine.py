@@ -220,26 +220,29 @@ class Matcher:
 
     def _near_sites(self, request: MatchRequest) -> dict[str, float]:
         """``Location/<id>`` -> km from the place, for sites within the radius whose own status is
-        one asked for or not stated."""
+        one asked for or not stated (positions and statuses kept per site while the store's
+        generation stands)."""
         latitude, longitude, km = request.near
         centre = geo.position(latitude, longitude)
-        query = self.service.parse("Location", [("near", f"{latitude}|{longitude}|{km}|km"), ("_count", "500"),
-                                                ("_total", "none")])
-        out = {}
+        query = self.service.parse("Location", [("near", f"{latitude}|{longitude}|{km}|km"), ("_total", "none")])
+        query.count = KEYS_PAGE
+        generation, wanted, out = self.repository.generation(), set(request.statuses), {}
         while True:
-            result = self.service.search(query)
-            for entry in result.entries:
-                location = orjson.loads(entry.json)
-                statuses = {c.get("code") for ch in location.get("characteristic") or []
-                            for c in ch.get("coding", []) if c.get("system") == STATUS_SYSTEM}
-                point = location.get("position") or {}
-                if (statuses and not statuses & set(request.statuses)) or "latitude" not in point:
+            keys, cursor = self.repository.search_keys(query, versions=False)
+            sites = {k.pk: self.cache.site(k.pk, generation) for k in keys}
+            if any(site is None for site in sites.values()):
+                versioned, _ = self.repository.search_keys(query)
+                stored = self.repository.read_many("Location", [k.id for k in versioned if sites.get(k.pk) is None])
+                for key in versioned:
+                    if key.id in stored:
+                        sites[key.pk] = self.cache.put_site(key.pk, generation, orjson.loads(stored[key.id].json))
+            for site in sites.values():
+                if site is None or site.position is None or (site.statuses and not site.statuses & wanted):
                     continue
-                out[f"Location/{entry.id}"] = geo.great_circle_km(
-                    centre, geo.position(point["latitude"], point["longitude"]))
-            if result.next_cursor is None:
+                out[site.reference] = geo.great_circle_km(centre, geo.position(*site.position))
+            if cursor is None:
                 return out
-            query.cursor = result.next_cursor
+            query.cursor = cursor
 
     def _judge_fully(self, ranked: list[tuple[str, float | None]], request: MatchRequest) -> list[Judged]:
         studies = self.repository.read_many("ResearchStudy", [sid for sid, _ in ranked])

@@ -92,6 +92,24 @@ def build(pk: int, study: dict, version: int, eligibility: dict | None, eligibil
                          if isinstance(s, dict) and isinstance(s.get("reference"), str)))
 
 
+@dataclass(frozen=True)
+class Site:
+    """A Location as the distance filter needs it: its reference, position and own statuses."""
+
+    reference: str
+    position: tuple[float, float] | None
+    statuses: frozenset[str]
+
+
+def site(location: dict) -> Site:
+    """The :class:`Site` of a stored Location."""
+    point = location.get("position") or {}
+    position = (point.get("latitude"), point.get("longitude"))
+    valid = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in position)
+    return Site(f"Location/{location['id']}", position if valid else None,
+                _codes(location.get("characteristic") or [], STATUS_SYSTEM))
+
+
 class ProfileCache:
     """Profiles by primary key, each with the generation it was last known current at; least
     recently used dropped first (thread-safe)."""
@@ -100,6 +118,7 @@ class ProfileCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[int, tuple[Profile, int]] = OrderedDict()
         self._shared: dict[bytes, dict] = {}
+        self._sites: dict[int, tuple[Site, int]] = {}
         self._lock = Lock()
 
     def get(self, pk: int) -> tuple[Profile, int] | None:
@@ -118,6 +137,20 @@ class ProfileCache:
             self._entries.move_to_end(profile.pk)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+    def site(self, pk: int, generation: int) -> Site | None:
+        """The site of Location ``pk`` when it was read at ``generation``."""
+        entry = self._sites.get(pk)
+        return entry[0] if entry is not None and entry[1] == generation else None
+
+    def put_site(self, pk: int, generation: int, location: dict) -> Site:
+        """Keep the site of the stored ``location`` (primary key ``pk``) as read at ``generation``."""
+        kept = site(location)
+        with self._lock:
+            if len(self._sites) > 4 * max(self.max_entries, 1):
+                self._sites.clear()
+            self._sites[pk] = (kept, generation)
+        return kept
 
     def intern(self, characteristic: dict) -> dict:
         """The one kept copy of ``characteristic`` (equal content, same object)."""

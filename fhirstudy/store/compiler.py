@@ -81,12 +81,18 @@ def _matching_rows(rtype: str, clause: Clause, any_value: bool = False) -> sa.Se
     table = INDEX_TABLES[clause.param.type]
     if clause.modifier == "below":  # the parameter's rows and those of the broader codes (registry ``below``)
         pids = [param_id(rtype, code) for code in (clause.param.code, *clause.param.below)]
-        rows = sa.select(table.c.resource_pk).where(table.c.pid.in_(pids))
+        parameter = table.c.pid.in_(pids)
     else:
-        rows = sa.select(table.c.resource_pk).where(table.c.pid == param_id(rtype, clause.param.code))
+        parameter = table.c.pid == param_id(rtype, clause.param.code)
+    rows = sa.select(table.c.resource_pk)
     if any_value:
-        return rows
-    return rows.where(sa.or_(*(_value_condition(table, clause.modifier, v) for v in clause.values)))
+        return rows.where(parameter)
+    values = [_value_condition(table, clause.modifier, v) for v in clause.values]
+    if len(values) == 1:
+        return rows.where(parameter, values[0])
+    # the parameter in every alternative, so that each one is an index range of its own (SQLite
+    # otherwise reads every row of the parameter for "condition:text=a,b")
+    return rows.where(sa.or_(*(sa.and_(parameter, v) for v in values)))
 
 
 def _chained_rows(rtype: str, clause: Clause) -> sa.Select:
