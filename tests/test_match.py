@@ -394,3 +394,15 @@ def test_a_match_past_its_time_limit_ends_with_a_clear_error_not_a_partial_answe
     monkeypatch.setattr(engine, "MAX_MATCH_SECONDS", -1)
     with pytest.raises(QueryTooCostly, match="narrow"):
         _match(service, _bundle("minimal"))
+
+
+def test_a_patient_whose_conditions_say_nothing_known_has_every_study_screened(service, resources):
+    """A Condition coded only by a SNOMED CT code fhirstudy has no group for gives no way to find
+    the studies about it: then every study is a candidate, never none."""
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient", "id": "p", "gender": "female"}},
+        {"fullUrl": "urn:uuid:c", "resource": {"resourceType": "Condition", "id": "c", "code": {
+            "coding": [{"system": "http://snomed.info/sct", "code": "73211009"}]}}}]}
+    found = _found(_match(service, bundle, includeIneligible=True))
+    studies = {r["id"] for r in resources if r["resourceType"] == "ResearchStudy"}
+    assert set(found) == studies

@@ -276,22 +276,11 @@ def _chunked(name: str, values: list[str]) -> list[tuple[str, str]]:
 def candidate_searches(request: MatchRequest) -> list[list[tuple[str, str]]]:
     """The ResearchStudy searches whose matches are screened (their union): one per way a study
     can be about a patient condition (``match-policy.json`` ``candidates``). Status, phase, place,
-    sex and age are screened from the profiles; only for a patient without a Condition (every
-    study a candidate) are they asked of the index too."""
+    sex and age are screened from the profiles; only when no condition of the patient is in a
+    condition group or has a MeSH code (nothing tells which studies are about it, so every study
+    is a candidate) are they asked of the index too."""
     base = [("_count", str(PAGE)), ("_total", "none")]
     patient = request.patient
-    if not patient.conditions:
-        others = _other_statuses(request.statuses)
-        if others:   # a study that states no recruitment status is not left out for it
-            base.append(("recruitment-status:not", ",".join(others)))
-        if request.phases:
-            base.append(("phase", ",".join(request.phases)))
-        if not request.include_ineligible and patient.gender in ("female", "male"):
-            base.append(("eligible-sex", patient.gender))
-        if request.near:
-            latitude, longitude, km = request.near
-            base.append(("site.near", f"{latitude}|{longitude}|{km}|km"))
-        return [base]
     policy = terminology.load_mapping("match-policy.json")["candidates"]
     group_system = terminology.load_mapping("conditions.json")["codeSystem"]["url"]
     tokens, texts, oncology = [], [], False
@@ -300,10 +289,29 @@ def candidate_searches(request: MatchRequest) -> list[list[tuple[str, str]]]:
         tokens += [f"{group_system}|{g}" for g in sorted(groups)] + [f"{MESH}|{m}" for m in sorted(mesh)]
         texts += [_escape(t) for t in sorted(folded)]
         oncology |= bool(groups & set(policy["oncology_groups"]))
+    if not tokens:
+        return [base + _index_filters(request)]
     searches = [base + [p] for p in _chunked("condition", tokens) + _chunked("condition:text", texts)]
     if oncology:
         searches += [base + [p] for p in _chunked("condition:text", policy["umbrella_text"])]
     return searches
+
+
+def _index_filters(request: MatchRequest) -> list[tuple[str, str]]:
+    """Status, phase, sex and place as search parameters (the index answers them as screening
+    does: a study that states no status or no sex limit is kept)."""
+    out = []
+    others = _other_statuses(request.statuses)
+    if others:
+        out.append(("recruitment-status:not", ",".join(others)))
+    if request.phases:
+        out.append(("phase", ",".join(request.phases)))
+    if not request.include_ineligible and request.patient.gender in ("female", "male"):
+        out.append(("eligible-sex", request.patient.gender))
+    if request.near:
+        latitude, longitude, km = request.near
+        out.append(("site.near", f"{latitude}|{longitude}|{km}|km"))
+    return out
 
 
 def _criterion_extension(c: Criterion) -> dict:
