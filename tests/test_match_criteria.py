@@ -146,3 +146,30 @@ def test_healthy_volunteers_refused_is_met_by_a_patient_with_a_condition():
     ill = _patient(conditions=[Diagnosis("Condition/c", (), "Breast cancer", None)])
     assert judge(refused, ill, ON).state == MET
     assert judge(refused, _patient(), ON).state == UNKNOWN
+
+
+WINDOWED = {"description": "Adequate organ function within 14 days prior to registration:",
+            "definitionByCombination": {"code": "all-of", "characteristic": [
+                {"description": "ANC >= 1.5 x 10^9/L", **ANC_15}]}}
+
+
+@pytest.mark.parametrize(("days_old", "quantity", "expected"), [
+    (10, 2.0, MET), (10, 1.0, NOT_MET), (20, 1.0, UNKNOWN), (20, 2.0, UNKNOWN)])
+def test_a_criterions_own_window_makes_older_results_decide_nothing(days_old, quantity, expected):
+    patient = _patient(_v("anc", quantity, "10*9/L", when=ON - timedelta(days=days_old), ref="Observation/anc"))
+    verdict = judge(WINDOWED, patient, ON)
+    assert verdict.state == expected
+    if expected == UNKNOWN:
+        assert any("too old" in m for m in verdict.missing), verdict.missing
+
+
+@pytest.mark.parametrize(("text", "days"), [
+    ("Laboratory values within 14 days prior to registration", 14),
+    ("within 4 weeks before randomization", 28),
+    ("obtained <= 7 days prior to registration", 7),
+    ("ECOG 0-1", None),
+    ("no chemotherapy within 14 days", None),   # a washout, not a window for results
+])
+def test_windows_are_read_from_the_criterion_text(text, days):
+    from fhirstudy.matching.criteria import window_days
+    assert window_days({"description": text}) == days

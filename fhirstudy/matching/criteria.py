@@ -15,6 +15,7 @@ x ULN with liver metastases") that the patient fails is ``unknown``, not ``not-m
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -59,16 +60,41 @@ def _tables() -> tuple[dict, dict, dict]:
     return analytes, values, policy
 
 
-def judge(characteristic: dict, patient: PatientFacts, on: date) -> Verdict:
+@lru_cache(maxsize=1)
+def _window_rules() -> tuple[tuple[re.Pattern, ...], dict]:
+    table = terminology.load_mapping("match-policy.json")["windows"]
+    return tuple(re.compile(p, re.IGNORECASE) for p in table["patterns"]), table["days"]
+
+
+@lru_cache(maxsize=8192)
+def _window_in(text: str) -> int | None:
+    patterns, days = _window_rules()
+    found = [int(m.group("n")) * days[m.group("unit").lower()] for p in patterns for m in p.finditer(text)]
+    return min(found) if found else None
+
+
+def window_days(characteristic: dict) -> int | None:
+    """The criterion's own window for results in days ("within 14 days prior to registration"),
+    from its text (``match-policy.json`` ``windows``), or None."""
+    if "_windowDays" in characteristic:
+        return characteristic["_windowDays"]
+    text = characteristic.get("description")
+    return _window_in(text) if isinstance(text, str) else None
+
+
+def judge(characteristic: dict, patient: PatientFacts, on: date, window: int | None = None) -> Verdict:
     """The verdict on one characteristic (see the module docstring); a nested ``exclude`` inside a
-    combination turns its item's verdict round."""
+    combination turns its item's verdict round. ``window``: the days a result may be old, from
+    the criterion this one is an item of (its own text may narrow it)."""
+    own = window_days(characteristic)
+    window = own if window is None else window if own is None else min(own, window)
     combination = characteristic.get("definitionByCombination")
     if combination:
-        return _combine(combination, patient, on)
+        return _combine(combination, patient, on, window)
     definition = characteristic.get("definitionByTypeAndValue")
     if not definition:
         return Verdict(UNKNOWN, computable=False, reason="stated in text only")
-    verdict = _by_type_and_value(characteristic, definition, patient, on)
+    verdict = _by_type_and_value(characteristic, definition, patient, on, window)
     if verdict.state == NOT_MET and characteristic.get("note"):
         notes = "; ".join(n.get("text", "") for n in characteristic["note"])
         return Verdict(UNKNOWN, True, verdict.evidence, (f"whether the alternative applies: {notes}",),
@@ -81,10 +107,10 @@ def _flip(verdict: Verdict) -> Verdict:
     return Verdict(state, verdict.computable, verdict.evidence, verdict.missing, verdict.reason)
 
 
-def _combine(combination: dict, patient: PatientFacts, on: date) -> Verdict:
+def _combine(combination: dict, patient: PatientFacts, on: date, window: int | None) -> Verdict:
     parts = []
     for item in combination.get("characteristic", []):
-        verdict = judge(item, patient, on)
+        verdict = judge(item, patient, on, window)
         parts.append(_flip(verdict) if item.get("exclude") else verdict)
     states = {p.state for p in parts}
     any_of = combination.get("code") == "any-of"
@@ -103,7 +129,8 @@ def _combine(combination: dict, patient: PatientFacts, on: date) -> Verdict:
                    "; ".join(p.reason for p in chosen if p.reason))
 
 
-def _by_type_and_value(characteristic: dict, definition: dict, patient: PatientFacts, on: date) -> Verdict:
+def _by_type_and_value(characteristic: dict, definition: dict, patient: PatientFacts, on: date,
+                       window: int | None) -> Verdict:
     kind = _kind(characteristic, definition)
     if kind == "age":
         return _age(definition.get("valueRange") or {}, patient, on)
@@ -115,8 +142,8 @@ def _by_type_and_value(characteristic: dict, definition: dict, patient: PatientF
     if analyte is None:
         return Verdict(UNKNOWN, computable=False, reason="a characteristic type fhirstudy does not check")
     if "valueCodeableConcept" in definition:
-        return _coded(analyte, definition["valueCodeableConcept"], patient, on)
-    return _quantity(analyte, definition, patient, on)
+        return _coded(analyte, definition["valueCodeableConcept"], patient, on, window)
+    return _quantity(analyte, definition, patient, on, window)
 
 
 def _kind(characteristic: dict, definition: dict):
@@ -177,15 +204,18 @@ def _healthy(accepts: bool | None, patient: PatientFacts) -> Verdict:
 
 # -- observations -----------------------------------------------------------------------------
 
-def _fresh(analyte: dict, value: Value, on: date) -> bool:
-    days = _tables()[2]["freshness_days"].get(analyte["key"], _tables()[2]["freshness_days"].get(analyte["kind"]))
+def _fresh(analyte: dict, value: Value, on: date, window: int | None) -> bool:
+    freshness = _tables()[2]["freshness_days"]
+    days = freshness.get(analyte["key"], freshness.get(analyte["kind"]))
+    days = window if days is None else days if window is None else min(days, window)
     return days is None or value.when is None or (on - value.when).days <= days
 
 
-def _values(analyte: dict, patient: PatientFacts, on: date) -> tuple[list[Value], list[Value]]:
+def _values(analyte: dict, patient: PatientFacts, on: date, window: int | None) -> tuple[list[Value], list[Value]]:
     """The patient's values for ``analyte``: those inside its window, newest first, and the stale."""
     every = patient.values.get(analyte["key"], [])
-    return [v for v in every if _fresh(analyte, v, on)], [v for v in every if not _fresh(analyte, v, on)]
+    fresh = [v for v in every if _fresh(analyte, v, on, window)]
+    return fresh, [v for v in every if v not in fresh]
 
 
 def _missing(analyte: dict, stale: list[Value]) -> tuple[str, ...]:
@@ -196,12 +226,12 @@ def _missing(analyte: dict, stale: list[Value]) -> tuple[str, ...]:
     return (f"{name} ({code})",)
 
 
-def _coded(analyte: dict, concept: dict, patient: PatientFacts, on: date) -> Verdict:
+def _coded(analyte: dict, concept: dict, patient: PatientFacts, on: date, window: int | None) -> Verdict:
     interpretations = _tables()[1]
     wanted = {interpretations.get((c.get("system"), c.get("code"))) for c in concept.get("coding", [])} - {None}
     if not wanted:
         return Verdict(UNKNOWN, computable=False, reason="a value fhirstudy does not check")
-    fresh, stale = _values(analyte, patient, on)
+    fresh, stale = _values(analyte, patient, on, window)
     known = [v for v in fresh if v.interpretation]
     if analyte["key"] == "pregnancy" and not known and patient.gender == "male":
         return Verdict(NOT_MET, evidence=(patient.reference,) if patient.reference else (), reason="male")
@@ -260,13 +290,13 @@ def _holds(x: float, definition: dict) -> tuple[bool, float] | None:
     return ok, v
 
 
-def _quantity(analyte: dict, definition: dict, patient: PatientFacts, on: date) -> Verdict:
+def _quantity(analyte: dict, definition: dict, patient: PatientFacts, on: date, window: int | None) -> Verdict:
     bound = definition.get("valueQuantity") or (definition.get("valueRange") or {}).get("high") \
         or (definition.get("valueRange") or {}).get("low") or {}
     unit = bound.get("code", "") if bound.get("system", terminology_ucum()) == terminology_ucum() else None
     if unit is None:
         return Verdict(UNKNOWN, computable=False, reason="a limit not in UCUM")
-    fresh, stale = _values(analyte, patient, on)
+    fresh, stale = _values(analyte, patient, on, window)
     reasons = []
     for value in fresh:
         x, converted, why = _in_unit(analyte, value, unit)

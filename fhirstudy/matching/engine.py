@@ -47,7 +47,6 @@ EXTENSION_BASE = "https://fhirstudy.org/fhir/StructureDefinition/"
 CRITERION_URL = EXTENSION_BASE + "match-criterion"
 MISSING_URL = EXTENSION_BASE + "match-missing"
 DISTANCE_URL = "http://hl7.org/fhir/StructureDefinition/location-distance"
-STATUS_SYSTEM = "http://hl7.org/fhir/research-study-status"
 RECRUITMENT_CODES = frozenset(v["code"] for v in terminology.load_mapping("ctgov-to-fhir.json")
                               ["overallStatus"]["codes"].values())
 CONDITION_WEIGHT = 3

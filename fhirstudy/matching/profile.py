@@ -22,6 +22,7 @@ from threading import Lock
 import orjson
 
 from .conditions import StudyCondition, study_conditions, subtype_characteristics
+from .criteria import window_days
 
 DEFAULT_PROFILES = 200_000   # profiles kept per matcher (a few hundred bytes to a few KB each)
 STATUS_SYSTEM = "http://hl7.org/fhir/research-study-status"
@@ -63,6 +64,9 @@ def statement(characteristic: dict) -> dict:
     linkId is kept for "sex", "age" and "healthy-volunteers", which the verdict reads)."""
     out = {k: v for k, v in characteristic.items() if k not in WORDS or (
         k == "linkId" and v in ("sex", "age", "healthy-volunteers"))}
+    window = window_days(characteristic)
+    if window is not None:
+        out["_windowDays"] = window
     combination = out.get("definitionByCombination")
     if combination:
         out["definitionByCombination"] = {**combination, "characteristic": [
