@@ -406,3 +406,17 @@ def test_a_patient_whose_conditions_say_nothing_known_has_every_study_screened(s
     found = _found(_match(service, bundle, includeIneligible=True))
     studies = {r["id"] for r in resources if r["resourceType"] == "ResearchStudy"}
     assert set(found) == studies
+
+
+def test_a_condition_in_no_group_finds_studies_by_its_words(service):
+    """"Oropharyngeal dysphagia" is in no condition group: its word "dysphagia" finds the
+    dysphagia study (NCT05594173, conditions "Dysphagia; Deglutition Disorders") and counts as
+    its condition; a breast cancer (grouped) still decides the candidates with it."""
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient", "id": "p", "gender": "female",
+                                               "birthDate": "1970-01-01"}},
+        {"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Condition", "id": "b", "code": {"text": "Breast cancer"}}},
+        {"fullUrl": "urn:uuid:d", "resource": {"resourceType": "Condition", "id": "d",
+                                               "code": {"text": "Oropharyngeal dysphagia"}}}]}
+    entry = _found(_match(service, bundle))["nct05594173"]
+    assert _criteria(entry)["condition"]["fit"] == "pass"

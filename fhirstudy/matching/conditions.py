@@ -6,7 +6,7 @@ SNOMED CT, ICD-10 or MeSH codings and text. Both sides are put in groups the sam
 (:func:`fhirstudy.terminology.condition_codings`, on the text and displays and the MeSH ids).
 
 - ``met``: a patient condition shares a group, a MeSH descriptor or the folded text of a study
-  condition;
+  condition, or has every significant word of it ("Dysphagia" for "Oropharyngeal dysphagia");
 - ``not-met``: every study condition is in a group, the patient has conditions in groups, and no
   group is shared (a lung cancer patient and a breast cancer study);
 - ``unknown`` otherwise: a study condition in no group ("Advanced Solid Tumors", "Healthy") may
@@ -51,6 +51,21 @@ def study_conditions(study: dict) -> tuple[StudyCondition, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=1)
+def _word_rule() -> tuple[int, frozenset[str]]:
+    policy = terminology.load_mapping("match-policy.json")["candidates"]
+    return policy["word_length"], frozenset(policy["common_words"])
+
+
+@lru_cache(maxsize=16384)
+def significant_words(folded: str) -> frozenset[str]:
+    """The words of a folded condition text that say which condition it is (``match-policy.json``
+    ``candidates``: long enough, not a common word)."""
+    length, common = _word_rule()
+    words = (w.strip("()[],.;:'\"") for w in folded.replace("-", " ").replace("/", " ").split())
+    return frozenset(w for w in words if len(w) >= length and w not in common)
+
+
 @lru_cache(maxsize=4096)
 def patient_keys(diagnosis: Diagnosis) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     """A patient condition's groups, MeSH ids and folded texts (its text and displays)."""
@@ -73,8 +88,10 @@ def judge_condition(study, patient: PatientFacts) -> Verdict:
     grouped_patient = []
     for diagnosis in patient.conditions:
         groups, mesh, texts = patient_keys(diagnosis)
+        words = frozenset().union(*(significant_words(t) for t in texts)) if texts else frozenset()
         for c in conditions:
-            if groups & c.groups or mesh & c.mesh or (c.folded and c.folded in texts):
+            said = significant_words(c.folded)
+            if groups & c.groups or mesh & c.mesh or (c.folded and c.folded in texts) or (said and said <= words):
                 return Verdict(MET, evidence=(diagnosis.reference,),
                                reason=f"{diagnosis.text or 'condition'} matches {c.text or 'the study'}")
         if groups:

@@ -38,7 +38,8 @@ from .. import terminology
 from ..search import geo
 from ..errors import QueryTooCostly
 from ..limits import MAX_MATCH_SECONDS, MAX_OR_VALUES
-from .conditions import MESH, judge_condition, patient_keys, study_conditions, subtype_characteristics
+from .conditions import (MESH, judge_condition, patient_keys, significant_words, study_conditions,
+                         subtype_characteristics)
 from .criteria import Verdict, fits, judge
 from .profile import DEFAULT_PROFILES, Profile, ProfileCache, build, eligibility_id
 from .request import MatchRequest
@@ -287,6 +288,8 @@ def candidate_searches(request: MatchRequest) -> list[list[tuple[str, str]]]:
         groups, mesh, folded = patient_keys(diagnosis)
         tokens += [f"{group_system}|{g}" for g in sorted(groups)] + [f"{MESH}|{m}" for m in sorted(mesh)]
         texts += [_escape(t) for t in sorted(folded)]
+        if not groups and not mesh:   # in no group: its words find the studies that name it otherwise
+            texts += [_escape(w) for t in sorted(folded) for w in sorted(significant_words(t))]
         oncology |= bool(groups & set(policy["oncology_groups"]))
     if not tokens:
         return [base + _index_filters(request)]
