@@ -21,11 +21,8 @@ import argparse
 import copy
 import http.client
 import json
-import statistics
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,48 +58,6 @@ def body(near: bool) -> bytes:
     return json.dumps({"resourceType": "Parameters", "parameter": params}).encode()
 
 
-def drive_posts(port: int, path: str, payload: bytes, seconds: float, connections: int) -> dict:
-    """Keep ``connections`` POSTs in flight for ``seconds`` from threads: requests/s, p50, p99."""
-    latencies: list[list[float]] = [[] for _ in range(connections)]
-    errors = [0] * connections
-    headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
-
-    def one() -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request("POST", path, body=payload, headers=headers)
-        response = conn.getresponse()
-        response.read()
-        conn.close()
-        return response.status == 200
-
-    for _ in range(5):   # warm up: the matcher's profiles, the page cache
-        one()
-    stop = time.perf_counter() + seconds
-
-    def worker(slot: int) -> None:
-        while time.perf_counter() < stop:
-            began = time.perf_counter()
-            try:
-                ok = one()
-            except OSError:
-                ok = False
-            if ok:
-                latencies[slot].append((time.perf_counter() - began) * 1000)
-            else:
-                errors[slot] += 1
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    every = sorted(x for slot in latencies for x in slot)
-    return {"requests_per_s": len(every) / elapsed, "p50_ms": statistics.median(every),
-            "p99_ms": every[max(int(len(every) * 0.99) - 1, 0)], "requests": len(every), "errors": sum(errors)}
-
-
 def run(url: str, args) -> dict:
     fhirstudy = str(Path(sys.executable).parent / "fhirstudy")
     process, port = search._serve([fhirstudy, "serve", "--db", url, "--port", "{port}", "--workers",
@@ -116,8 +71,9 @@ def run(url: str, args) -> dict:
         answer = json.loads(conn.getresponse().read())
         out["matched"] = answer["total"]
         out["condition search"] = search.drive_threads(port, search.QUERY, args.seconds, args.connections)
-        out["$match"] = drive_posts(port, "/ResearchStudy/$match", body(False), args.seconds, args.connections)
-        out["$match near"] = drive_posts(port, "/ResearchStudy/$match", body(True), args.seconds, args.connections)
+        for label, near in (("$match", False), ("$match near", True)):
+            out[label] = search.drive_threads(port, "/ResearchStudy/$match", args.seconds, args.connections,
+                                              body=body(near), timeout=60)
     finally:
         search._stop(process)
     base = out["condition search"]["requests_per_s"]

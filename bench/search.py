@@ -156,18 +156,21 @@ def drive_wrk(port: int, path: str, seconds: float, connections: int) -> dict:
             "errors": (int(bad.group(1)) if bad else 0) + socket_errors, "generator": "wrk"}
 
 
-def drive_threads(port: int, path: str, seconds: float, connections: int) -> dict:
-    """Keep ``connections`` requests in flight for ``seconds`` from threads of this process."""
+def drive_threads(port: int, path: str, seconds: float, connections: int, body: bytes | None = None,
+                  timeout: float = 10) -> dict:
+    """Keep ``connections`` requests in flight for ``seconds`` from threads of this process (GET,
+    or POST of ``body`` as FHIR JSON)."""
     latencies: list[list[float]] = [[] for _ in range(connections)]
     errors = [0] * connections
-    stop = time.perf_counter() + seconds
+    method = "GET" if body is None else "POST"
+    headers = {"Accept": "application/fhir+json", **({} if body is None else {"Content-Type": "application/fhir+json"})}
 
     def worker(slot: int) -> None:
         while time.perf_counter() < stop:
             began = time.perf_counter()
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("GET", path, headers={"Accept": "application/fhir+json"})
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+                conn.request(method, path, body=body, headers=headers)
                 response = conn.getresponse()
                 response.read()
                 conn.close()
@@ -179,7 +182,8 @@ def drive_threads(port: int, path: str, seconds: float, connections: int) -> dic
                 continue
             latencies[slot].append((time.perf_counter() - began) * 1000)
 
-    drive_warmup(port, path)
+    drive_warmup(port, path, body=body)
+    stop = time.perf_counter() + seconds
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
     started = time.perf_counter()
     for thread in threads:
@@ -193,10 +197,11 @@ def drive_threads(port: int, path: str, seconds: float, connections: int) -> dic
             "generator": "threads"}
 
 
-def drive_warmup(port: int, path: str, count: int = 50) -> None:
-    for _ in range(count):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("GET", path)
+def drive_warmup(port: int, path: str, count: int = 50, body: bytes | None = None) -> None:
+    for _ in range(count if body is None else 5):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.request("GET" if body is None else "POST", path, body=body,
+                     headers={} if body is None else {"Content-Type": "application/fhir+json"})
         conn.getresponse().read()
         conn.close()
 
