@@ -93,6 +93,9 @@ def judge_study(study: dict, eligibility: dict | None, request: MatchRequest) ->
     return Judged(study, criteria, eligible, score)
 
 
+_CREDIT = {"pass": 1.0, "unknown": 0.5, "fail": 0.0}
+
+
 def _screen(profile: Profile, request: MatchRequest, memo: dict | None = None) -> tuple[bool, float]:
     """Eligibility and score of a study from its profile (the same as :func:`judge_study`'s);
     ``memo`` keeps the verdicts of one request on shared statements and condition lists."""
@@ -100,23 +103,29 @@ def _screen(profile: Profile, request: MatchRequest, memo: dict | None = None) -
     patient, on = request.patient, request.on
     condition = memo.get(profile.conditions)
     if condition is None:
-        condition = memo[profile.conditions] = judge_condition(profile.conditions, patient)
-    fitted = [("condition", fits(condition, False), condition.computable)]
+        verdict = judge_condition(profile.conditions, patient)
+        condition = memo[profile.conditions] = (fits(verdict, False), verdict.computable)
+    fitted = [("condition", *condition)]
     for link, exclude, said in profile.characteristics:
         kept = memo.get(id(said))
         if kept is None or kept[0] is not said:
-            kept = memo[id(said)] = (said, judge(said, patient, on))
+            verdict = judge(said, patient, on)
+            kept = memo[id(said)] = (said, verdict, fits(verdict, False), fits(verdict, True))
         verdict = kept[1]
-        fitted.append((link, fits(verdict, exclude), verdict.computable))
+        fitted.append((link, kept[3] if exclude else kept[2], verdict.computable))
     return _score(fitted)
 
 
 def _score(fitted: list[tuple[str, str, bool]]) -> tuple[bool, float]:
-    eligible = all(fit != "fail" for _, fit, _ in fitted)
-    weights = [(CONDITION_WEIGHT if link == "condition" else 1, fit) for link, fit, computable in fitted if computable]
-    total = sum(w for w, _ in weights)
-    passed = sum(w * {"pass": 1.0, "unknown": 0.5}.get(fit, 0.0) for w, fit in weights)
-    return eligible, (0.0 if not eligible else round(passed / total, 4) if total else 0.5)
+    total = passed = 0.0
+    for link, fit, computable in fitted:
+        if fit == "fail":
+            return False, 0.0
+        if computable:
+            weight = CONDITION_WEIGHT if link == "condition" else 1
+            total += weight
+            passed += weight * _CREDIT[fit]
+    return True, (round(passed / total, 4) if total else 0.5)
 
 
 class Matcher:
@@ -178,7 +187,7 @@ class Matcher:
                 keys, cursor = self.repository.search_keys(query, versions=False)
                 fresh = [k.pk for k in keys if k.pk not in seen]
                 seen.update(fresh)
-                current = {pk: self.cache.get(pk) for pk in fresh}
+                current = self.cache.get_many(fresh)
                 if all(e is not None and e[1] == generation for e in current.values()):
                     yield from (current[pk][0] for pk in fresh)
                 else:   # something was written since: ask for versions, rebuild what changed

@@ -133,6 +133,16 @@ class ProfileCache:
                 self._entries.move_to_end(pk)
             return entry
 
+    def get_many(self, pks: list[int]) -> dict[int, tuple[Profile, int] | None]:
+        """:meth:`get` of each of ``pks`` (under one lock)."""
+        with self._lock:
+            out = {}
+            for pk in pks:
+                entry = out[pk] = self._entries.get(pk)
+                if entry is not None:
+                    self._entries.move_to_end(pk)
+            return out
+
     def put(self, profile: Profile, generation: int) -> None:
         if not self.max_entries:
             return
