@@ -420,3 +420,141 @@ def test_a_condition_in_no_group_finds_studies_by_its_words(service):
                                                "code": {"text": "Oropharyngeal dysphagia"}}}]}
     entry = _found(_match(service, bundle))["nct05594173"]
     assert _criteria(entry)["condition"]["fit"] == "pass"
+
+
+SYNTHETIC_CRITERIA = """Inclusion Criteria:
+
+* Histologically confirmed non-small cell lung cancer
+* ECOG performance status 0-1
+* Absolute neutrophil count >= 1.5 x 10^9/L
+* Platelets >= 100 x 10^9/L
+* Hemoglobin >= 9 g/dL
+* Total bilirubin <= 1.5 x ULN
+
+Exclusion Criteria:
+
+* Known brain metastases
+* Pregnant women
+"""
+
+
+@pytest.fixture(scope="module")
+def lung_trial(tmp_path_factory):
+    """A recruiting lung cancer trial (a real ClinicalTrials.gov record with these criteria), stored
+    alone: one of each kind of computable criterion, exclusions included."""
+    record = json.loads((SAMPLES / "NCT05594173.json").read_text())
+    protocol = record["protocolSection"]
+    protocol["identificationModule"]["nctId"] = "NCT09999991"
+    protocol["statusModule"]["overallStatus"] = "RECRUITING"
+    protocol["conditionsModule"] = {"conditions": ["Non-small Cell Lung Cancer"]}
+    protocol["eligibilityModule"].update(eligibilityCriteria=SYNTHETIC_CRITERIA, healthyVolunteers=False,
+                                         maximumAge="85 Years")
+    record.pop("derivedSection", None)
+    path = tmp_path_factory.mktemp("lung") / "NCT09999991.json"
+    path.write_text(json.dumps(record))
+    store = open_store(f"sqlite:///{path.parent}/lung.db", clock=fixed_clock)
+    store.put_many([e["resource"] for c in convert([path]) for e in c.bundle["entry"]])
+    yield Matcher(SearchService(store, store.registry, 0))
+    store.close()
+
+
+def _lung_patient(**changes) -> dict:
+    """A 60-year-old woman with NSCLC who meets every criterion, with ``changes`` (analyte ->
+    Observation/Condition resource) swapped in."""
+    def obs(code, **value):
+        return {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-11-30",
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]}, **value}
+
+    def qty(value, code):
+        return {"valueQuantity": {"value": value, "system": "http://unitsofmeasure.org", "code": code}}
+
+    resources = {
+        "patient": {"resourceType": "Patient", "gender": "female", "birthDate": "1966-05-01"},
+        "condition": {"resourceType": "Condition", "code": {"text": "Non-small cell lung cancer"}},
+        "ecog": obs("89247-1", valueInteger=1),
+        "anc": obs("751-8", **qty(2.0, "10*9/L")),
+        "platelets": obs("777-3", **qty(150000, "/mm3")),
+        "hemoglobin": obs("718-7", **qty(110, "g/L")),
+        "bilirubin": obs("1975-2", **qty(0.9, "mg/dL"), referenceRange=[{"high": {
+            "value": 1.2, "system": "http://unitsofmeasure.org", "code": "mg/dL"}}]),
+        "pregnancy": obs("82810-3", valueCodeableConcept={"coding": [{"system": "http://loinc.org",
+                                                                      "code": "LA26683-5"}]}),
+    }
+    resources.update(changes)
+    entries = [r for r in resources.values() if r is not None]
+    for n, r in enumerate(entries):
+        r["id"] = f"r{n}"
+    return {"resourceType": "Bundle", "type": "collection",
+            "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in entries]}
+
+
+def test_the_lung_patient_who_meets_every_criterion_is_found(lung_trial):
+    entry = _found(_match(lung_trial, _lung_patient()))["nct09999991"]
+    fits = {k: c["fit"] for k, c in _criteria(entry).items() if c.get("computable")}
+    # no Condition of brain metastases does not tell that she has none: unknown, which keeps the trial
+    assert fits.pop("exclusion-1") == "unknown"
+    assert set(fits.values()) == {"pass"}, fits
+    assert {"inclusion-2", "inclusion-3", "inclusion-4", "inclusion-5", "inclusion-6",
+            "exclusion-2", "condition", "age", "healthy-volunteers"} <= set(fits)
+
+
+BRAIN_METS = {"resourceType": "Condition", "code": {"coding": [{"system": "http://snomed.info/sct", "code": "94225005"}]}}
+PREGNANT = {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-11-30",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "82810-3"}]},
+            "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA15173-0"}]}}
+
+
+@pytest.mark.parametrize(("changes", "failed"), [
+    ({"ecog": {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-11-30",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "89247-1"}]}, "valueInteger": 2}},
+     "inclusion-2"),
+    ({"anc": {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-11-30",
+              "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]},
+              "valueQuantity": {"value": 900, "system": "http://unitsofmeasure.org", "code": "/uL"}}}, "inclusion-3"),
+    ({"platelets": {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-11-30",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "26515-7"}]},
+                    "valueQuantity": {"value": 60, "system": "http://unitsofmeasure.org", "code": "10*3/uL"}}},
+     "inclusion-4"),
+    ({"hemoglobin": {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-11-30",
+                     "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+                     "valueQuantity": {"value": 4.5, "system": "http://unitsofmeasure.org", "code": "mmol/L"}}},
+     "inclusion-5"),   # 4.5 mmol/L is 7.3 g/dL
+    ({"bilirubin": {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-11-30",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "1975-2"}]},
+                    "valueQuantity": {"value": 40, "system": "http://unitsofmeasure.org", "code": "umol/L"},
+                    "referenceRange": [{"high": {"value": 20, "system": "http://unitsofmeasure.org",
+                                                 "code": "umol/L"}}]}}, "inclusion-6"),   # 2 x ULN
+    ({"mets": BRAIN_METS}, "exclusion-1"),
+    ({"pregnancy": PREGNANT}, "exclusion-2"),
+    ({"patient": {"resourceType": "Patient", "gender": "female", "birthDate": "1935-05-01"}}, "age"),
+])
+def test_each_kind_of_failed_criterion_leaves_the_trial_out(lung_trial, changes, failed):
+    bundle = _lung_patient(**copy.deepcopy(changes))
+    assert "nct09999991" not in _found(_match(lung_trial, bundle))
+    entry = _found(_match(lung_trial, bundle, includeIneligible=True))["nct09999991"]
+    fits = {k: c["fit"] for k, c in _criteria(entry).items() if c.get("computable")}
+    assert [k for k, f in fits.items() if f == "fail"] == [failed]
+    assert entry["search"]["score"] == 0
+
+
+@pytest.mark.parametrize(("changes", "unknown"), [
+    ({"anc": None}, "inclusion-3"),                                 # no result
+    ({"anc": {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2025-01-10",
+              "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]},
+              "valueQuantity": {"value": 0.5, "system": "http://unitsofmeasure.org", "code": "10*9/L"}}},
+     "inclusion-3"),                                                 # too old to tell
+    ({"anc": {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-11-30",
+              "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]},
+              "valueQuantity": {"value": 0.5}}}, "inclusion-3"),    # no unit
+    ({"bilirubin": {"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-11-30",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "1975-2"}]},
+                    "valueQuantity": {"value": 3.0, "system": "http://unitsofmeasure.org", "code": "mg/dL"}}},
+     "inclusion-6"),                                                 # x ULN without a reference range
+    ({"pregnancy": None}, "exclusion-2"),
+])
+def test_what_cannot_be_told_keeps_the_trial_and_says_what_is_missing(lung_trial, changes, unknown):
+    entry = _found(_match(lung_trial, _lung_patient(**copy.deepcopy(changes))))["nct09999991"]
+    criterion = _criteria(entry)[unknown]
+    assert criterion["fit"] == "unknown"
+    missing = [e["valueString"] for e in entry["search"]["extension"] if e["url"].endswith("match-missing")]
+    assert missing and 0 < entry["search"]["score"] < 1
