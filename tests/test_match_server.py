@@ -4,6 +4,7 @@ command line."""
 from __future__ import annotations
 
 import copy
+import re
 import json
 import subprocess
 import sys
@@ -199,3 +200,29 @@ def test_command_line_mistakes_are_one_line_without_a_traceback(tmp_path, conten
     run = _cli("match", str(patient), "--db", f"sqlite:///{tmp_path}/empty.db", *args)
     assert run.returncode != 0
     assert "Traceback" not in run.stderr and words in run.stderr and run.stderr.startswith("error:"), run.stderr
+
+
+def test_the_extensions_fhirstudy_writes_are_defined(server, peer_validate, tmp_path):
+    """Every extension URL in a $match answer and on the stored studies and search parameters
+    resolves to a StructureDefinition the server serves; each is valid R5 (fhir.resources) and the
+    independent validator reports nothing but element ids with [x] or a slice name, which it
+    refuses in the official definitions too (StructureDefinition-actualgroup)."""
+    listed = requests.get(f"{server}/StructureDefinition", timeout=10).json()
+    urls = {e["resource"]["url"]: e["resource"] for e in listed["entry"]}
+    answer = _post(server, _parameters(includeIneligible=True)).text
+    study = requests.get(f"{server}/ResearchStudy/{STUDY}", timeout=10).text
+    parameters = requests.get(f"{server}/SearchParameter", timeout=10).text
+    for text in (answer, study, parameters):
+        for url in set(re.findall(r'"url":\s*"(https://fhirstudy\.org/fhir/StructureDefinition/[^"]+)"', text)):
+            assert url in urls, url
+    for definition in urls.values():
+        validate_resource(definition)
+        assert requests.get(f"{server}/StructureDefinition/{definition['id']}", timeout=10).json() == definition
+        path = tmp_path / f"{definition['id']}.json"
+        path.write_text(json.dumps(definition))
+    run = subprocess.run(["bash", str(peer_validate), "r5", *map(str, tmp_path.glob("*.json"))],
+                         capture_output=True, text=True, timeout=300)
+    issues = [i.strip() for line in run.stdout.splitlines() if line.startswith("INVALID")
+              for i in line.split("  ", 1)[-1].split("|")]
+    assert all(i.endswith("Invalid id format") for i in issues), issues
+    assert requests.get(f"{server}/StructureDefinition/nope", timeout=10).status_code == 404

@@ -1,6 +1,8 @@
 """Operations on studies: ``POST /ResearchStudy/$match`` (the studies a patient could join,
-:mod:`fhirstudy.matching`) and the OperationDefinitions fhirstudy defines
-(``GET /OperationDefinition/{id}``, ``GET /OperationDefinition``).
+:mod:`fhirstudy.matching`), and the definitions fhirstudy publishes: its OperationDefinitions
+(``GET /OperationDefinition/{id}``, ``GET /OperationDefinition``) and the StructureDefinitions of
+the extensions it writes (``GET /StructureDefinition/{id}``, ``GET /StructureDefinition``;
+``mappings/structure-definitions-local.json``).
 
 ``$match`` is open to everyone, as searches are: it writes nothing. Its body is a ``Parameters``
 resource (read as every FHIR body is: size, depth and media type checked by
@@ -14,6 +16,7 @@ from datetime import date
 import orjson
 from flask import Blueprint, Response, current_app
 
+from fhirstudy import mappings
 from fhirstudy.errors import MethodNotAllowed, NotFound
 from fhirstudy.matching import Matcher, match_operation_definition, run_match
 from fhirstudy.server.routes import base_url, get_service
@@ -21,6 +24,7 @@ from fhirstudy.server.write import fhir_response, read_body
 
 bp = Blueprint("fhir_operations", __name__)
 MATCHER_EXTENSION = "fhirstudy.matcher"
+STRUCTURE_DEFINITIONS = "structure-definitions-local.json"
 
 
 def get_matcher() -> Matcher:
@@ -44,21 +48,29 @@ def match_get() -> Response:
     raise MethodNotAllowed("ResearchStudy/$match takes a Parameters body: use POST")
 
 
-@bp.get("/OperationDefinition/<rid>")
-def operation_definition(rid: str) -> Response:
-    """An OperationDefinition fhirstudy defines itself."""
-    definition = match_operation_definition()
-    if rid != definition["id"]:
-        raise NotFound(f"OperationDefinition/{rid} is not known")
-    return fhir_response(definition)
+def _definitions(kind: str) -> list[dict]:
+    if kind == "OperationDefinition":
+        return [match_operation_definition()]
+    return mappings.load(STRUCTURE_DEFINITIONS)["definitions"]
 
 
-@bp.get("/OperationDefinition")
-def operation_definitions() -> Response:
-    """Every OperationDefinition fhirstudy defines, as a searchset (no criteria taken)."""
-    base, definition = base_url(), match_operation_definition()
+@bp.get("/OperationDefinition/<rid>", defaults={"kind": "OperationDefinition"})
+@bp.get("/StructureDefinition/<rid>", defaults={"kind": "StructureDefinition"})
+def definition(kind: str, rid: str) -> Response:
+    """A definition fhirstudy publishes."""
+    for found in _definitions(kind):
+        if found["id"] == rid:
+            return fhir_response(found)
+    raise NotFound(f"{kind}/{rid} is not known")
+
+
+@bp.get("/OperationDefinition", defaults={"kind": "OperationDefinition"})
+@bp.get("/StructureDefinition", defaults={"kind": "StructureDefinition"})
+def definitions(kind: str) -> Response:
+    """Every definition of ``kind`` fhirstudy publishes, as a searchset (no criteria taken)."""
+    base, found = base_url(), _definitions(kind)
     return fhir_response({
-        "resourceType": "Bundle", "type": "searchset", "total": 1,
-        "link": [{"relation": "self", "url": f"{base}/OperationDefinition"}],
-        "entry": [{"fullUrl": f"{base}/OperationDefinition/{definition['id']}", "resource": definition,
-                   "search": {"mode": "match"}}]})
+        "resourceType": "Bundle", "type": "searchset", "total": len(found),
+        "link": [{"relation": "self", "url": f"{base}/{kind}"}],
+        "entry": [{"fullUrl": f"{base}/{kind}/{d['id']}", "resource": d, "search": {"mode": "match"}}
+                  for d in found]})
