@@ -438,10 +438,9 @@ Exclusion Criteria:
 """
 
 
-@pytest.fixture(scope="module")
-def lung_trial(tmp_path_factory):
-    """A recruiting lung cancer trial (a real ClinicalTrials.gov record with these criteria), stored
-    alone: one of each kind of computable criterion, exclusions included."""
+def _lung_resources(folder: Path) -> list[dict]:
+    """A recruiting lung cancer trial (a real ClinicalTrials.gov record with these criteria): one
+    of each kind of computable criterion, exclusions included."""
     record = json.loads((SAMPLES / "NCT05594173.json").read_text())
     protocol = record["protocolSection"]
     protocol["identificationModule"]["nctId"] = "NCT09999991"
@@ -450,12 +449,42 @@ def lung_trial(tmp_path_factory):
     protocol["eligibilityModule"].update(eligibilityCriteria=SYNTHETIC_CRITERIA, healthyVolunteers=False,
                                          maximumAge="85 Years")
     record.pop("derivedSection", None)
-    path = tmp_path_factory.mktemp("lung") / "NCT09999991.json"
+    path = folder / "NCT09999991.json"
     path.write_text(json.dumps(record))
-    store = open_store(f"sqlite:///{path.parent}/lung.db", clock=fixed_clock)
-    store.put_many([e["resource"] for c in convert([path]) for e in c.bundle["entry"]])
+    return [e["resource"] for c in convert([path]) for e in c.bundle["entry"]]
+
+
+@pytest.fixture(scope="module")
+def lung_trial(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lung")
+    store = open_store(f"sqlite:///{folder}/lung.db", clock=fixed_clock)
+    store.put_many(_lung_resources(folder))
     yield Matcher(SearchService(store, store.registry, 0))
     store.close()
+
+
+def test_a_changed_eligibility_is_judged_anew_by_a_matcher_that_kept_the_old_one(tmp_path):
+    """The matcher keeps study profiles between requests; a write to the eligibility alone (or to
+    the study, or a delete) is seen by the next request."""
+    resources = _lung_resources(tmp_path)
+    store = open_store(f"sqlite:///{tmp_path}/kept.db", clock=fixed_clock)
+    try:
+        store.put_many(resources)
+        matcher = Matcher(SearchService(store, store.registry, 0))
+        low_anc = _lung_patient(anc={"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-11-30",
+                                     "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]},
+                                     "valueQuantity": {"value": 1.2, "system": "http://unitsofmeasure.org",
+                                                       "code": "10*9/L"}})
+        assert "nct09999991" not in _found(_match(matcher, low_anc))       # ANC >= 1.5: left out
+        ev = copy.deepcopy(next(r for r in resources if r["id"] == "nct09999991-eligibility"))
+        anc = next(c for c in ev["characteristic"] if c.get("linkId") == "inclusion-3")
+        anc["definitionByTypeAndValue"]["valueQuantity"]["value"] = 1
+        store.update(ev)                                                      # now ANC >= 1.0
+        assert "nct09999991" in _found(_match(matcher, low_anc))
+        store.delete("ResearchStudy", "nct09999991")
+        assert "nct09999991" not in _found(_match(matcher, _lung_patient()))
+    finally:
+        store.close()
 
 
 def _lung_patient(**changes) -> dict:
