@@ -232,10 +232,15 @@ class Matcher:
         one asked for or not stated (positions and statuses kept per site while the store's
         generation stands)."""
         latitude, longitude, km = request.near
+        generation = self.repository.generation()
+        key = (latitude, longitude, km, frozenset(request.statuses))
+        kept = self.cache.near(key, generation)
+        if kept is not None:
+            return kept
         centre = geo.position(latitude, longitude)
         query = self.service.parse("Location", [("near", f"{latitude}|{longitude}|{km}|km"), ("_total", "none")])
         query.count = KEYS_PAGE
-        generation, wanted, out = self.repository.generation(), set(request.statuses), {}
+        wanted, out = set(request.statuses), {}
         while True:
             keys, cursor = self.repository.search_keys(query, versions=False)
             sites = {k.pk: self.cache.site(k.pk, generation) for k in keys}
@@ -250,6 +255,7 @@ class Matcher:
                     continue
                 out[site.reference] = geo.great_circle_km(centre, geo.position(*site.position))
             if cursor is None:
+                self.cache.put_near(key, generation, out)
                 return out
             query.cursor = cursor
 

@@ -8,7 +8,8 @@ computable, so they change neither. Only the studies that make the page are read
 full, for their per-criterion report.
 
 The cache holds a profile by the study's primary key with the store generation at which it was
-last known to be current: while the generation has not moved (nothing written, by any process),
+last known to be current (and so, per generation, the sites' positions and the sites near the
+last places asked from): while the generation has not moved (nothing written, by any process),
 a profile is used without asking the database for versions. Equal characteristics of different
 studies ("ECOG 0-1", "ANC >= 1.5 x 10^9/L") are kept once (:meth:`ProfileCache.intern`), so a
 request judges each of them once.
@@ -25,6 +26,7 @@ from .conditions import StudyCondition, study_conditions, subtype_characteristic
 from .criteria import window_days
 
 DEFAULT_PROFILES = 200_000   # profiles kept per matcher (a few hundred bytes to a few KB each)
+NEAR_PLACES = 64             # places whose near sites are kept
 STATUS_SYSTEM = "http://hl7.org/fhir/research-study-status"
 PHASE_SYSTEM = "http://hl7.org/fhir/research-study-phase"
 
@@ -123,6 +125,7 @@ class ProfileCache:
         self._entries: OrderedDict[int, tuple[Profile, int]] = OrderedDict()
         self._shared: dict[bytes, dict] = {}
         self._sites: dict[int, tuple[Site, int]] = {}
+        self._near: OrderedDict[tuple, tuple[dict[str, float], int]] = OrderedDict()
         self._lock = Lock()
 
     def get(self, pk: int) -> tuple[Profile, int] | None:
@@ -165,6 +168,22 @@ class ProfileCache:
                 self._sites.clear()
             self._sites[pk] = (kept, generation)
         return kept
+
+    def near(self, key: tuple, generation: int) -> dict[str, float] | None:
+        """The sites near a place (``key``: latitude, longitude, km, statuses) as found at
+        ``generation``: a hospital's patients ask from the same few places."""
+        with self._lock:
+            entry = self._near.get(key)
+            if entry is None or entry[1] != generation:
+                return None
+            self._near.move_to_end(key)
+            return entry[0]
+
+    def put_near(self, key: tuple, generation: int, sites: dict[str, float]) -> None:
+        with self._lock:
+            self._near[key] = (sites, generation)
+            while len(self._near) > NEAR_PLACES:
+                self._near.popitem(last=False)
 
     def intern(self, characteristic: dict) -> dict:
         """The one kept copy of ``characteristic`` (equal content, same object)."""
