@@ -464,8 +464,9 @@ def lung_trial(tmp_path_factory):
 
 
 def test_a_changed_eligibility_is_judged_anew_by_a_matcher_that_kept_the_old_one(tmp_path):
-    """The matcher keeps study profiles between requests; a write to the eligibility alone (or to
-    the study, or a delete) is seen by the next request."""
+    """The matcher keeps study profiles, and the keys its candidate searches found, between
+    requests; a write to the eligibility alone (or to the study, a delete, a new study) is seen by
+    the next request."""
     resources = _lung_resources(tmp_path)
     store = open_store(f"sqlite:///{tmp_path}/kept.db", clock=fixed_clock)
     try:
@@ -481,8 +482,12 @@ def test_a_changed_eligibility_is_judged_anew_by_a_matcher_that_kept_the_old_one
         anc["definitionByTypeAndValue"]["valueQuantity"]["value"] = 1
         store.update(ev)                                                      # now ANC >= 1.0
         assert "nct09999991" in _found(_match(matcher, low_anc))
+        study = copy.deepcopy(next(r for r in resources if r["id"] == "nct09999991"))
         store.delete("ResearchStudy", "nct09999991")
         assert "nct09999991" not in _found(_match(matcher, _lung_patient()))
+        study["id"] = "nct09999992"
+        store.put_many([study])                                               # a new study, same condition
+        assert "nct09999992" in _found(_match(matcher, _lung_patient()))
     finally:
         store.close()
 

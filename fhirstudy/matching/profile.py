@@ -8,11 +8,11 @@ computable, so they change neither. Only the studies that make the page are read
 full, for their per-criterion report.
 
 The cache holds a profile by the study's primary key with the store generation at which it was
-last known to be current (and so, per generation, the sites' positions and the sites near the
-last places asked from): while the generation has not moved (nothing written, by any process),
+last known to be current (and so, per generation, the sites' positions, the sites near the last
+places asked from and the keys each candidate search found): while the generation has not moved (nothing written, by any process),
 a profile is used without asking the database for versions. Equal characteristics of different
-studies ("ECOG 0-1", "ANC >= 1.5 x 10^9/L") are kept once (:meth:`ProfileCache.intern`), so a
-request judges each of them once.
+studies ("ECOG 0-1", "ANC >= 1.5 x 10^9/L"), and equal condition lists, are kept once
+(:meth:`ProfileCache.intern`), so a request judges each of them once.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from .criteria import window_days
 
 DEFAULT_PROFILES = 200_000   # profiles kept per matcher (a few hundred bytes to a few KB each)
 NEAR_PLACES = 64             # places whose near sites are kept
+CANDIDATE_SEARCHES = 256     # candidate searches whose keys are kept
 STATUS_SYSTEM = "http://hl7.org/fhir/research-study-status"
 PHASE_SYSTEM = "http://hl7.org/fhir/research-study-phase"
 
@@ -91,7 +92,7 @@ def build(pk: int, study: dict, version: int, eligibility: dict | None, eligibil
     return Profile(pk, study["id"], version, linked,
                    _codes([p.get("state") for p in study.get("progressStatus") or [] if isinstance(p, dict)],
                           STATUS_SYSTEM),
-                   _codes([study.get("phase")], PHASE_SYSTEM), study_conditions(study),
+                   _codes([study.get("phase")], PHASE_SYSTEM), intern(study_conditions(study)),
                    tuple((c.get("linkId") or "", bool(c.get("exclude")), intern(statement(c)))
                          for c in characteristics),
                    tuple(s["reference"] for s in study.get("site") or []
@@ -123,9 +124,10 @@ class ProfileCache:
     def __init__(self, max_entries: int = DEFAULT_PROFILES):
         self.max_entries = max_entries
         self._entries: OrderedDict[int, tuple[Profile, int]] = OrderedDict()
-        self._shared: dict[bytes, dict] = {}
+        self._shared: dict = {}
         self._sites: dict[int, tuple[Site, int]] = {}
         self._near: OrderedDict[tuple, tuple[dict[str, float], int]] = OrderedDict()
+        self._candidates: OrderedDict[tuple, tuple[list[int], int]] = OrderedDict()
         self._lock = Lock()
 
     def get(self, pk: int) -> tuple[Profile, int] | None:
@@ -185,13 +187,30 @@ class ProfileCache:
             while len(self._near) > NEAR_PLACES:
                 self._near.popitem(last=False)
 
-    def intern(self, characteristic: dict) -> dict:
-        """The one kept copy of ``characteristic`` (equal content, same object)."""
-        key = orjson.dumps(characteristic, option=orjson.OPT_SORT_KEYS)
+    def candidates(self, search: tuple, generation: int) -> list[int] | None:
+        """The primary keys one candidate search (its parameters) found at ``generation``: patients
+        with the same condition ask the same searches."""
+        with self._lock:
+            entry = self._candidates.get(search)
+            if entry is None or entry[1] != generation:
+                return None
+            self._candidates.move_to_end(search)
+            return entry[0]
+
+    def put_candidates(self, search: tuple, generation: int, pks: list[int]) -> None:
+        with self._lock:
+            self._candidates[search] = (pks, generation)
+            while len(self._candidates) > CANDIDATE_SEARCHES:
+                self._candidates.popitem(last=False)
+
+    def intern(self, value: dict | tuple) -> dict | tuple:
+        """The one kept copy of ``value``, a characteristic or a tuple of conditions (equal
+        content, same object: screening keeps one verdict per object)."""
+        key = value if isinstance(value, tuple) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         with self._lock:
             if len(self._shared) > 4 * max(self.max_entries, 1):
                 self._shared.clear()
-            return self._shared.setdefault(key, characteristic)
+            return self._shared.setdefault(key, value)
 
     def __len__(self) -> int:
         return len(self._entries)
