@@ -29,6 +29,7 @@ class ExportRequest:
     output_format: str = NDJSON
     include_associated: tuple[str, ...] = ()
     request_url: str = ""      # the kick-off URL, for the manifest's ``request``
+    warnings: tuple[str, ...] = ()   # what ``Prefer: handling=lenient`` ignored: written to the error file
 
     def to_json(self) -> dict:
         """A JSON-ready dict (kept with the job in the database)."""
@@ -45,4 +46,4 @@ class ExportRequest:
                    type_filters={k: tuple(v) for k, v in (data.get("type_filters") or {}).items()},
                    elements=tup(data.get("elements")), output_format=data.get("output_format") or NDJSON,
                    include_associated=tuple(data.get("include_associated") or ()),
-                   request_url=data.get("request_url") or "")
+                   request_url=data.get("request_url") or "", warnings=tuple(data.get("warnings") or ()))
