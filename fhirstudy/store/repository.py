@@ -188,5 +188,9 @@ class Repository(Protocol):
     def generation(self) -> int:
         """A number that grows with every committed write."""
 
+    def snapshot(self):
+        """A context manager giving one consistent view for a long read (an export): a
+        :class:`~fhirstudy.store.snapshot.Snapshot`."""
+
     def close(self) -> None:
         """Release every connection."""

@@ -46,6 +46,7 @@ from fhirstudy.store import reads
 from fhirstudy.store import state as _state
 from fhirstudy.store.compiler import check_query, index_matches, search_conditions
 from fhirstudy.store.engine import CHUNK, WRITE_OPTION, chunks, db_errors, engine_for
+from fhirstudy.store.snapshot import open_snapshot
 from fhirstudy.store.guards import check_integer, check_key, check_text
 from fhirstudy.store.includes import ITERATE_ROUNDS, MAX_INCLUDED, included
 from fhirstudy.store.indexing import Indexer, Prepared, content_hash
@@ -285,6 +286,11 @@ class SqlStore:
             check_key(rtype, rid)
         with db_errors(), self.engine.connect() as conn:
             return reads.read_many(conn, rtype, ids, content)
+
+    def snapshot(self):
+        """A context manager giving one consistent :class:`~fhirstudy.store.snapshot.Snapshot` of
+        the store for a long read (an export) while writes go on."""
+        return open_snapshot(self.engine, self.clock)
 
     def close(self) -> None:
         """Release every database connection."""
