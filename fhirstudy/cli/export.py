@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         service = SearchService(store, store.registry, 0)
         try:
-            request = parse_kickoff(args.level, args.group, _pairs(args), service, request_url="fhirstudy export")
+            request = parse_kickoff(args.level, _pairs(args), store.registry.served_types, service,
+                                    group_id=args.group, request_url="fhirstudy export " + " ".join(sys.argv[2:]))
         except InvalidRequest as exc:
             raise UsageError(str(exc)) from None
         limit = MAX_FILE_BYTES if args.max_file_mb is None else max(1, int(args.max_file_mb * 2**20))
