@@ -38,7 +38,8 @@ MAY_IMPORT = {
     "store": FOUNDATION | {"search"},
     "service": FOUNDATION | {"search", "store"},
     "matching": FOUNDATION | {"search"},
-    "server": FOUNDATION | {"search", "store", "service", "validation", "matching"},
+    "export": FOUNDATION | {"search", "store", "service"},
+    "server": FOUNDATION | {"search", "store", "service", "validation", "matching", "export"},
     "push": FOUNDATION | {"trial", "mappers", "eligibility", "search", "store", "service"},
     "pipeline": FOUNDATION | {"trial", "sources", "mappers", "eligibility", "validation"},
     "loader": FOUNDATION,
@@ -51,7 +52,7 @@ LIBRARIES_KEPT_OUT = {
     "validation": NO_WEB | NO_SQL, "eligibility": NO_WEB | NO_SQL, "search": NO_WEB | NO_SQL,
     "matching": NO_WEB | NO_SQL,
     "config": NO_WEB | NO_SQL,
-    "store": NO_WEB, "service": NO_WEB,
+    "store": NO_WEB, "service": NO_WEB, "export": NO_WEB,
 }
 SCRIPT = """
 import importlib, json, pkgutil, sys

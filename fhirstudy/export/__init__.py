@@ -8,5 +8,6 @@
   run again from the start, never published half done), run by a thread of the server.
 
 The server's routes are in :mod:`fhirstudy.server.bulk`, the command line in
-:mod:`fhirstudy.cli.export`.
+:mod:`fhirstudy.cli.export`. This room may import the foundation, :mod:`fhirstudy.search`,
+:mod:`fhirstudy.store` and :mod:`fhirstudy.service`, and no web library.
 """
