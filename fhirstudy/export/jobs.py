@@ -292,6 +292,7 @@ class Runner:
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
         self._swept = 0.0
+        self.sweep_seconds = min(SWEEP_SECONDS, max(0.5, jobs.retention / 2))   # expired files go soon after
 
     def start(self) -> "Runner":
         """Start the runner's thread (a daemon: it dies with the process, and its job is then
@@ -323,7 +324,7 @@ class Runner:
 
     def run_once(self) -> bool:
         """Sweep expired jobs now and then, and run one job if there is one; whether there was."""
-        if time.monotonic() - self._swept > SWEEP_SECONDS:
+        if time.monotonic() - self._swept > self.sweep_seconds:
             self._swept = time.monotonic()
             self.jobs.sweep()
         job = self.jobs.claim(self.owner)
