@@ -76,7 +76,7 @@ def test_a_study_export_holds_every_resource_its_studies_reference_and_their_pro
     assert breast and {i for t, i in lines if t == "ResearchStudy"} == breast
     everything = _all_stored(store, ["ResearchStudy", "Location", "PlanDefinition", "EvidenceVariable", "Provenance"])
     for key, line in lines.items():   # nothing a study's set references is missing from the export
-        for target in references(orjson.loads(line)):
+        for target in references(line):
             if target in everything:
                 assert target in lines, f"{key} references {target}, which is not exported"
     provenance = [orjson.loads(line) for (t, _), line in lines.items() if t == "Provenance"]
@@ -102,7 +102,7 @@ def test_since_keeps_what_changed_and_lists_what_was_deleted(store, tmp_path):
     study = orjson.loads(store.read("ResearchStudy", "nct00763412"))
     study["title"] = study["title"] + " (amended)"
     store.update(study)
-    store.delete("Location", next(i for t, i in references(study) if t == "Location"))
+    store.delete("Location", next(i for t, i in references(orjson.dumps(study)) if t == "Location"))
     result, lines = _export(store, ExportRequest(since=first.transaction_time), tmp_path / "since")
     assert list(lines) == [("ResearchStudy", "nct00763412")]
     assert orjson.loads(lines[("ResearchStudy", "nct00763412")])["title"].endswith("(amended)")
@@ -169,6 +169,15 @@ def test_lenient_warnings_go_to_the_error_file(store, tmp_path):
     [error] = result.error
     outcome = orjson.loads((tmp_path / "warn" / error.name).read_bytes())
     assert outcome["resourceType"] == "OperationOutcome" and "patient" in outcome["issue"][0]["diagnostics"]
+
+
+def test_references_are_read_from_the_stored_bytes_and_text_cannot_pass_for_one():
+    stored = orjson.dumps({"resourceType": "ResearchStudy", "id": "s", "site": [{"reference": "Location/a-1.b"}],
+                           "protocol": [{"reference": "PlanDefinition/p/_history/2"}],
+                           "description": 'see "reference":"Location/fake"', "note": [{"text": "Location/x"}],
+                           "relatedArtifact": [{"resourceReference": {"reference": "https://other.org/Group/g"}}],
+                           "extension": [{"url": "u", "valueReference": {"reference": "Group/g1"}}]})
+    assert references(stored) == {("Location", "a-1.b"), ("PlanDefinition", "p"), ("Group", "g1")}
 
 
 def test_a_cancelled_export_stops(store, tmp_path):

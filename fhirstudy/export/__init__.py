@@ -8,6 +8,7 @@
   run again from the start, never published half done), run by a thread of the server.
 
 The server's routes are in :mod:`fhirstudy.server.bulk`, the command line in
-:mod:`fhirstudy.cli.export`. This room may import the foundation, :mod:`fhirstudy.search`,
-:mod:`fhirstudy.store` and :mod:`fhirstudy.service`, and no web library.
+:mod:`fhirstudy.cli.export`. May import the foundation, ``search``, ``store`` (its repository and
+snapshot; the jobs table beside the store's) and ``service`` (to parse ``_typeFilter``); no
+Flask, no HTTP.
 """

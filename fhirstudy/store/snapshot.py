@@ -28,10 +28,11 @@ PAGE = 500   # resources read at a time
 
 _temp = sa.MetaData()
 wanted_table = sa.Table("fhirstudy_export_wanted", _temp,
+                        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
                         sa.Column("type", sa.String(64), nullable=False),
                         sa.Column("id", sa.String(64), nullable=False),
                         sa.Column("done", sa.Boolean, nullable=False, default=False),
-                        sa.PrimaryKeyConstraint("type", "id"), prefixes=["TEMPORARY"])
+                        sa.UniqueConstraint("type", "id"), prefixes=["TEMPORARY"])
 
 
 @contextmanager
@@ -131,19 +132,18 @@ class Snapshot:
             self.conn.execute(insert.on_conflict_do_nothing(), chunk)
 
     def wanted(self) -> Iterator[list[tuple[str, str]]]:
-        """The noted resources not yet handed out, a page at a time (each handed out once; ones
-        noted meanwhile come in later pages)."""
+        """The noted resources not noted as done, a page at a time in the order noted (each handed
+        out once; ones noted meanwhile come in later pages)."""
         if not self._wanted:
             return
+        after = 0   # in the order noted: what is noted meanwhile comes after
         while True:
-            rows = self.conn.execute(sa.select(wanted_table.c.type, wanted_table.c.id)
-                                     .where(wanted_table.c.done.is_(False))
-                                     .order_by(wanted_table.c.type, wanted_table.c.id).limit(PAGE)).all()
+            rows = self.conn.execute(sa.select(wanted_table.c.seq, wanted_table.c.type, wanted_table.c.id)
+                                     .where(wanted_table.c.seq > after, wanted_table.c.done.is_(False))
+                                     .order_by(wanted_table.c.seq).limit(PAGE)).all()
             if not rows:
                 return
-            for rtype in {r.type for r in rows}:
-                self.conn.execute(sa.update(wanted_table).values(done=True).where(
-                    wanted_table.c.type == rtype, wanted_table.c.id.in_([r.id for r in rows if r.type == rtype])))
+            after = rows[-1].seq
             yield [(r.type, r.id) for r in rows]
 
     def unseen(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
