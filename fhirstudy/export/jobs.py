@@ -45,6 +45,7 @@ MAX_ATTEMPTS = 3            # runs of one job (a killed worker's job is run agai
 RUNNER_IDLE_SECONDS = 1.0   # a runner with nothing to do looks for work this often
 SWEEP_SECONDS = 5.0         # and for expired jobs this often
 ACTIVE = ("queued", "running")
+SUBMIT_LOCK = 0x66686972   # the PostgreSQL advisory lock that takes kick-offs one at a time
 log = logging.getLogger(__name__)
 
 jobs_metadata = sa.MetaData()
@@ -140,14 +141,16 @@ class Jobs:
         job_id = secrets.token_urlsafe(24)
         now = self.clock()
         with db_errors(), self._writer.begin() as conn:
-            conn.execute(sa.insert(jobs_table).values(
-                id=job_id, status="queued", request=orjson.dumps(request.to_json()).decode(), base_url=base_url,
-                requires_token=requires_token, kickoff_time=now_instant(), created=now, done=0, attempt=0))
-            first = conn.execute(sa.select(jobs_table.c.id).where(jobs_table.c.status.in_(ACTIVE))
-                                 .order_by(jobs_table.c.created, jobs_table.c.id).limit(self.max_jobs)).scalars()
-            if job_id in set(first):
+            if conn.dialect.name == "postgresql":   # kick-offs one at a time (SQLite: BEGIN IMMEDIATE)
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SUBMIT_LOCK})
+            active = conn.execute(sa.select(sa.func.count()).select_from(jobs_table)
+                                  .where(jobs_table.c.status.in_(ACTIVE))).scalar_one()
+            if active < self.max_jobs:
+                conn.execute(sa.insert(jobs_table).values(
+                    id=job_id, status="queued", request=orjson.dumps(request.to_json()).decode(),
+                    base_url=base_url, requires_token=requires_token, kickoff_time=now_instant(), created=now,
+                    done=0, attempt=0))
                 return job_id
-            conn.execute(sa.delete(jobs_table).where(jobs_table.c.id == job_id))
         raise TooManyRequests(f"{self.max_jobs} exports are queued or running, the most this server takes; "
                               f"try again later", headers={"Retry-After": str(self.retry_after())})
 
