@@ -32,7 +32,6 @@ from typing import Callable
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
 from fhirstudy.errors import StoreError, TooManyRequests
 from fhirstudy.search.index import now_instant
