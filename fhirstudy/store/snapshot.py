@@ -33,6 +33,8 @@ wanted_table = sa.Table("fhirstudy_export_wanted", _temp,
                         sa.Column("id", sa.String(64), nullable=False),
                         sa.Column("done", sa.Boolean, nullable=False, default=False),
                         sa.UniqueConstraint("type", "id"), prefixes=["TEMPORARY"])
+pointing_table = sa.Table("fhirstudy_export_pointing", _temp,
+                          sa.Column("pk", sa.Integer, primary_key=True, autoincrement=False), prefixes=["TEMPORARY"])
 
 
 @contextmanager
@@ -180,15 +182,31 @@ class Snapshot:
 
     def pointing_at_wanted(self, rtype: str, code: str) -> Iterator[list[str]]:
         """Ids of the live ``rtype`` resources whose reference parameter ``code`` (``Provenance``
-        ``target``) points at a noted resource, a page at a time."""
+        ``target``) points at a noted resource, a page at a time. Their keys are gathered by one
+        join into a temporary table first, then read from it by keyset."""
         if not self._wanted:
             return
         rows_table = INDEX_TABLES["reference"]
-        pks = (sa.select(rows_table.c.resource_pk)
-               .join(wanted_table, sa.and_(wanted_table.c.type == rows_table.c.target_type,
-                                           wanted_table.c.id == rows_table.c.target_id))
-               .where(rows_table.c.pid == param_id(rtype, code)))
-        yield from self._ids(rtype, pks)
+        pointing_table.create(self.conn, checkfirst=True)
+        try:
+            self.conn.execute(pointing_table.delete())
+            self.conn.execute(pointing_table.insert().from_select(["pk"], sa.select(rows_table.c.resource_pk).distinct()
+                              .join(wanted_table, sa.and_(wanted_table.c.type == rows_table.c.target_type,
+                                                          wanted_table.c.id == rows_table.c.target_id))
+                              .where(rows_table.c.pid == param_id(rtype, code))))
+            after = 0
+            while True:
+                pks = self.conn.execute(sa.select(pointing_table.c.pk).where(pointing_table.c.pk > after)
+                                        .order_by(pointing_table.c.pk).limit(PAGE)).scalars().all()
+                if not pks:
+                    return
+                after = pks[-1]
+                ids = self.conn.execute(sa.select(resource.c.id).where(
+                    *self._where(rtype, None, None, None), resource.c.pk.in_(pks))).scalars().all()
+                if ids:
+                    yield ids
+        finally:
+            pointing_table.drop(self.conn, checkfirst=True)
 
     def _ids(self, rtype: str, pks: sa.Select) -> Iterator[list[str]]:
         where = self._where(rtype, None, None, None) + [resource.c.pk.in_(pks)]
