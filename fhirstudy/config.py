@@ -30,6 +30,10 @@ PREFIX = "FHIRSTUDY_"
 DEFAULT_DATABASE_URL = "sqlite:///fhirstudy.db"
 DEFAULT_SEARCH_CACHE_BYTES = 64 * 2**20   # search responses kept per app until the next write
 DEFAULT_SEARCH_TIMEOUT_MS = 5000          # statements of one search or history request
+DEFAULT_EXPORT_RETENTION_SECONDS = 3600   # a finished export's files are kept this long
+DEFAULT_EXPORT_MAX_JOBS = 4               # export jobs queued or running at once (429 past it)
+DEFAULT_EXPORT_POLL_SECONDS = 2           # a job's status polled more often: 429 (also Retry-After)
+DEFAULT_EXPORT_STALE_SECONDS = 30         # a running job not heard of this long is run again
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -102,6 +106,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_HEADER_FIELDS", integer(1), limits.MAX_HEADER_FIELDS, "header lines of one request (431 past it)"),
     Setting("SEARCH_TIMEOUT_MS", integer(0), DEFAULT_SEARCH_TIMEOUT_MS,
             "time for the statements of one search or `_history` request (400 `too-costly` past it); 0: no limit"),
+    Setting("EXPORT_DIR", path, None,
+            "where Bulk Data export files are written (default: `<db file>.exports/` beside a SQLite "
+            "database, else `fhirstudy-exports/` in the working directory)"),
+    Setting("EXPORT_RETENTION_SECONDS", integer(1), DEFAULT_EXPORT_RETENTION_SECONDS,
+            "how long a finished (or failed) export and its files are kept (the manifest's `Expires`)"),
+    Setting("EXPORT_MAX_JOBS", integer(1), DEFAULT_EXPORT_MAX_JOBS,
+            "export jobs queued or running at once; a kick-off past it gets 429 with `Retry-After`"),
+    Setting("EXPORT_POLL_SECONDS", integer(0), DEFAULT_EXPORT_POLL_SECONDS,
+            "the least time between two status polls of one running export (429 when sooner; the "
+            "`Retry-After` given); 0: no limit"),
+    Setting("EXPORT_STALE_SECONDS", integer(1), DEFAULT_EXPORT_STALE_SECONDS,
+            "a running export whose worker has not been heard of this long (killed) is run again "
+            "from the start, by any worker"),
+    Setting("EXPORT_PAGE_PAUSE_MS", integer(0), 0,
+            "a pause after each page an export writes, so that a long export leaves the database to "
+            "searches and writes; 0: none"),
     Setting("MAPPINGS_DIR", path, None,
             "a folder of mapping tables read instead of the package's own (`fhirstudy/mappings/`)"),
     Setting("PUSH_TOKEN", text, None, "the bearer token `fhirstudy push` sends (`push --token`)"),
@@ -109,7 +129,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 BY_KEY: Mapping[str, Setting] = MappingProxyType({s.key: s for s in SETTINGS})
 SERVER_KEYS = ("DATABASE_URL", "BASE_URL", "WRITE_TOKEN", "SEARCH_CACHE_BYTES",
-               "MAX_BODY_BYTES", "MAX_URL_BYTES", "MAX_HEADER_BYTES", "MAX_HEADER_FIELDS")
+               "MAX_BODY_BYTES", "MAX_URL_BYTES", "MAX_HEADER_BYTES", "MAX_HEADER_FIELDS",
+               "EXPORT_DIR", "EXPORT_RETENTION_SECONDS", "EXPORT_MAX_JOBS", "EXPORT_POLL_SECONDS",
+               "EXPORT_STALE_SECONDS", "EXPORT_PAGE_PAUSE_MS")
 
 
 def read(keys: Iterable[str] | None = None, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:

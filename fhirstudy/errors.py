@@ -30,6 +30,8 @@
         +-- Gone                        410: the resource was deleted
         +-- PreconditionFailed          412: If-Match or a conditional operation's criteria failed
         +-- UnsupportedMediaType        415: a body that is not FHIR JSON
+        +-- TooManyRequests             429: too many export jobs, or a status polled too often
+                                        (``headers``: Retry-After)
         +-- BundleEntryFailed           an entry of a transaction failed: the entry's status, and
                                         ``index`` and ``cause`` (the entry's own error)
     +-- PushError                       pushing to another FHIR server failed (``url``)
@@ -208,6 +210,11 @@ class PreconditionFailed(FhirError):
 class UnsupportedMediaType(FhirError):
     status = 415
     code = "not-supported"
+
+
+class TooManyRequests(FhirError):
+    status = 429
+    code = "throttled"
 
 
 class BundleEntryFailed(FhirError):

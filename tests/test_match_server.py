@@ -132,7 +132,7 @@ def test_the_operation_is_defined_and_listed(server):
     assert {"name": "match", "definition": definition["url"]}.items() <= next(
         o for o in study["operation"] if o["name"] == "match").items()
     listed = requests.get(f"{server}/OperationDefinition", timeout=10).json()
-    assert [e["resource"]["id"] for e in listed["entry"]] == ["ResearchStudy-match"]
+    assert [e["resource"]["id"] for e in listed["entry"]] == ["ResearchStudy-match", "ResearchStudy-export"]
     assert requests.get(f"{server}/OperationDefinition/nope", timeout=10).status_code == 404
 
 

@@ -17,7 +17,9 @@ Flask, werkzeug, fhirstudy.service, fhirstudy.store, fhirstudy.search and fhirst
 
 Blueprints: ``routes`` (metadata, read, search), ``history`` (history, vread; 304/410 on read)
 and ``write`` (create, update, delete, conditional ones, transaction/batch, ``$validate``), and
-``operations`` (``ResearchStudy/$match``, the OperationDefinitions).
+``operations`` (``ResearchStudy/$match``, the OperationDefinitions), and ``bulk`` (Bulk Data
+``$export``: kick-off, status, files; its jobs kept in the database, :mod:`fhirstudy.export`).
+The ``EXPORT_*`` keys are described in :mod:`fhirstudy.server.bulk`.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ SERVICE_EXTENSION = "fhirstudy.search_service"
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the Flask app: config, store, the error handler, the FHIR read, history and write routes."""
-    from fhirstudy.server import boundary, history, operations, outcome, routes, write
+    from fhirstudy.server import boundary, bulk, history, operations, outcome, routes, write
 
     app = Flask(__name__)
     app.config.from_mapping(config.read(config.SERVER_KEYS))  # FHIRSTUDY_<KEY>, else the named defaults
@@ -41,6 +43,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     init_store(app)
     outcome.init_app(app)
     boundary.init_app(app)
+    app.register_blueprint(bulk.bp)
     app.register_blueprint(routes.bp)
     app.register_blueprint(operations.bp)
     app.register_blueprint(history.bp)
@@ -59,7 +62,10 @@ def init_store(app: Flask) -> None:
 
 
 def close_store(app: Flask) -> None:
-    """Close the store of ``app`` (for tests and shutdown)."""
+    """Close the store of ``app`` (for tests and shutdown), its export runner stopped first."""
+    from fhirstudy.server.bulk import stop_runner
+
+    stop_runner(app)
     app.extensions.pop(SERVICE_EXTENSION, None)
     store = app.extensions.pop(STORE_EXTENSION, None)
     if store is not None:

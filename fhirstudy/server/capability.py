@@ -1,7 +1,9 @@
 """The CapabilityStatement, generated from the search-parameter registry: it claims only what works
 (read, vread, history and search-type on the served types, with the parameters the registry could
 compile, and the _include/_revinclude values its reference parameters allow; create, update, delete, conditional ones, transaction and batch only when writes are
-enabled, i.e. a write token is configured)."""
+enabled, i.e. a write token is configured), and the Bulk Data exports: it ``instantiates`` the
+IG's bulk-data CapabilityStatement, with ``$export`` at the system level, on Group and on
+ResearchStudy (fhirstudy's own OperationDefinition, ``mappings/export-operation.json``)."""
 from __future__ import annotations
 
 from flask import current_app, has_app_context
@@ -18,6 +20,16 @@ VALIDATE_OPERATION = {"name": "validate", "definition": "http://hl7.org/fhir/Ope
 MATCH_OPERATION = {"name": "match", "definition": "https://fhirstudy.org/fhir/OperationDefinition/ResearchStudy-match",
                    "documentation": "POST a Parameters body with trialMatchClinicalData (the patient's Bundle): "
                                     "the studies the patient could join, best first, with a verdict per criterion."}
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+EXPORT_OPERATION = {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                    "documentation": "Bulk Data export of every served type (Prefer: respond-async; NDJSON files)."}
+GROUP_EXPORT_OPERATION = {"name": "export",
+                          "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+                          "documentation": "Bulk Data export of the studies the Group lists and what they reference."}
+STUDY_EXPORT_OPERATION = {"name": "export",
+                          "definition": "https://fhirstudy.org/fhir/OperationDefinition/ResearchStudy-export",
+                          "documentation": "Bulk Data export of every study, what the studies reference and their "
+                                           "Provenance."}
 # What a Bundle posted to the base may hold (fhirstudy.server.bundle), said where clients look.
 BUNDLE_DOCUMENTATION = {
     "transaction": "All or nothing: entries GET (read, or search: Type?params answers a searchset Bundle, "
@@ -41,14 +53,17 @@ def capability_statement(registry: Registry, base_url: str, writable: bool | Non
                                           if code in BUNDLE_DOCUMENTATION else {})}
                         for code in (("transaction", "batch") if writable else ()) + ("history-system",)],
     }
+    rest["operation"] = [EXPORT_OPERATION]
     if writable:
-        rest["security"] = {"description": "Writes need 'Authorization: Bearer <token>'; reads are open."}
+        rest["security"] = {"description": "Writes and Bulk Data exports need 'Authorization: Bearer <token>'; "
+                                           "reads are open."}
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": STATEMENT_DATE,
         "publisher": "fhirstudy",
         "kind": "instance",
+        "instantiates": [BULK_DATA],
         "software": {"name": "fhirstudy", "version": __version__},
         "implementation": {"description": "fhirstudy FHIR R5 server (read, search, history"
                                           + (", write" if writable else "") + ")", "url": base_url},
@@ -80,5 +95,6 @@ def _resource(registry: Registry, rtype: str, writable: bool) -> dict:
         {"name": code, "definition": params[code].url, "type": params[code].type}
         for code in sorted(params)
     ]
-    resource["operation"] = [VALIDATE_OPERATION] + ([MATCH_OPERATION] if rtype == "ResearchStudy" else [])
+    resource["operation"] = [VALIDATE_OPERATION] + {"ResearchStudy": [MATCH_OPERATION, STUDY_EXPORT_OPERATION],
+                                                    "Group": [GROUP_EXPORT_OPERATION]}.get(rtype, [])
     return resource

@@ -1,6 +1,7 @@
 """Operations on studies: ``POST /ResearchStudy/$match`` (the studies a patient could join,
 :mod:`fhirstudy.matching`), and the definitions fhirstudy publishes: its OperationDefinitions
-(``GET /OperationDefinition/{id}``, ``GET /OperationDefinition``) and the StructureDefinitions of
+(``GET /OperationDefinition/{id}``, ``GET /OperationDefinition``: ``$match``'s and
+``ResearchStudy/$export``'s) and the StructureDefinitions of
 the extensions it writes (``GET /StructureDefinition/{id}``, ``GET /StructureDefinition``;
 ``mappings/structure-definitions-local.json``).
 
@@ -25,6 +26,7 @@ from fhirstudy.server.write import fhir_response, read_body
 bp = Blueprint("fhir_operations", __name__)
 MATCHER_EXTENSION = "fhirstudy.matcher"
 STRUCTURE_DEFINITIONS = "structure-definitions-local.json"
+EXPORT_OPERATION = "export-operation.json"   # ResearchStudy/$export (fhirstudy.server.bulk)
 
 
 def get_matcher() -> Matcher:
@@ -50,7 +52,7 @@ def match_get() -> Response:
 
 def _definitions(kind: str) -> list[dict]:
     if kind == "OperationDefinition":
-        return [match_operation_definition()]
+        return [match_operation_definition(), mappings.load(EXPORT_OPERATION)]
     return mappings.load(STRUCTURE_DEFINITIONS)["definitions"]
 
 

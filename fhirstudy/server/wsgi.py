@@ -12,6 +12,10 @@ URL or header is answered by the app, with 414/431 and an OperationOutcome.  Wha
 refuses itself before the app sees it (a request line or header past its limits, a lowercase
 method, a malformed request line or header) is answered by :class:`OutcomeThreadWorker` with an
 OperationOutcome too, instead of gunicorn's HTML page.
+
+Each worker process starts the app's Bulk Data export runner once it is forked
+(``post_worker_init``: threads do not survive a fork), so queued and abandoned exports are taken
+up after a restart without waiting for a client to ask.
 """
 from __future__ import annotations
 
@@ -65,13 +69,21 @@ class _Gunicorn(BaseApplication):
         return self._app
 
 
+def _post_worker_init(worker) -> None:
+    """Start the export runner of the worker's app in the worker process."""
+    from fhirstudy.server.bulk import start_runner
+
+    start_runner(worker.wsgi)
+
+
 def gunicorn_options(host: str, port: int, workers: int = DEFAULT_WORKERS, threads: int = DEFAULT_THREADS) -> dict:
     """The gunicorn settings ``run_gunicorn`` uses (worker class, threads, limits, timeouts)."""
     return {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
             "worker_class": f"{__name__}.{OutcomeThreadWorker.__name__}",
             "limit_request_line": GUNICORN_REQUEST_LINE, "limit_request_field_size": GUNICORN_FIELD_SIZE,
             "limit_request_fields": GUNICORN_FIELDS, "keepalive": KEEPALIVE_SECONDS,
-            "timeout": TIMEOUT_SECONDS, "accesslog": None, "errorlog": "-", "loglevel": "warning"}
+            "timeout": TIMEOUT_SECONDS, "accesslog": None, "errorlog": "-", "loglevel": "warning",
+            "post_worker_init": _post_worker_init}
 
 
 def run_gunicorn(app, host: str, port: int, workers: int = DEFAULT_WORKERS, threads: int = DEFAULT_THREADS) -> None:
