@@ -317,3 +317,80 @@ def test_usage_errors_exit_2_before_any_work(tmp_path):
     assert missing.value.code == EXIT_USAGE
     path = write_json(tmp_path / "org.json", ORG)
     assert main(["load", str(path), "--db", "sqlite:////nonexistent/dir/x.db"]) == EXIT_USAGE
+
+
+def test_a_bulk_export_loads_into_another_store_as_it_was(capsys, samples_loaded, tmp_path):
+    """fhirstudy's own Bulk Data export (NDJSON files per type, as ``$export`` writes them) of the
+    loaded samples, loaded into an empty store, gives the same resources."""
+    from fhirstudy.export.request import ExportRequest
+    from fhirstudy.export.writer import write_export
+    from fhirstudy.service import SearchService
+
+    _, direct = samples_loaded
+    (tmp_path / "bulk").mkdir()
+    store = open_store(direct)
+    try:
+        write_export(store, SearchService(store, store.registry, 0), ExportRequest(), tmp_path / "bulk")
+    finally:
+        store.close()
+    (tmp_path / "bulk" / "manifest.json").write_text('{"transactionTime": "2025-01-01T00:00:00Z", "output": []}')
+    again = f"sqlite:///{tmp_path / 'again.db'}"
+    capsys.readouterr()
+    code, err = load(capsys, str(tmp_path / "bulk"), "--db", again)
+    assert code == EXIT_OK, err
+    assert contents(again) == contents(direct)
+    assert "skipped 1 file that is not a record" in err[-1] and "manifest.json" in err[-1]
+
+
+def test_what_is_not_data_or_already_gone_is_a_warning(capsys, tmp_path, db):
+    lines = [json.dumps(bundle("transaction", [{"request": {"method": "DELETE", "url": "Organization/gone"}}])),
+             json.dumps({"resourceType": "OperationOutcome", "issue": [
+                 {"severity": "error", "code": "processing", "diagnostics": "an export's error line"}]}),
+             json.dumps(ORG)]
+    path = write_ndjson(tmp_path / "mixed.ndjson", lines)
+    code, err = load(capsys, str(path), "--db", db)
+    assert code == EXIT_OK, err
+    assert any(line.startswith(f"warning: {path}:1 [Bundle.entry[0]]: Organization/gone is not known")
+               for line in err), err
+    assert any(line.startswith(f"warning: {path}:2 [resourceType]: an OperationOutcome") for line in err), err
+    assert "and 1 FHIR resources, failed 0, warnings 2" in err[-1]
+    assert load(capsys, str(path), "-q", "--db", db)[1][:-1] == []  # -q: no warning lines
+
+
+# --- the database refusing, on PostgreSQL (a trigger) ----------------------------------------
+
+
+def _refuse_inserts(url: str, pattern: str) -> None:
+    import psycopg
+
+    open_store(url).close()
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute(f"""CREATE OR REPLACE FUNCTION refuse() RETURNS trigger AS $$
+            BEGIN IF NEW.id LIKE '%{pattern}%' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;
+            RETURN NEW; END $$ LANGUAGE plpgsql""")
+        conn.execute("DROP TRIGGER IF EXISTS refuse ON resource")
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON resource FOR EACH ROW EXECUTE FUNCTION refuse()")
+
+
+@pytest.mark.postgres
+def test_a_line_the_database_refuses_is_reported_and_the_others_land(capsys, tmp_path, pg_url):
+    _refuse_inserts(pg_url, "refuse-me")
+    lines = [json.dumps({**ORG, "id": f"org-{n}"}) for n in range(10)]
+    lines[4] = json.dumps({**ORG, "id": "refuse-me"})
+    path = write_ndjson(tmp_path / "orgs.ndjson", lines)
+    code, err = load(capsys, str(path), "--db", pg_url)
+    assert code == EXIT_FAILED
+    assert [line for line in err if line.startswith("error:")] == [
+        next(line for line in err if line.startswith(f"error: {path}:5: not stored:"))]
+    assert "and 9 FHIR resources, failed 1" in err[-1]
+    assert stored(pg_url, "Organization", "org-9") and stored(pg_url, "Organization", "org-0")
+
+
+@pytest.mark.postgres
+def test_load_stops_when_the_database_refuses_fhir_write_after_write(capsys, tmp_path, pg_url):
+    _refuse_inserts(pg_url, "org-")
+    path = write_ndjson(tmp_path / "orgs.ndjson", [json.dumps({**ORG, "id": f"org-{n}"}) for n in range(60)])
+    code, err = load(capsys, str(path), "--db", pg_url)
+    assert code == EXIT_FAILED
+    assert err[-2] == "error: stopping: the database refused 20 FHIR writes in a row"
+    assert err[-1].startswith("loaded 0 trials (0 resources) and 0 FHIR resources")

@@ -14,7 +14,7 @@ from fhirstudy.errors import StoreError
 
 NAME = "load"
 HELP = "convert records and store them in the database"
-MAX_STORE_FAILURES_IN_A_ROW = 20  # load stops when the database refuses this many trials in a row
+MAX_STORE_FAILURES_IN_A_ROW = 20  # load stops when the database refuses this many trials (or FHIR writes) in a row
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,17 +49,19 @@ def run(args: argparse.Namespace) -> int:
         store.close()
         raise UsageError(f"cannot write to the database --db {args.db}: {exc}") from None
     counts, resources, in_a_row, stopped = new_counts(), 0, 0, False
-    fhir = Importer(store, lambda p: None if p.severity == "warning" and args.quiet else report(p))
+    fhir = Importer(store, lambda p: None if p.severity == "warning" and args.quiet else report(p),
+                    max_refused=MAX_STORE_FAILURES_IN_A_ROW)
     try:
         stream, counts = convert_stream(args, "loading", counts, fhir=True)
         for item in stream:
             if isinstance(item, FhirDocument):
                 fhir.add(item)
-                if fhir.refused_in_a_row >= MAX_STORE_FAILURES_IN_A_ROW:
-                    stopped = _stop(f"the database refused {fhir.refused_in_a_row} writes in a row")
+                if fhir.stopped:
                     break
                 continue
             fhir.flush()
+            if fhir.stopped:
+                break
             if not item.ok:
                 continue
             try:
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
                     break
         if not stopped:
             fhir.flush()
+        if fhir.stopped:
+            stopped = _stop(f"the database refused {fhir.refused_in_a_row} FHIR writes in a row")
     finally:
         store.close()
         print(f"loaded {counts['converted']} trials ({resources} resources){_fhir_text(fhir)}, "

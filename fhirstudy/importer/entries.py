@@ -1,7 +1,8 @@
 """What one FHIR document asks to be written: a :class:`Unit` of :class:`Entry` writes, each with
 the place its problems are reported at.  No database.
 
-    a resource                      one PUT ``Type/id`` (an id is required: loading twice makes no copy)
+    a resource                      one PUT ``Type/id`` (an id is required: loading twice makes no copy);
+                                    an OperationOutcome is a report, not data: a warning
     Bundle transaction              its entries' requests, all or nothing (``atomic``)
     Bundle batch                    its entries' requests, each on its own
     Bundle collection, searchset    a PUT ``Type/id`` per entry's resource, each on its own (a
@@ -54,6 +55,10 @@ def unit_of(file: str, record: int, ndjson: bool, data: dict) -> Unit:
     """The writes FHIR document ``data`` (read from ``file``, line or record ``record``) asks for."""
     unit = Unit(file, record if ndjson else None)
     kind = data.get("type")
+    if data["resourceType"] == "OperationOutcome":
+        unit.warnings.append(Problem("an OperationOutcome reports on something, it is not data (a Bulk export's "
+                                     "error file): not loaded", "resourceType", file, record, "warning"))
+        return unit
     if data["resourceType"] != "Bundle":
         _resource(unit, data, record, None, None)
         return unit

@@ -12,6 +12,9 @@ Then the entries go to the store in transactions:
   written again; past :data:`MAX_DROPS` such entries, or when no entry is named, the group is
   written one entry at a time, so one bad line costs only itself.
 
+A DELETE of a resource the store never held is a warning and left out (the state it asks for is
+there already: a Bulk export's ``deleted`` file loaded into another store), not a failure.
+
 Plain creates and updates (no criteria, no ``If-Match``) take the load's fast way: references
 rewritten and index rows computed before the transaction begins (``SqlStore.prepare``), the
 transaction writing rows only; anything else (deletes, conditional writes) is run by
@@ -22,8 +25,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from fhirstudy.errors import (BundleEntryFailed, FhirError, FhirStudyError, InvalidRequest, Problem, StoreError,
-                              ValidationFailed)
+from fhirstudy.errors import (BundleEntryFailed, FhirError, FhirStudyError, InvalidRequest, NotFound, Problem,
+                              StoreError, ValidationFailed)
 from fhirstudy.importer.entries import Entry, Unit, unit_of
 from fhirstudy.server.bundle import PROCESSING_ORDER, run_transaction
 from fhirstudy.server.transaction import prepare, rewrite_references
@@ -39,17 +42,22 @@ class Importer:
     :meth:`flush` at the end.  Problems go to ``report`` as they are found; the counts are
     ``stored`` (resources created, updated or unchanged), ``deleted``, ``failed`` (entries or
     documents not stored), ``warnings`` and ``refused_in_a_row`` (writes the database refused
-    since the last one it took)."""
+    since the last one it took).  Once ``max_refused`` writes in a row were refused, ``stopped`` is
+    true and nothing more is written."""
 
-    def __init__(self, store, report: Callable[[Problem], None]):
+    def __init__(self, store, report: Callable[[Problem], None], max_refused: int | None = None):
         self.store = store
         self.report = report
+        self.max_refused = max_refused
         self.documents = self.stored = self.deleted = self.failed = self.warnings = 0
         self.refused_in_a_row = 0
+        self.stopped = False
         self._pending: list[Entry] = []  # prepared entries of resources on their own (no refs)
 
     def add(self, document) -> None:
         """Prepare the writes of one document; write what is ready."""
+        if self.stopped:
+            return
         self.documents += 1
         if document.data is None:
             self._fail(list(document.problems), 1)
@@ -103,12 +111,18 @@ class Importer:
     def _write(self, entries: list[Entry], unit: Unit) -> None:
         """Write ``entries`` in one transaction; failures as the module docstring says."""
         drops = 0
-        while entries:
+        while entries and not self.stopped:
             try:
                 self._transaction(entries, unit.refs, unit.atomic)
             except Exception as exc:  # noqa: BLE001 - the boundary of one transaction
                 self.refused_in_a_row += _refused(exc)
+                self.stopped = bool(self.max_refused and self.refused_in_a_row >= self.max_refused)
                 named = isinstance(exc, BundleEntryFailed) and 0 <= exc.index < len(entries)
+                if named and _nothing_to_delete(entries[exc.index], exc):  # the state asked for is there
+                    self.warnings += 1
+                    self.report(dataclasses.replace(problems_of(entries[exc.index], exc)[0], severity="warning"))
+                    entries = entries[:exc.index] + entries[exc.index + 1:]
+                    continue
                 if unit.atomic:
                     self._fail(problems_of(entries[exc.index], exc) if named else
                                [Problem(_failure(exc), file=unit.file, record=unit.record)], 0)
@@ -123,7 +137,7 @@ class Importer:
                     self._fail(problems_of(entries[0], exc), 1)
                     return
                 for entry in entries:
-                    self._write([entry], unit)
+                    self._write([entry], unit)  # stops at once when the database refuses too many
                 return
             self.refused_in_a_row = 0
             deleted = sum(e.request.method == "DELETE" for e in entries)
@@ -176,6 +190,11 @@ def _plain(request) -> bool:
     """A create or update by id, with no criteria and no precondition: the fast way."""
     return (request.method in ("PUT", "POST") and not request.criteria and request.if_match is None
             and not request.if_none_exist and request.rid is not None)
+
+
+def _nothing_to_delete(entry: Entry, exc: BaseException) -> bool:
+    """A DELETE of what was never stored (a Bulk export's deleted file, loaded into another store)."""
+    return entry.request.method == "DELETE" and type(_cause(exc)) is NotFound
 
 
 def _refused(exc: BaseException) -> bool:
