@@ -350,7 +350,8 @@ def test_what_is_not_data_or_already_gone_is_a_warning(capsys, tmp_path, db):
     path = write_ndjson(tmp_path / "mixed.ndjson", lines)
     code, err = load(capsys, str(path), "--db", db)
     assert code == EXIT_OK, err
-    assert any(line.startswith(f"warning: {path}:1 [Bundle.entry[0]]: Organization/gone is not known")
+    gone = "nothing to delete: Organization/gone is not stored"
+    assert any(line == f"warning: {path}:1 [Bundle.entry[0].request]: {gone}"
                for line in err), err
     assert any(line.startswith(f"warning: {path}:2 [resourceType]: an OperationOutcome") for line in err), err
     assert "and 1 FHIR resources, failed 0, warnings 2" in err[-1]

@@ -75,7 +75,7 @@ class Importer:
         if unit.atomic:
             self.flush()
             if unit.problems or failed:
-                self._unit_failed(unit, "an entry failed")
+                self._unit_failed(unit, len(unit.entries), "an entry failed")
             elif entries:
                 self._write(entries, unit)
         elif unit.refs is None:
@@ -119,14 +119,13 @@ class Importer:
                 self.stopped = bool(self.max_refused and self.refused_in_a_row >= self.max_refused)
                 named = isinstance(exc, BundleEntryFailed) and 0 <= exc.index < len(entries)
                 if named and _nothing_to_delete(entries[exc.index], exc):  # the state asked for is there
-                    self.warnings += 1
-                    self.report(dataclasses.replace(problems_of(entries[exc.index], exc)[0], severity="warning"))
+                    self._nothing_deleted(entries[exc.index])
                     entries = entries[:exc.index] + entries[exc.index + 1:]
                     continue
                 if unit.atomic:
                     self._fail(problems_of(entries[exc.index], exc) if named else
                                [Problem(_failure(exc), file=unit.file, record=unit.record)], 0)
-                    self._unit_failed(unit, "the database refused it")
+                    self._unit_failed(unit, len(entries), "the database refused it")
                     return
                 if named and drops < MAX_DROPS:
                     drops += 1
@@ -151,7 +150,8 @@ class Importer:
         if not all(_plain(r) for r in requests):
             # a transaction works on its own copy of the map (run again after a lost race); a
             # group of independent entries shares its Bundle's, as the server's batch does
-            self.store.write(lambda tx: run_transaction(tx, requests, dict(refs) if atomic and refs else refs))
+            own = atomic and refs is not None
+            self.store.write(lambda tx: run_transaction(tx, requests, dict(refs) if own else refs))
             return
         if atomic:
             seen: set[tuple] = set()
@@ -177,13 +177,18 @@ class Importer:
             self.report(problem)
         self.failed += count
 
-    def _unit_failed(self, unit: Unit, why: str) -> None:
-        """A transaction Bundle not stored: one line for it; its entries count as failed (those
-        that are not writes were counted when they were reported)."""
+    def _nothing_deleted(self, entry: Entry) -> None:
+        request = entry.request
+        self.warnings += 1
+        self.report(Problem(f"nothing to delete: {request.rtype}/{request.rid} is not stored",
+                            f"{entry.where}.request" if entry.where else None, entry.file, entry.record, "warning"))
+
+    def _unit_failed(self, unit: Unit, writes: int, why: str) -> None:
+        """A transaction Bundle not stored: one line for it; its ``writes`` count as failed (its
+        entries that are not writes were counted when they were reported)."""
         self.report(Problem(f"the transaction Bundle is not stored ({why}; all or nothing): "
-                            f"{len(unit.entries) + len(unit.problems)} entries not loaded", "Bundle",
-                            unit.file, unit.record))
-        self.failed += len(unit.entries)
+                            f"{writes + len(unit.problems)} entries not loaded", "Bundle", unit.file, unit.record))
+        self.failed += writes
 
 
 def _plain(request) -> bool:
