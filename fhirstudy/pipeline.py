@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import Problem, ValidationFailed
 from .mappers import map_trial
-from .sources import RawRecord, Record, Skipped, iter_raw, load_record
+from .sources import FhirDocument, RawRecord, Record, Skipped, iter_raw, load_record
 from .sources._boundary import failure_reason
 from .validation import validate_bundle
 
@@ -48,10 +48,13 @@ class Converted:
         return self.bundle["entry"][0]["resource"]["id"] if self.bundle else None
 
 
-def convert_record(record: Record | RawRecord | Skipped) -> Converted:
+def convert_record(record: Record | RawRecord | Skipped | FhirDocument) -> Converted | FhirDocument:
     """Check (schema), map and validate one record read by a source. Never raises: whatever goes
     wrong inside one record (a bug, a value no rule foresaw) is that record's error Problem, so
-    the other records still convert, in this process or a worker."""
+    the other records still convert, in this process or a worker.  A FHIR document (read with
+    ``fhir=True``) is passed on as it is: it is validated where it is written, like every write."""
+    if isinstance(record, FhirDocument):
+        return record
     if isinstance(record, Skipped):
         return Converted(record.file, 0, None, (), skipped=record.reason)
     try:
@@ -77,14 +80,15 @@ def _convert(record: Record | RawRecord) -> Converted:
 
 
 def convert(inputs: Iterable[str | Path], format: str | None = None, jobs: int = 1,
-            unmapped: bool = True) -> Iterator[Converted]:
+            unmapped: bool = True, fhir: bool = False) -> Iterator[Converted | FhirDocument]:
     """Convert every record of the inputs (files or folders), in order, streaming.
 
     With ``jobs`` > 1, reading stays in this process (one pass over the input, bounded memory) and
     the schema check, mapping and validation run in ``jobs`` worker processes; results come back
     in input order. ``unmapped=False`` skips the (costly) listing of source fields not mapped.
+    ``fhir=True`` passes the documents of FHIR JSON files on as ``FhirDocument`` (``load``).
     """
-    records = iter_raw(inputs, format=format, unmapped=unmapped)
+    records = iter_raw(inputs, format=format, unmapped=unmapped, fhir=fhir)
     if jobs <= 1:
         yield from map(convert_record, records)
         return
@@ -111,5 +115,5 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _convert_chunk(records: list[Record | RawRecord | Skipped]) -> list[Converted]:
+def _convert_chunk(records: list[Record | RawRecord | Skipped | FhirDocument]) -> list[Converted | FhirDocument]:
     return [convert_record(r) for r in records]

@@ -42,6 +42,7 @@ MAY_IMPORT = {
     "server": FOUNDATION | {"search", "store", "service", "validation", "matching", "export"},
     "push": FOUNDATION | {"trial", "mappers", "eligibility", "search", "store", "service"},
     "pipeline": FOUNDATION | {"trial", "sources", "mappers", "eligibility", "validation"},
+    "importer": FOUNDATION | {"trial", "sources", "search", "store", "service", "validation", "server"},
     "loader": FOUNDATION,
     "outputs": {"errors"},
 }

@@ -25,13 +25,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write a JSON report: counts, every source field not mapped (with counts), skipped files")
 
 
-def convert_stream(args: argparse.Namespace, label: str, counts: dict | None = None):
+def convert_stream(args: argparse.Namespace, label: str, counts: dict | None = None, fhir: bool = False):
     """Yield converted records, reporting problems as they come; returns counts through a dict.
+    With ``fhir=True`` (``load``) the documents of FHIR JSON files are yielded too, as
+    ``fhirstudy.sources.FhirDocument``: their problems and counts are the caller's.
 
     Files of a folder that are not records are counted in ``counts["skipped"]`` and not yielded.
     A second record of the same trial (the same ResearchStudy id) in one run is an error: the
     first one is kept, the second reported and yielded as failed, so nothing is overwritten."""
     from fhirstudy.pipeline import convert
+    from fhirstudy.sources import FhirDocument
 
     counts = new_counts() if counts is None else counts
     seen: dict[str, str] = {}
@@ -39,7 +42,11 @@ def convert_stream(args: argparse.Namespace, label: str, counts: dict | None = N
     def stream():
         with progress(label) as tick:
             for item in convert(args.inputs, format=args.format, jobs=args.jobs,
-                                unmapped=bool(getattr(args, "report", None))):
+                                unmapped=bool(getattr(args, "report", None)), fhir=fhir):
+                if isinstance(item, FhirDocument):
+                    tick()
+                    yield item
+                    continue
                 if item.skipped:
                     counts["skipped"].append(item.file)
                     continue

@@ -70,7 +70,7 @@ def process_bundle(store: SqlStore, bundle: Any, base: str, prefer: str | None =
             outcomes[index] = exc
     requests.sort(key=lambda r: (PROCESSING_ORDER[r.method], r.index))
     if atomic:
-        outcomes.update(store.write(lambda tx: _transaction(tx, requests, dict(refs))))
+        outcomes.update(store.write(lambda tx: run_transaction(tx, requests, dict(refs))))
     else:
         for request in requests:
             try:
@@ -91,7 +91,10 @@ def process_bundle(store: SqlStore, bundle: Any, base: str, prefer: str | None =
     }
 
 
-def _transaction(tx: Tx, requests: list[WriteRequest], refs: dict[str, str]) -> dict[int, WriteOutcome]:
+def run_transaction(tx: Tx, requests: list[WriteRequest], refs: dict[str, str]) -> dict[int, WriteOutcome]:
+    """Resolve, then execute, every prepared request (in processing order) in ``tx``: the outcome
+    by ``request.index``; the first failure raises :class:`BundleEntryFailed` naming its entry
+    (so the caller's transaction writes nothing).  Also ``fhirstudy load``'s way with FHIR input."""
     resolved = _resolve_all(tx, requests, refs)
     targets: set[tuple[str, str]] = set()
     for r in resolved:

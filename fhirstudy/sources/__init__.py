@@ -15,7 +15,13 @@ of ``errors.Problem`` (a record with an error Problem is not loaded). A reader m
 item, ``unmapped``: the source field paths present in the record that it did not carry into the
 Trial and that are not on the documented ignore list (``mappings/ctgov-ignored-fields.json``).
 
-Adding a format is one module and one line in ``READERS``. Readers are pure functions of their
+Adding a format is one module and one line in ``READERS``.
+
+FHIR JSON (``fhir_json``: resources, Bundles, NDJSON of them) is not a trial format and has no
+place in ``READERS``: it is detected before them, by content, and only ``iter_raw(..., fhir=True)``
+(``fhirstudy load``) yields it, as ``FhirDocument`` items that go straight to the store through
+:mod:`fhirstudy.importer`; elsewhere such a file is reported (or, in a folder, skipped) as not a
+trial record. Readers are pure functions of their
 input; file handling (folders, ``.gz``, ``.zip``), record numbering, provenance and schema checking
 happen here, once.
 
@@ -38,6 +44,7 @@ from typing import BinaryIO
 
 from ..errors import Problem, SourceError, TrialError
 from ..trial import Trial, load_trial
+from . import fhir_json
 from ._boundary import failure_reason
 
 # The readers, one line each, in detection order: the most specific layout first; the first reader
@@ -88,6 +95,24 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class FhirDocument:
+    """One FHIR JSON document of a file (``fhir_json``): a resource or a Bundle, as it is; None
+    when it could not be read (``problems`` then says why). ``record`` is its line in NDJSON
+    (``ndjson``), 1 for a file that is one document."""
+
+    file: str
+    record: int
+    data: dict | None
+    problems: tuple[Problem, ...]
+    ndjson: bool
+
+    @property
+    def ok(self) -> bool:
+        """True when the document was read."""
+        return self.data is not None
+
+
+@dataclass(frozen=True)
 class RawRecord:
     """A record as a reader gave it, before the Trial schema: cheap to pass to another process."""
 
@@ -99,15 +124,17 @@ class RawRecord:
     unmapped: tuple[str, ...] = ()
 
 
-def iter_raw(inputs: Iterable[str | Path], format: str | None = None,
-             unmapped: bool = True) -> Iterator[Record | RawRecord | Skipped]:
+def iter_raw(inputs: Iterable[str | Path], format: str | None = None, unmapped: bool = True,
+             fhir: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument]:
     """Like ``iter_records`` but stops before the schema: yields ``RawRecord`` for what a reader
     read, ``Record`` for what failed before that, and ``Skipped`` for a file of a folder that is
     not a record. ``load_record`` finishes the work, in this process or another. ``unmapped=False`` skips listing the source fields not carried into the
-    Trial (only ``convert --report`` needs them; on results-heavy records it is most of the read)."""
+    Trial (only ``convert --report`` needs them; on results-heavy records it is most of the read).
+    ``fhir=True`` yields the documents of FHIR JSON files as ``FhirDocument`` (unless ``format``
+    is given); otherwise such a file is reported as not a trial record."""
     if format is not None and format not in _BY_FORMAT:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    return _iter(inputs, format, unmapped)
+    return _iter(inputs, format, unmapped, fhir)
 
 
 def load_record(item: Record | RawRecord) -> Record:
@@ -130,8 +157,8 @@ def iter_records(inputs: Iterable[str | Path], format: str | None = None) -> Ite
     return (load_record(r) for r in iter_raw(inputs, format) if not isinstance(r, Skipped))
 
 
-def _iter(inputs: Iterable[str | Path], format: str | None,
-          accounting: bool = True) -> Iterator[Record | RawRecord | Skipped]:
+def _iter(inputs: Iterable[str | Path], format: str | None, accounting: bool = True,
+          fhir: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument]:
     for item in inputs:
         scanned = Path(item).is_dir()  # a file found in a folder, not one named on its own
         for path in _files(Path(item)):
@@ -141,7 +168,7 @@ def _iter(inputs: Iterable[str | Path], format: str | None,
             if scanned and _suffix(path.name) not in RECORD_SUFFIXES | ARCHIVE_SUFFIXES:
                 yield Skipped(str(path), f"its extension is not one of {', '.join(sorted(RECORD_SUFFIXES))}")
                 continue
-            yield from _read_file(path, format, scanned, accounting)
+            yield from _read_file(path, format, scanned, accounting, fhir)
 
 
 def _suffix(name: str) -> str:
@@ -237,8 +264,8 @@ def _head(opener: Callable[[], BinaryIO]) -> str:
     return raw.decode(ENCODING, errors="ignore")
 
 
-def _read_file(path: Path, format: str | None, scanned: bool = False,
-               accounting: bool = True) -> Iterator[Record | RawRecord | Skipped]:
+def _read_file(path: Path, format: str | None, scanned: bool = False, accounting: bool = True,
+               fhir: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument]:
     if not path.exists():
         yield _failed(str(path), "cannot read: No such file or directory")
         return
@@ -252,11 +279,11 @@ def _read_file(path: Path, format: str | None, scanned: bool = False,
         if in_archive and _suffix(file) not in RECORD_SUFFIXES:
             yield Skipped(file, f"its extension is not one of {', '.join(sorted(RECORD_SUFFIXES))}")
             continue
-        yield from _read_member(file, opener, format, scanned or in_archive, accounting)
+        yield from _read_member(file, opener, format, scanned or in_archive, accounting, fhir)
 
 
-def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None,
-                 scanned: bool = False, accounting: bool = True) -> Iterator[Record | RawRecord | Skipped]:
+def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None, scanned: bool = False,
+                 accounting: bool = True, fhir: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument]:
     try:
         head = _head(opener)
     except SourceError as exc:
@@ -265,12 +292,16 @@ def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None,
     if not head.strip():
         yield _failed(file, "empty file: no record (a record needs at least a title line)", "brief_title")
         return
+    if format is None and fhir_json.detect(head):
+        yield from _read_fhir(file, opener) if fhir else _not_a_record(file, scanned)
+        return
     reader = _BY_FORMAT[format] if format else next((r for r in READERS if r.detect(head)), None)
     if reader is None and scanned:
         yield Skipped(file, "no reader recognises its content")
         return
     if reader is None:
-        yield _failed(file, f"no reader recognises this file as any of: {', '.join(FORMATS)}", "format")
+        also = "FHIR JSON (an object with resourceType) or " if fhir else ""
+        yield _failed(file, f"no reader recognises this file as {also}any of: {', '.join(FORMATS)}", "format")
         return
     number = 0
     try:
@@ -289,6 +320,24 @@ def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None,
     except Exception as exc:  # noqa: BLE001 - a reader's bug ends its file, never the run
         yield _failed(file, f"{failure_reason(exc)}; the file is not read past record {number}",
                       record=number + 1)
+
+
+def _not_a_record(file: str, scanned: bool) -> Iterator[Record | Skipped]:
+    reason = "FHIR JSON, not a trial record"
+    yield Skipped(file, reason) if scanned else _failed(
+        file, f"{reason}: fhirstudy load stores FHIR resources and Bundles as they are", "format")
+
+
+def _read_fhir(file: str, opener: Callable[[], BinaryIO]) -> Iterator[FhirDocument | Record]:
+    """The documents of a FHIR JSON file, each placed; a file that breaks off is one error more."""
+    number = 0
+    try:
+        with opener() as stream:
+            ndjson, documents = fhir_json.read_stream(stream, file)
+            for number, data, problems in documents:
+                yield FhirDocument(file, number, data, tuple(_placed(p, file, number) for p in problems), ndjson)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .gz or a failing disk
+        yield _failed(file, f"cannot read past line {number}: {exc}", record=number + 1)
 
 
 def _placed(problem: Problem, file: str, record: int) -> Problem:
