@@ -52,13 +52,15 @@ class Server:
                          **{k: str(v) for k, v in settings.items()}}
         self.proc = None
         self.base = None
+        self.log: Path | None = None
 
     def start(self, port: int | None = None) -> "Server":
         port = port or _free_port()
         env = {**os.environ, **{f"FHIRSTUDY_{k}": v for k, v in self.settings.items()}}
-        self.proc = subprocess.Popen([*FHIRSTUDY, "serve", "--port", str(port), "--db", self.db, "--workers", "2"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                                     start_new_session=True)
+        self.log = self.export_dir.parent / f"serve-{port}.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([*FHIRSTUDY, "serve", "--port", str(port), "--db", self.db, "--workers", "2"],
+                                         stdout=subprocess.DEVNULL, stderr=log, env=env, start_new_session=True)
         self.port, self.base = port, f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
@@ -68,7 +70,7 @@ class Server:
             except requests.ConnectionError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.kill()
-                    pytest.fail("fhirstudy serve did not start")
+                    pytest.fail(f"fhirstudy serve did not start: {self.said()}")
                 time.sleep(0.1)
 
     def stop(self) -> None:
@@ -85,6 +87,10 @@ class Server:
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
+
+    def said(self) -> str:
+        """The end of what the server wrote to stderr (shown when a test fails on its answer)."""
+        return self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
 
 
 @pytest.fixture
@@ -124,7 +130,7 @@ def _stored(db: str) -> dict[tuple[str, str], bytes]:
 def _kickoff(server: Server, path: str, headers=None, **kwargs) -> str:
     response = requests.request(kwargs.pop("method", "GET"), server.url(path), headers={**ASYNC, **(headers or {})},
                                 timeout=10, **kwargs)
-    assert response.status_code == 202, response.text
+    assert response.status_code == 202, (response.text, server.said())
     assert response.json()["resourceType"] == "OperationOutcome"
     return response.headers["Content-Location"]
 
