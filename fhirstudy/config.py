@@ -125,6 +125,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAPPINGS_DIR", path, None,
             "a folder of mapping tables read instead of the package's own (`fhirstudy/mappings/`)"),
     Setting("PUSH_TOKEN", text, None, "the bearer token `fhirstudy push` sends (`push --token`)"),
+    Setting("CTGOV_API", text, None,
+            "the ClinicalTrials.gov API v2 base URL `fetch` and `sync` read (`--api`; default "
+            "https://clinicaltrials.gov/api/v2): a mirror or a stand-in"),
     Setting("DEBUG", flag, False, "1: a command's internal error shows its traceback instead of one line"),
 )
 BY_KEY: Mapping[str, Setting] = MappingProxyType({s.key: s for s in SETTINGS})

@@ -88,7 +88,13 @@ def convert(inputs: Iterable[str | Path], format: str | None = None, jobs: int =
     in input order. ``unmapped=False`` skips the (costly) listing of source fields not mapped.
     ``fhir=True`` passes the documents of FHIR JSON files on as ``FhirDocument`` (``load``).
     """
-    records = iter_raw(inputs, format=format, unmapped=unmapped, fhir=fhir)
+    return convert_records(iter_raw(inputs, format=format, unmapped=unmapped, fhir=fhir), jobs)
+
+
+def convert_records(records: Iterable[Record | RawRecord | Skipped | FhirDocument],
+                    jobs: int = 1) -> Iterator[Converted | FhirDocument]:
+    """Convert records read elsewhere (``fhirstudy.ctgov`` reads them from the API), in order,
+    streaming, in ``jobs`` processes as :func:`convert` does."""
     if jobs <= 1:
         yield from map(convert_record, records)
         return

@@ -37,6 +37,7 @@ DEFAULTS = [
     ("EXPORT_PAGE_PAUSE_MS", 0),
     ("MAPPINGS_DIR", None),
     ("PUSH_TOKEN", None),
+    ("CTGOV_API", None),
     ("DEBUG", False),
 ]
 OVERRIDES = [
@@ -57,6 +58,7 @@ OVERRIDES = [
     ("EXPORT_PAGE_PAUSE_MS", "100", 100),
     ("MAPPINGS_DIR", "/srv/tables", Path("/srv/tables")),
     ("PUSH_TOKEN", "t0ken", "t0ken"),
+    ("CTGOV_API", "http://127.0.0.1:8099/api/v2", "http://127.0.0.1:8099/api/v2"),
     ("DEBUG", "1", True),
     ("DEBUG", "off", False),
 ]

@@ -44,6 +44,8 @@ MAY_IMPORT = {
     "pipeline": FOUNDATION | {"trial", "sources", "mappers", "eligibility", "validation"},
     "importer": FOUNDATION | {"trial", "sources", "search", "store", "service", "validation", "server"},
     "loader": FOUNDATION,
+    "ctgov": FOUNDATION | {"trial", "sources", "mappers", "eligibility", "validation", "pipeline", "loader", "push",
+                           "search", "store", "service"},
     "outputs": {"errors"},
 }
 NO_WEB = {"flask", "werkzeug", "gunicorn", "requests"}
@@ -53,7 +55,7 @@ LIBRARIES_KEPT_OUT = {
     "validation": NO_WEB | NO_SQL, "eligibility": NO_WEB | NO_SQL, "search": NO_WEB | NO_SQL,
     "matching": NO_WEB | NO_SQL,
     "config": NO_WEB | NO_SQL,
-    "store": NO_WEB, "service": NO_WEB, "export": NO_WEB,
+    "store": NO_WEB, "service": NO_WEB, "export": NO_WEB, "ctgov": NO_WEB - {"requests"},
 }
 SCRIPT = """
 import importlib, json, pkgutil, sys

@@ -6,13 +6,13 @@ import argparse
 import sys
 
 from fhirstudy import __version__, config
-from fhirstudy.cli import convert, export, load, match, push, reindex, serve, validate
+from fhirstudy.cli import convert, export, fetch, load, match, push, reindex, serve, sync, validate
 from fhirstudy.cli.arguments import Parser, missing_inputs
 from fhirstudy.cli.exits import DEBUG_ENV, EXIT_FAILED, EXIT_INTERRUPTED, error_line, quiet_stdout
 
 # Each command is a module with NAME, HELP, add_arguments(parser) and run(args) -> exit code; a new
 # command is one module and one entry here (the order is the order of ``fhirstudy --help``).
-COMMANDS = (convert, load, reindex, serve, push, validate, match, export)
+COMMANDS = (convert, load, reindex, serve, push, validate, match, export, fetch, sync)
 
 
 def parser() -> argparse.ArgumentParser:

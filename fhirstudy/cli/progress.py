@@ -30,3 +30,35 @@ def progress(label: str) -> Iterator:
                   TimeElapsedColumn(), console=console, transient=True, redirect_stdout=False) as bar:
         task = bar.add_task(label, total=None)
         yield lambda: bar.advance(task)
+
+
+class Bar:
+    """A progress bar with a total once it is known (``bar.total(n)``; ``bar.tick()`` per item) on
+    stderr when stderr is a terminal; silent elsewhere. Use as a context manager."""
+
+    def __init__(self, label: str):
+        self.label, self._bar, self._task = label, None, None
+
+    def __enter__(self) -> "Bar":
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True,
+                                 redirect_stdout=False)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.label, total=None)
+        return self
+
+    def total(self, n: int | None) -> None:
+        if self._bar is not None and n is not None:
+            self._bar.update(self._task, total=n)
+
+    def tick(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

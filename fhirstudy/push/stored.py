@@ -35,10 +35,23 @@ INCLUDES = (("_include", "ResearchStudy:protocol"), ("_include", "ResearchStudy:
             ("_revinclude", "Provenance:target"), ("_include:iterate", "Provenance:target"))
 
 
-def stored_trials(repository, registry: Registry | None = None, page_studies: int = PAGE_STUDIES) -> Iterator[list[dict]]:
-    """Each trial ``repository`` holds, as a list of resources (see the module docstring)."""
+def stored_trials(repository, registry: Registry | None = None, page_studies: int = PAGE_STUDIES,
+                  ids: Iterable[str] | None = None) -> Iterator[list[dict]]:
+    """Each trial ``repository`` holds, as a list of resources (see the module docstring); only
+    the studies ``ids`` names when given (those it does not hold are left out)."""
     service = SearchService(repository, registry if registry is not None else repository.registry, cache_bytes=0)
-    for page in service.pages("ResearchStudy", [("_sort", "_id"), *INCLUDES], count=page_studies):
+    if ids is None:
+        yield from _trials_of(service, repository, [], page_studies)
+        return
+    wanted = sorted(set(ids))
+    for start in range(0, len(wanted), page_studies):
+        yield from _trials_of(service, repository, [("_id", ",".join(wanted[start:start + page_studies]))],
+                              page_studies)
+
+
+def _trials_of(service: SearchService, repository, params: list[tuple[str, str]],
+               page_studies: int) -> Iterator[list[dict]]:
+    for page in service.pages("ResearchStudy", [*params, ("_sort", "_id"), *INCLUDES], count=page_studies):
         studies = [orjson.loads(e.json) for e in page.entries]
         if len(page.included) >= MAX_INCLUDED:  # cut off at the cap: this page's studies one by one
             members = [r for s in studies for r in _members_of(service, repository, s)]
