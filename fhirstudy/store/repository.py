@@ -100,7 +100,6 @@ class PutResult(NamedTuple):
     id: str
     version: int
     created: bool
-    outcome: str = "updated"   # created, updated or unchanged (unchanged content keeps its version)
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ class SqlStore:
         """
         prepared = self.prepare(resources)  # the costly part, before the write lock is taken
         results = self.write(lambda tx: tx.put_prepared(prepared))
-        return [PutResult(r.type, r.id, r.version, r.created, r.outcome) for r in results]
+        return [PutResult(r.type, r.id, r.version, r.created) for r in results]
 
     def create(self, resource: dict) -> WriteResult:
         """Store ``resource`` as a new resource (REST method POST), under a new id (uuid4: a
