@@ -190,3 +190,14 @@ def test_one_bad_study_is_reported_by_its_url_and_field_and_the_rest_land(regist
 
 def nct_of(study: dict) -> str:
     return study["protocolSection"]["identificationModule"]["nctId"]
+
+
+def test_sort_is_the_apis_order_and_stdout_carries_the_ndjson(api, registry, capsys):
+    code = main(["fetch", "--api", api, *FAST, "--condition", "rosacea", "--sort", "LastUpdatePostDate:asc",
+                 "--page-size", "30", "-o", "-", "-q"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_OK, err
+    order = [next(i["value"] for i in orjson.loads(line)["entry"][0]["resource"]["identifier"]
+                  if i["system"] == "https://clinicaltrials.gov") for line in out.splitlines()]
+    dates = [registry.get(n)["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"]["date"] for n in order]
+    assert len(order) > 30 and dates == sorted(dates)

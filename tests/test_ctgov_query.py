@@ -21,6 +21,8 @@ def test_options_become_the_apis_parameters():
     assert query().params() == {} and query().describe() == "the whole registry"
     assert query(near="1.5,2,10km").params()["filter.geo"] == "distance(1.5,2,10km)"
     assert query(near="1,2,10").params()["filter.geo"] == "distance(1,2,10mi)"
+    assert query(sort="LastUpdatePostDate:desc, EnrollmentCount").params()["sort"] == (
+        "LastUpdatePostDate:desc,EnrollmentCount")
 
 
 def test_the_key_is_the_parameters_not_the_name():
@@ -36,6 +38,7 @@ def test_the_key_is_the_parameters_not_the_name():
     ({"near": "0,0,0mi"}, "the distance must be above 0"),
     ({"condition": "  "}, "--condition is empty"),
     ({"name": "no spaces please"}, "query name"),
+    ({"sort": "LastUpdatePostDate:sideways"}, "--sort"),
 ])
 def test_a_bad_option_says_which_and_why(options, says):
     with pytest.raises(QueryError) as caught:

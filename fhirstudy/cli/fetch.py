@@ -38,6 +38,7 @@ def add_query_arguments(p: argparse.ArgumentParser, status_flag: str = "--status
     q.add_argument("--near", metavar="LAT,LON,DIST", help="a site within DIST (mi or km) of LAT,LON, e.g. 42.36,-71.06,50mi")
     q.add_argument("--nct", metavar="NCT,NCT", help="these studies (NCT numbers, comma-separated)")
     q.add_argument("--advanced", metavar="ESSIE", help="an Essie expression (filter.advanced), e.g. AREA[Phase]PHASE3")
+    q.add_argument("--sort", metavar="FIELD[:asc|:desc]", help="the API's order, e.g. LastUpdatePostDate:desc")
     a = p.add_argument_group("the API")
     a.add_argument("--api", metavar="URL", help="the API's base URL (default $FHIRSTUDY_CTGOV_API, else "
                                                "https://clinicaltrials.gov/api/v2)")
@@ -56,7 +57,8 @@ def query_from(args: argparse.Namespace, name: str = "default"):
     try:
         return query(name, condition=args.condition, term=args.term, location=args.location, title=args.title,
                      intervention=args.intervention, outcome=args.outcome, sponsor=args.sponsor,
-                     status=args.status, near=args.near, nct=args.nct, advanced=args.advanced)
+                     status=args.status, near=args.near, nct=args.nct, advanced=args.advanced,
+                     sort=args.sort)
     except QueryError as exc:
         raise UsageError(str(exc)) from None
 

@@ -94,7 +94,7 @@ def _queries(args):
     from fhirstudy.ctgov.query import QueryError, read_query_file
 
     given = [k for k in ("condition", "term", "location", "title", "intervention", "outcome", "sponsor", "status",
-                         "near", "nct", "advanced") if getattr(args, k) is not None]
+                         "near", "nct", "advanced", "sort") if getattr(args, k) is not None]
     if args.query_file:
         if given:
             flag = "overall-status" if given[0] == "status" else given[0]

@@ -9,7 +9,8 @@ A query file holds one query (its keys at the top) or several (``[[query]]`` tab
 ``name``); keys are the option names: ``condition``, ``term``, ``location``, ``title``,
 ``intervention``, ``outcome``, ``sponsor`` (the API's text queries, ``mappings/ctgov-api.json``),
 ``status`` (a list or a comma-separated string), ``near`` (``lat,lon,distance`` with ``mi`` or
-``km``), ``nct`` (NCT ids), ``advanced`` (an Essie expression for ``filter.advanced``).
+``km``), ``nct`` (NCT ids), ``advanced`` (an Essie expression for ``filter.advanced``), ``sort`` (the API's
+``sort``: a date or numeric field, ``:asc`` or ``:desc``).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ LAST_UPDATE = _TABLE["last_update_field"]
 _NEAR = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*(mi|km)?\s*$")
 _NCT = re.compile(r"^NCT\d{8}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_SORT = re.compile(r"^(?:[A-Za-z][A-Za-z0-9.-]*|@relevance)(?::(?:asc|desc))?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 MAX_IDS = 1000
 
@@ -55,6 +57,7 @@ class Query:
     near: str | None = None
     nct: tuple[str, ...] = ()
     advanced: str | None = None
+    sort: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -73,6 +76,9 @@ class Query:
             raise QueryError(f"--nct names {len(self.nct)} studies; at most {MAX_IDS} in one query")
         if self.near is not None:
             geo(self.near)
+        if self.sort is not None and not all(_SORT.match(s.strip()) for s in self.sort.split(",")):
+            raise QueryError(f"--sort {self.sort!r}: a date or numeric field with :asc or :desc (at most two), "
+                             "e.g. LastUpdatePostDate:desc")
 
     def params(self, updated_since: str | None = None) -> dict[str, str]:
         """The API's parameters for this query; ``updated_since`` (YYYY-MM-DD) adds a
@@ -91,6 +97,8 @@ class Query:
             clauses.append(f"AREA[{LAST_UPDATE}]RANGE[{updated_since},MAX]")
         if clauses:
             out["filter.advanced"] = " AND ".join(clauses)
+        if self.sort:
+            out["sort"] = ",".join(s.strip() for s in self.sort.split(","))
         return out
 
     def key(self) -> str:
@@ -127,7 +135,7 @@ def split(value) -> tuple[str, ...]:
 def query(name: str = "default", **options) -> Query:
     """A Query from option values as the command line gives them (None for not given)."""
     given = {k: v for k, v in options.items() if v is not None}
-    listed_text = [k for k in (*TEXT_QUERIES, "near", "advanced", "name") if not isinstance(given.get(k, ""), str)]
+    listed_text = [k for k in (*TEXT_QUERIES, "near", "advanced", "sort", "name") if not isinstance(given.get(k, ""), str)]
     if listed_text:
         raise QueryError(f"{listed_text[0]} must be one text, not a list")
     for listed in ("status", "nct"):
