@@ -212,7 +212,8 @@ def test_ignore_list_has_a_reason_for_each_path():
     assert set(table) == ignored_fields("ctgov-xml")
     assert all(isinstance(reason, str) and len(reason) > 20 for reason in table.values())
     assert "MeSH terms without ids" in table["condition_browse"]
-    assert not any(p.startswith("clinical_results") for p in table)  # results are carried, none ignored
+    # results are carried; only the flag ClinicalTrials.gov itself dropped is ignored
+    assert [p for p in table if p.startswith("clinical_results")] == ["clinical_results.outcome_list.outcome.safety_issue"]
 
 
 def test_detect():
