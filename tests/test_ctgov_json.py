@@ -310,9 +310,10 @@ def test_sample_reads_cleanly(nct):
 def test_no_protocol_field_unmapped_unless_ignored(nct):
     record = sample(nct)
     study = sample_json(nct)
-    assert [p for p in record.unmapped if p.startswith("protocolSection.")] == []
+    assert [p for p in record.unmapped if p.startswith(("protocolSection.", "resultsSection."))] == []
+    assert (record.trial.results is not None) == ("resultsSection" in study)
     # what the reader leaves out of the Trial is reported, not dropped in silence
-    for section in ("resultsSection", "annotationSection", "documentSection"):
+    for section in ("annotationSection", "documentSection"):
         assert any(p.startswith(section + ".") for p in record.unmapped) == (section in study), section
 
 
@@ -367,7 +368,7 @@ def test_ignore_list_gives_every_field_a_reason():
     for path, reason in table.items():
         assert isinstance(reason, str) and len(reason) > 20, path
         assert path.split(".")[0] in {"protocolSection", "derivedSection"}, path
-    # results are a later issue: reported as unmapped, never ignored
+    # results are carried (Trial.results), none ignored
     assert not [p for p in table if p.startswith("resultsSection")]
     # what the Trial does carry is not on the list
     assert not [p for p in table if p.endswith(".meshes") or ".meshes." in p]

@@ -185,17 +185,25 @@ def test_sample_fact(nct, what, get, expected):
 
 
 @pytest.mark.parametrize("nct", ["NCT00055081", "NCT01065844", "NCT02513394"])
-def test_sample_has_no_problems_and_only_results_unmapped(nct):
+def test_sample_has_no_problems_and_nothing_unmapped(nct):
     record = sample(nct)
     assert record.problems == ()
-    assert [p for p in record.unmapped if not p.startswith("clinical_results.")] == []
+    assert record.unmapped == ()
     assert record.trial.provenance.format == "ctgov-xml"
 
 
-def test_results_are_reported_unmapped():
-    unmapped = sample("NCT01065844").unmapped
-    assert "clinical_results.participant_flow.group_list.group.title" in unmapped
-    assert "clinical_results.reported_events.time_frame" in unmapped
+def test_clinical_results_are_carried():
+    results = sample("NCT01065844").trial.results
+    assert [g.title for g in results.participant_flow.groups] == ["Nelfinavir"]
+    assert results.adverse_events.time_frame.startswith("Adverse event data collected from day 1")
+    assert [(g.id, g.serious_num_affected, g.serious_num_at_risk, g.other_num_affected) for g in
+            results.adverse_events.groups] == [("E1", 0, 15, 5)]
+    assert [e.term for e in results.adverse_events.events][0] == "platelet count decreased"
+    assert results.adverse_events.events[0].source_vocabulary == "CTCAE (3.0)"
+    assert results.adverse_events.events[0].assessment_type == "SYSTEMATIC_ASSESSMENT"
+    assert (results.more_info.pi_sponsor_employee, results.more_info.restrictive_agreement) == (True, False)
+    assert [m.kind for m in results.outcome_measures] == ["PRIMARY", "SECONDARY"]
+    assert results.outcome_measures[0].param_type == "COUNT_OF_PARTICIPANTS"
 
 
 def test_ignore_list_has_a_reason_for_each_path():
@@ -204,7 +212,8 @@ def test_ignore_list_has_a_reason_for_each_path():
     assert set(table) == ignored_fields("ctgov-xml")
     assert all(isinstance(reason, str) and len(reason) > 20 for reason in table.values())
     assert "MeSH terms without ids" in table["condition_browse"]
-    assert not any(p.startswith("clinical_results") for p in table)
+    # results are carried; only the flag ClinicalTrials.gov itself dropped is ignored
+    assert [p for p in table if p.startswith("clinical_results")] == ["clinical_results.outcome_list.outcome.safety_issue"]
 
 
 def test_detect():

@@ -40,7 +40,8 @@ def test_the_table_drives_mappers_converters_and_served_types():
     rows = registry.rows()
     made = [r["type"] for r in rows if r.get("mapper")]
     assert mappers.RESOURCE_ORDER == tuple(made) == (
-        "ResearchStudy", "PlanDefinition", "EvidenceVariable", "Location", "Provenance")
+        "ResearchStudy", "PlanDefinition", "EvidenceVariable", "Group", "Location", "Evidence", "Composition",
+        "Provenance")
     assert [m.RESOURCE_TYPE for m in mappers.MAPPERS] == made
     assert set(r4.CONVERTERS) == set(made)
     assert SERVED_TYPES == tuple(r["type"] for r in rows)

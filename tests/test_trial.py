@@ -12,6 +12,7 @@ from marshmallow import fields
 
 from fhirstudy import trial
 from fhirstudy.errors import TrialError
+from fhirstudy.trial import results
 from fhirstudy.trial.schema import SCHEMAS
 
 MINIMAL = {"provenance": {"file": "f.json", "record": 1, "format": "ctgov-json"}, "brief_title": "A trial"}
@@ -158,12 +159,20 @@ def test_schema_is_the_dataclass(model):
             assert isinstance(got, fields.Nested) and got.nested is SCHEMAS[hint], f.name
 
 
+RESULT_MODELS = {results.Results, results.ParticipantFlow, results.FlowPeriod, results.FlowMilestone,
+                 results.GroupValue, results.ResultGroup, results.Baseline, results.Denominator, results.ResultMeasure,
+                 results.MeasureClass, results.MeasureCategory, results.Measurement, results.Analysis,
+                 results.AdverseEvents, results.EventGroup, results.AdverseEvent, results.EventStats, results.MoreInfo}
+
+
 def test_nested_schemas_are_shared_and_exported():
     assert trial.TrialSchema().fields["sponsor"].nested is trial.PartySchema
     assert trial.SiteSchema().fields["contacts"].inner.nested is trial.PartySchema
     assert set(SCHEMAS) == {trial.Trial, trial.Provenance, trial.Identifier, trial.MeshTerm, trial.Flag,
                             trial.DateStruct, trial.Party, trial.Site, trial.Criterion, trial.Arm,
-                            trial.Intervention, trial.Outcome, trial.Reference, trial.IpdSharing}
+                            trial.Intervention, trial.Outcome, trial.Reference, trial.IpdSharing,
+                            *RESULT_MODELS}
+    assert trial.TrialSchema().fields["results"].nested is SCHEMAS[results.Results]
 
 
 def test_vocabulary_is_what_the_schema_checks():

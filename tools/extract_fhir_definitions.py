@@ -12,7 +12,11 @@ peer FHIR server installs under ``~/.cache/peer-fhir/node_modules/hl7.fhir.r5.co
   (only when true), so that validation can check JSON types and find the datatype of every node,
   and search can answer ``_summary=true``.
 - ``mappings/fhir-r5-codesystems.json``: the codes and displays of every official CodeSystem that
-  ``mappings/ctgov-to-fhir.json`` uses, so that a test can prove each mapped code exists.
+  ``mappings/ctgov-to-fhir.json`` uses, so that a test can prove each mapped code exists. A
+  CodeSystem the core package does not hold (the terminology.hl7.org ones the core binds Evidence
+  to: statistic-type, attribute-estimate-type, variable-role) is read from HL7's terminology package
+  ``hl7.terminology.r5@7.0.1`` (``npm pack hl7.terminology.r5@7.0.1``, unpacked, as
+  ``--terminology``).
 - ``mappings/fhir-r5-required-bindings.json``: for the same types, every element with a
   *required* binding and the codes its value set allows, expanded from the package's CodeSystems
   where the value set composes whole code systems or enumerated concepts.
@@ -38,6 +42,7 @@ DATATYPES = [
     "Count", "Distance", "Resource", "DomainResource",
 ]
 DEFAULT_PACKAGE = Path.home() / ".cache/peer-fhir/node_modules/hl7.fhir.r5.core"
+TERMINOLOGY_PACKAGE = "hl7.terminology.r5@7.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -138,15 +143,21 @@ def _elements(pkg: Path) -> dict:
     return out
 
 
-def _code_systems(pkg: Path) -> dict:
-    """Codes of every official CodeSystem that ``mappings/ctgov-to-fhir.json`` draws from."""
+def _code_systems(pkg: Path, terminology: Path | None) -> dict:
+    """Codes of every official CodeSystem that ``mappings/ctgov-to-fhir.json`` draws from: from the
+    core package, else from the terminology package."""
     table = json.loads((ROOT / "fhirstudy/mappings/ctgov-to-fhir.json").read_text(encoding="utf-8"))
     wanted = {section["system"] for key, section in table.items() if not key.startswith("_")}
     out = {}
-    for path in sorted(pkg.glob("CodeSystem-*.json")):
-        cs = _load(path)
-        if cs["url"] in wanted:
-            out[cs["url"]] = {"source": f"hl7.fhir.r5.core@5.0.0/{path.name}", "codes": _displays(cs.get("concept", []))}
+    packages = [(pkg, "hl7.fhir.r5.core@5.0.0")] + ([(terminology, TERMINOLOGY_PACKAGE)] if terminology else [])
+    for folder, name in packages:
+        for path in sorted(folder.glob("CodeSystem-*.json")):
+            cs = _load(path)
+            if cs["url"] in wanted and cs["url"] not in out and cs.get("content") == "complete":
+                out[cs["url"]] = {"source": f"{name}/{path.name}", "codes": _displays(cs.get("concept", []))}
+    missing = wanted - set(out)
+    if missing:
+        raise SystemExit(f"CodeSystems not found in the packages: {sorted(missing)} (give --terminology)")
     return out
 
 
@@ -161,8 +172,13 @@ def _displays(concepts: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", type=Path, default=DEFAULT_PACKAGE)
+    parser.add_argument("--terminology", type=Path, default=None,
+                        help=f"an unpacked {TERMINOLOGY_PACKAGE} (for the terminology.hl7.org CodeSystems)")
     args = parser.parse_args()
     pkg = args.package / "package" if (args.package / "package").is_dir() else args.package
+    terminology = args.terminology
+    if terminology is not None and (terminology / "package").is_dir():
+        terminology = terminology / "package"
     header = {"source": "hl7.fhir.r5.core@5.0.0 (npm)", "generatedBy": "tools/extract_fhir_definitions.py"}
     sps = _search_parameters(pkg)
     (ROOT / "fhirstudy/mappings/fhir-r5-search-parameters.json").write_text(
@@ -173,7 +189,7 @@ def main() -> None:
     elements = _elements(pkg)
     (ROOT / "fhirstudy/mappings/fhir-r5-elements.json").write_text(
         json.dumps({**header, "elements": elements}, indent=0, ensure_ascii=False) + "\n", encoding="utf-8")
-    code_systems = _code_systems(pkg)
+    code_systems = _code_systems(pkg, terminology)
     (ROOT / "fhirstudy/mappings/fhir-r5-codesystems.json").write_text(
         json.dumps({**header, "codeSystems": code_systems}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{len(code_systems)} code systems, {len(elements)} element paths, {len(sps)} search parameters, {len(bindings)} required bindings")

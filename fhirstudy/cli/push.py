@@ -141,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
           + f" ({report.resources['created'] + report.resources['updated']} resources sent, {report.seconds:.1f} s)"
           + ("; stopped: authentication failed" if stopped is not None else ""),
           file=sys.stderr)
+    noted = sum(1 for t in report.trials if t.note)
+    if noted:
+        print(f"results of {noted} trial{'s' if noted != 1 else ''} not sent: an R4 store cannot hold them "
+              "(R4 Evidence has no statistics); each trial's note in --report says what was left out",
+              file=sys.stderr)
     return EXIT_FAILED if c["failed"] or failed_conversion or stopped is not None else EXIT_OK
 
 

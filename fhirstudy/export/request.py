@@ -32,9 +32,10 @@ from fhirstudy.search.query import RESULT_PARAMETERS
 
 NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
-# What a study export holds besides the studies: the types studies reference (and Provenance).
+# What a study export holds besides the studies: the types studies reference, their results reports
+# (Composition) and what those reference, and Provenance.
 STUDY_TYPES = ("ResearchStudy", "PlanDefinition", "EvidenceVariable", "Location", "Organization",
-               "Practitioner", "Group", "Provenance")
+               "Practitioner", "Group", "Evidence", "Composition", "Provenance")
 ASSOCIATED_DATA = ("LatestProvenanceResources", "RelevantProvenanceResources")
 SINGLE = ("_outputFormat", "_since", "_until")   # parameters given at most once
 LISTS = ("_type", "_typeFilter", "_elements", "includeAssociatedData")

@@ -4,10 +4,11 @@ What is exported, by level (:class:`~.request.ExportRequest`):
 
 - ``system``: every resource of each type asked (``_type``; else every stored type) that meets
   one of the type's ``_typeFilter`` queries.
-- ``ResearchStudy``: the studies that meet ResearchStudy's filters, every resource they reference,
-  and what those reference in turn (PlanDefinition, EvidenceVariable, Location, Organization,
-  Group ...: literal references ``Type/id``, followed to the end), and the Provenance whose target
-  is any of them. A referenced resource must meet its own type's filters too.
+- ``ResearchStudy``: the studies that meet ResearchStudy's filters, the Compositions whose
+  ``subject`` is one of them (the results reports), every resource those reference, and what those
+  reference in turn (PlanDefinition, EvidenceVariable, Location, Organization, Group, Evidence ...:
+  literal references ``Type/id``, followed to the end), and the Provenance whose target is any of
+  them. A referenced resource must meet its own type's filters too.
 - ``Group``: the same from the studies the Group lists (those it references, and those that
   reference it).
 
@@ -134,6 +135,7 @@ class _Run:
                 snapshot.want(ref for r in page for ref in references(r.json))
                 self._write([r for r in page if self._in_span(r)])
                 self.progress(self.done, None)
+            self._reports()
             self._follow()
             self._provenance()
         if request.since is not None:
@@ -153,6 +155,20 @@ class _Run:
             listed.extend(ids)
         if listed:
             yield self.snapshot.read("ResearchStudy", listed, None, None, study_filters)
+
+    def _reports(self) -> None:
+        """The Compositions about the studies (``subject``: the results reports), and what they
+        reference is noted to follow (their Evidence and Groups)."""
+        if "Composition" not in self.served:
+            return
+        for found_ids in self.snapshot.pointing_at_wanted("Composition", "subject"):
+            self._check()
+            found = self.snapshot.read("Composition", found_ids, None, None, self.filters.get("Composition"))
+            fresh = self.snapshot.unseen([(r.type, r.id) for r in found])
+            found = [r for r in found if (r.type, r.id) in fresh]
+            self.snapshot.want(((r.type, r.id) for r in found), done=True)
+            self.snapshot.want(ref for r in found for ref in references(r.json))
+            self._write([r for r in found if self._in_span(r)])
 
     def _follow(self) -> None:
         """Every resource the studies reference, and what those reference, to the end."""

@@ -95,6 +95,45 @@ def provenance_id(trial_id: str) -> str:
     return child_id(trial_id, "provenance")
 
 
+def result_group_id(trial_id: str, n: int) -> str:
+    """The Group of the n-th (from 1) distinct result group of the posted results: ``<trial>-result-group-1``."""
+    return child_id(trial_id, "result-group", n)
+
+
+def outcome_result_id(trial_id: str, measure: int, group: int) -> str:
+    """The Evidence of the n-th (from 1) results outcome measure for its n-th group:
+    ``<trial>-outcome-result-3-group-1``."""
+    return child_id(trial_id, "outcome-result", measure, "group", group)
+
+
+def analysis_result_id(trial_id: str, measure: int, analysis: int) -> str:
+    """The Evidence of the n-th analysis of the n-th results outcome measure:
+    ``<trial>-outcome-result-3-analysis-1``."""
+    return child_id(trial_id, "outcome-result", measure, "analysis", analysis)
+
+
+def baseline_result_id(trial_id: str, measure: int, group: int) -> str:
+    """The Evidence of the n-th baseline measure for the n-th baseline group: ``<trial>-baseline-2-group-1``."""
+    return child_id(trial_id, "baseline", measure, "group", group)
+
+
+def flow_result_id(trial_id: str, period: int, group: int) -> str:
+    """The Evidence of the n-th participant-flow period for the n-th flow group: ``<trial>-flow-1-group-2``."""
+    return child_id(trial_id, "flow", period, "group", group)
+
+
+def adverse_events_id(trial_id: str, kind: str, group: int) -> str:
+    """The Evidence of one kind of adverse events (``deaths``, ``serious``, ``other``) in the n-th
+    event group: ``<trial>-adverse-events-serious-group-1``."""
+    return child_id(trial_id, "adverse-events", kind, "group", group)
+
+
+def report_id(trial_id: str, report: str) -> str:
+    """A results report Composition (``results``, ``participant-flow``, ``baseline``,
+    ``outcome-measures``, ``adverse-events``): ``<trial>-outcome-measures-report``."""
+    return child_id(trial_id, report, "report")
+
+
 def enrollment_id(trial_id: str) -> str:
     """The R4 enrollment Group: ``<trial>-enrollment``."""
     return child_id(trial_id, "enrollment")

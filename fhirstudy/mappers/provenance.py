@@ -41,7 +41,10 @@ def _provenance_r4(prov: dict, study: dict | None) -> dict:
 
 
 def to_r4(prov: dict, context: R4Context) -> dict:
-    """R5 Provenance -> R4, targeting also the resources the R4 conversion added."""
+    """R5 Provenance -> R4, targeting also the resources the R4 conversion added, and not those it
+    left out."""
     out = _provenance_r4(prov, context.study())
-    out["target"] = out["target"] + [{"reference": f"{x['resourceType']}/{x['id']}"} for x in context.added]
+    gone = {f"{x['resourceType']}/{x['id']}" for x in context.left_out}
+    out["target"] = [t for t in out["target"] if t.get("reference") not in gone] + [
+        {"reference": f"{x['resourceType']}/{x['id']}"} for x in context.added]
     return out

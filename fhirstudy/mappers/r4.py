@@ -18,19 +18,25 @@ from .r4_base import EPOCH, R4Context, extension_url  # noqa: F401 - the names t
 CONVERTERS = {m.RESOURCE_TYPE: m.to_r4 for m in MAPPERS}  # resource type -> its R4 converter
 
 
-def to_r4(resources: list[dict]) -> list[dict]:
+def to_r4(resources: list[dict], left_out: list[dict] | None = None) -> list[dict]:
     """The R4 resources of one trial from its R5 resources (ResearchStudy first, Provenance last;
     the new Group, Organization and Practitioner right after the ResearchStudy). The Provenance
-    targets the new resources too."""
+    targets the new resources too, and not those R4 cannot hold: a converter that returns an
+    empty list leaves its resource out (the results: Group, Evidence, Composition), and
+    ``left_out``, when given, receives them."""
     resources = orjson.loads(orjson.dumps(resources))  # a deep copy, several times faster than copy's
     context = R4Context(resources)
     out: list[dict] = []
     for r in resources:
         convert = CONVERTERS.get(r["resourceType"])
         converted = convert(r, context) if convert else r
+        if converted == []:
+            context.left_out.append(r)
         if isinstance(converted, list):
             out.extend(converted)
             context.added.extend(converted[1:])
         else:
             out.append(converted)
+    if left_out is not None:
+        left_out.extend(context.left_out)
     return out

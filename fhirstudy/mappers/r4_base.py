@@ -96,6 +96,7 @@ class R4Context:
 
     resources: list[dict]
     added: list[dict] = field(default_factory=list)
+    left_out: list[dict] = field(default_factory=list)  # R5 resources R4 cannot hold (the results)
 
     def study(self) -> dict | None:
         """The trial's R5 ResearchStudy, if it has one."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import terminology
 from ..trial import DateStruct, Trial
-from . import evidence_variable, ids, subtypes
+from . import evidence_variable, ids, results_groups, subtypes
 from .common import compact, concept, meta, reference
 from .r4_research_study import to_r4  # noqa: F401 - the R4 converter this module declares
 
@@ -226,6 +226,7 @@ def _comparison_groups(trial: Trial) -> list[dict]:
             "name": arm.label,
             "type": concept(terminology.coding("armGroupType", arm.type)),
             "description": arm.description,
+            "observedGroup": results_groups.arm_group(trial, arm.label) if trial.results else None,
         }))
     return out
 

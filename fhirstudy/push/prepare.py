@@ -23,6 +23,7 @@ class PreparedTrial:
     resources: list[dict]
     content_hash: str
     source: str | None = None
+    note: str | None = None  # what the store's FHIR version could not take (results, to an R4 store)
 
 
 def _escape(value: str) -> str:
@@ -73,9 +74,24 @@ def content_hash(resources: list[dict], fhir_version: str) -> str:
 
 def prepare_trial(resources: list[dict], fhir_version: str, source: str | None = None) -> PreparedTrial:
     """A trial's R5 resources (ResearchStudy first) made ready for a store of ``fhir_version``."""
-    converted = to_r4(resources) if fhir_version == "4.0" else orjson.loads(orjson.dumps(resources))  # a deep copy
+    left_out: list[dict] = []
+    converted = (to_r4(resources, left_out) if fhir_version == "4.0"
+                 else orjson.loads(orjson.dumps(resources)))  # a deep copy
     converted = with_identifiers(converted)
-    return PreparedTrial(converted[0]["id"], converted, content_hash(converted, fhir_version), source)
+    return PreparedTrial(converted[0]["id"], converted, content_hash(converted, fhir_version), source,
+                         left_out_note(left_out))
+
+
+def left_out_note(left_out: list[dict]) -> str | None:
+    """What the R4 conversion left out, in words for the push report ("results not sent ...")."""
+    if not left_out:
+        return None
+    counts: dict[str, int] = {}
+    for r in left_out:
+        counts[r["resourceType"]] = counts.get(r["resourceType"], 0) + 1
+    what = ", ".join(f"{n} {t}" for t, n in counts.items())
+    return (f"results not sent ({what}): R4 Evidence cannot carry the statistics; push to an R5 store "
+            "for the trial's results")
 
 
 def bundle_resources(bundle: dict) -> list[dict]:

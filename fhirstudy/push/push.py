@@ -123,7 +123,8 @@ class Pusher:
             known = self.journal.get(self.client.base_url, trial.id) if self.journal else None
             if known and known.content_hash == trial.content_hash and known.fhir_version == self.fhir_version:
                 self._done(TrialResult(trial.id, "unchanged", {"unchanged": len(trial.resources)},
-                                       known.server_ids, from_journal=True, source=trial.source))
+                                       known.server_ids, from_journal=True, source=trial.source,
+                                       note=trial.note))
                 continue
             if chunk and (len(chunk) >= self.chunk_trials or size + len(trial.resources) > self.chunk_entries):
                 yield chunk
@@ -159,7 +160,7 @@ class Pusher:
     def _failed(self, trial: PreparedTrial, exc: PushError) -> TrialResult:
         outcome = getattr(exc, "outcome", None)
         return TrialResult(trial.id, "failed", error=outcome_text(outcome) or str(exc), operation_outcome=outcome,
-                           status=getattr(exc, "status", None), source=trial.source)
+                           status=getattr(exc, "status", None), source=trial.source, note=trial.note)
 
     def _attempt_modes(self, chunk: list[PreparedTrial]) -> list[TrialResult]:
         """The chunk with client ids (when tried), else with store-picked ids; a store that takes
@@ -221,7 +222,7 @@ class Pusher:
             server_ids = {f"{k[0]}/{k[1]}": located for (k, _), a in zip(plan.sent, answers)
                           if (located := _location_id((a.get("response") or {}).get("location")))}
             result = TrialResult(plan.trial.id, "created", {"created": len(plan.sent)}, server_ids,
-                                 source=plan.trial.source)
+                                 source=plan.trial.source, note=plan.trial.note)
             if self.journal:
                 self.journal.record(self.client.base_url, plan.trial.id, plan.trial.content_hash,
                                     self.fhir_version, server_ids, "created")
@@ -262,7 +263,7 @@ class Pusher:
             outcome = ("unchanged" if not plan.sent else
                        "created" if any(k == study and w == "created" for k, w in plan.sent) else "updated")
             result = TrialResult(plan.trial.id, outcome, {k: v for k, v in counts.items() if v}, server_ids,
-                                 source=plan.trial.source)
+                                 source=plan.trial.source, note=plan.trial.note)
             if self.journal and not self.dry_run:
                 self.journal.record(self.client.base_url, plan.trial.id, plan.trial.content_hash,
                                     self.fhir_version, server_ids, outcome)

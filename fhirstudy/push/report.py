@@ -20,6 +20,7 @@ class TrialResult:
     status: int | None = None
     from_journal: bool = False
     source: str | None = None
+    note: str | None = None  # what was not sent and why (results to an R4 store)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v not in (None, {}, False)}

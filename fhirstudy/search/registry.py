@@ -174,6 +174,8 @@ class Registry:
             target = self._by_url.get(component.get("definition"))
             if target is None or target["type"] not in MODIFIERS or target["type"] == "composite":
                 raise UnsupportedExpression(f"component {component.get('definition')} is not defined")
+            if target["type"] == "special":  # Composition section-code-text: a text search the index does not answer
+                raise UnsupportedExpression(f"component {component.get('definition')} is a special parameter")
             components.append(Component(target["type"], target["code"],
                                         compile_expression(component["expression"])))
         if not components:

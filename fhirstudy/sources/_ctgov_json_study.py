@@ -8,6 +8,7 @@ from ..errors import Problem
 from ..terminology import mesh_descriptor_id
 from . import _ctgov
 from ._criteria import split_criteria
+from ._ctgov_json_results import results
 from ._ctgov_json_values import StudyValues, error, json_type, take, warning
 from ._fields import Fields
 
@@ -50,6 +51,7 @@ class Study(StudyValues):
         data["intervention_meshes"] = self._meshes(self.obj(derived, "interventionBrowseModule"),
                                                    "intervention_meshes")
         data["has_results"] = self.flag(self.root, "hasResults", "has_results")
+        data["results"] = results(self, self.obj(self.root, "resultsSection", "results"))
         data["_source_date"] = (data.get("last_update_date")
                                 or self.code(self.obj(derived, "miscInfoModule"), "versionHolder", "last_update_date"))
         return data, self.problems, self.root.unmapped(ignored)

@@ -8,6 +8,7 @@ from ..errors import Problem
 from . import _ctgov
 from ._boundary import FHIR_UNSIGNED_INT_MAX, whole_number
 from ._criteria import split_criteria
+from ._ctgov_xml_results import clinical_results
 from ._ctgov_legacy import (
     NCT_ID,
     block_text,
@@ -213,6 +214,7 @@ def convert(study: Any, ignored: frozenset[str], accounting: bool = True) -> tup
     data["sites"] = [_site(node, problems) for node in _each(f, "location")]
     data["references"] = _references(f)
     data["ipd_sharing"] = _ipd(f, problems)
+    data["results"] = clinical_results(f)
     return data, problems, f.unmapped(ignored)
 
 

@@ -12,8 +12,9 @@ Pages and arrays are streamed with ijson (one study in memory at a time), NDJSON
 only a single study is parsed whole. Every ``protocolSection`` field is carried into the Trial or
 is on the documented ignore list (``mappings/ctgov-ignored-fields.json``, key ``ctgov-json``);
 ``derivedSection`` gives the MeSH terms of the conditions and interventions and the MeSH ancestors of the
-conditions (ids in NLM's form, ``mappings/mesh.json``); everything else left over (``resultsSection``,
-``annotationSection``, ``documentSection``) is reported as unmapped. Field names in this module are
+conditions (ids in NLM's form, ``mappings/mesh.json``); ``resultsSection`` becomes ``Trial.results``
+(``_ctgov_json_results``); everything else left over (``annotationSection``, ``documentSection``)
+is reported as unmapped. Field names in this module are
 the API's own (``overallStatus``), so they can be looked up in its documentation.
 
 Design choices:

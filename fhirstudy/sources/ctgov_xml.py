@@ -6,8 +6,9 @@ own (after the file's prolog, for its encoding and namespaces), turned into a ne
 view (``element_view``: tag -> text or children, repeated tags -> lists, attributes as ``@name``,
 an element's own text beside attributes or children as ``#text``), converted, and dropped, so a file
 of any number of records runs in bounded memory. Display values ("Phase 1/Phase 2") become API v2
-names through ``mappings/ctgov-legacy-values.json``; the view is read through ``Fields``, so every
-element the reader does not carry into the Trial (``clinical_results`` among them) and that is not
+names through ``mappings/ctgov-legacy-values.json``; ``<clinical_results>`` is read by
+``_ctgov_xml_results``; the view is read through ``Fields``, so every
+element the reader does not carry into the Trial and that is not
 on the ignore list (``mappings/ctgov-ignored-fields.json``, key ``ctgov-xml``) is reported as
 unmapped. A record without ``<nct_id>`` is an error record; so is a record holding malformed XML
 (the error names the line in the file), and reading goes on at the next ``<clinical_study>``.

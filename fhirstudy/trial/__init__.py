@@ -7,6 +7,7 @@ down). Mappers read only ``Trial``.
 
     vocabulary.py  allowed values (statuses, phases, ...) and the checks a field may declare
     model.py       the dataclasses: the one declaration of the model, each field with its check
+    results.py     the dataclasses of posted results (Trial.results), declared the same way
     schema.py      marshmallow schemas derived from the dataclasses; load_trial, dump_trial
 
 May import: ``fhirstudy.errors`` and marshmallow; nothing downstream (sources, mappers,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .vocabulary import (DATE_TYPES, IDENTIFIER_KINDS, INTERVENTION_TYPES, MAX_COUNT, MESH_ID, OUTCOME_KINDS,
                          OVERALL_STATUSES, PARTIAL_DATE, PHASES, SEXES, STUDY_TYPES, TEXT,
                          Between, OneOf, checked)
+from .results import Results
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,7 @@ class Trial:
     outcomes: tuple[Outcome, ...] = ()
     references: tuple[Reference, ...] = ()
     ipd_sharing: IpdSharing | None = None
+    results: Results | None = None  # posted results (``trial.results``)
     unplaced: tuple[str, ...] = ()  # source text the reader could not place, kept, not dropped
 
     @property
