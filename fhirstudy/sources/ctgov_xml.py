@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..errors import Problem, SourceError
@@ -48,18 +48,33 @@ def read_stream(stream: BinaryIO, file: str,
     holds it: that record is an error naming the line, and reading goes on at the next
     ``<clinical_study>``. Raises SourceError when the file holds no ``<clinical_study>`` at all.
     """
+    for read, args in split_stream(stream, file, accounting):
+        yield read(*args)
+
+
+def split_stream(stream: BinaryIO, file: str, accounting: bool = True) -> Iterator[tuple[Callable, tuple]]:
+    """:func:`read_stream` in two steps: each record as ``(read_piece, args)``, its bytes cut from
+    the file (with the file's prolog and its place), parsed and converted when called, so that can
+    happen in another process."""
     count = 0
     for prolog, piece, line, column in _pieces(stream):
         count += 1
-        try:
-            element = _parse_record(prolog, piece)
-        except ET.ParseError as exc:
-            yield None, [error(_malformed(exc, prolog, line, column), "format")], []
-            continue
-        yield convert_study(element_view(element), accounting)
-        element.clear()
+        yield read_piece, (prolog, piece, line, column, accounting)
     if count == 0:
         raise SourceError(Problem(f"no <{RECORD_TAG}> element in the file", field="format"))
+
+
+def read_piece(prolog: bytes, piece: bytes, line: int, column: int,
+               accounting: bool = True) -> tuple[dict | None, list[Problem], list[str]]:
+    """One record cut by ``_pieces``: parsed after the prolog, viewed and converted; malformed XML
+    is this record's error, placed at its line in the file."""
+    try:
+        element = _parse_record(prolog, piece)
+    except ET.ParseError as exc:
+        return None, [error(_malformed(exc, prolog, line, column), "format")], []
+    converted = convert_study(element_view(element), accounting)
+    element.clear()
+    return converted
 
 
 def _malformed(exc: ET.ParseError, prolog: bytes, line: int, column: int) -> str:
