@@ -48,6 +48,16 @@ class Fields:
             path = f"{path}.{part}" if path else part
         return Fields(value, path, self._used, self.accounting)
 
+    def at(self, key: str) -> Any:
+        """The value at a dotted ``key`` (``node(key).value``, without building the node), not
+        marked used."""
+        value = self.value
+        for part in key.split("."):
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return value
+
     def nodes(self, key: str) -> list[Fields]:
         """The items of the list at ``key`` (empty when absent), each a node to read from."""
         node = self.node(key)

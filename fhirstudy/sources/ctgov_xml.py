@@ -155,7 +155,8 @@ def _parse_record(prolog: bytes, piece: bytes) -> ET.Element:
 
 def _record_end(parser: ET.XMLPullParser) -> ET.Element | None:
     for _event, element in parser.read_events():
-        if _local(element.tag) == RECORD_TAG:
+        tag = element.tag
+        if tag.endswith(RECORD_TAG) and _local(tag) == RECORD_TAG:  # the cheap test first: one per element
             return element
     return None
 
@@ -164,15 +165,24 @@ def element_view(element: ET.Element) -> Any:
     """The nested dict view of an element: text for a leaf without attributes, else a dict of
     ``@attribute`` values, ``#text`` (its own non-blank text) and children by tag (a list when the
     tag repeats). Blank leaves are None and left out."""
-    node: dict[str, Any] = {f"@{_local(k)}": v for k, v in element.attrib.items()}
-    text = element.text if element.text and element.text.strip() else None
+    attrib = element.attrib
+    node: dict[str, Any] = {f"@{_local(k)}": v for k, v in attrib.items()} if attrib else {}
+    text = element.text
+    if text is not None and not text.strip():
+        text = None
     children: dict[str, list] = {}
     for child in element:
-        if not isinstance(child.tag, str):  # a comment or processing instruction
+        tag = child.tag
+        if not isinstance(tag, str):  # a comment or processing instruction
             continue
         value = element_view(child)
         if value is not None:
-            children.setdefault(_local(child.tag), []).append(value)
+            name = tag if tag[0] != "{" else _local(tag)
+            same = children.get(name)
+            if same is None:
+                children[name] = [value]
+            else:
+                same.append(value)
     if not node and not children:
         return text
     if text is not None:
