@@ -77,13 +77,37 @@ def _umask() -> int:
     return mask
 
 
+def compact_line(bundle: dict) -> bytes:
+    """A Bundle as one NDJSON line."""
+    return orjson.dumps(bundle) + b"\n"
+
+
+def indented(bundle: dict) -> bytes:
+    """A Bundle as a file of its own: indented JSON."""
+    return orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def entry_lines(bundle: dict) -> bytes:
+    """A Bundle's entries, one compact entry a line (for :class:`_OneBundle`)."""
+    return b",\n".join(orjson.dumps(entry) for entry in bundle["entry"])
+
+
 class Output:
-    """Where converted Bundles go: ``write(study_id, bundle)`` for each, then ``close(ok)``."""
+    """Where converted Bundles go: ``write(study_id, bundle)`` for each, then ``close(ok)``.
+
+    ``encode`` (a module-level function, so another process can run it) turns a Bundle into the
+    bytes this output writes for it, and ``write_encoded`` writes such bytes: conversion workers
+    encode, the process that owns the output only writes. ``write`` is the two in one."""
 
     where = ""
+    encode = staticmethod(compact_line)
 
     def write(self, study_id: str, bundle: dict) -> None:
         """Write one trial's transaction Bundle."""
+        self.write_encoded(study_id, self.encode(bundle))
+
+    def write_encoded(self, study_id: str, data: bytes) -> None:
+        """Write one trial's Bundle as ``encode`` gave it."""
         raise NotImplementedError
 
     def close(self, commit: bool = True) -> None:
@@ -93,8 +117,8 @@ class Output:
 class _Stdout(Output):
     where = "stdout"
 
-    def write(self, study_id: str, bundle: dict) -> None:
-        sys.stdout.buffer.write(orjson.dumps(bundle) + b"\n")
+    def write_encoded(self, study_id: str, data: bytes) -> None:
+        sys.stdout.buffer.write(data)
 
     def close(self, commit: bool = True) -> None:
         sys.stdout.flush()
@@ -105,8 +129,8 @@ class _Ndjson(Output):
         self.file = AtomicFile(path, "the output")
         self.where = str(path)
 
-    def write(self, study_id: str, bundle: dict) -> None:
-        self.file.stream.write(orjson.dumps(bundle) + b"\n")
+    def write_encoded(self, study_id: str, data: bytes) -> None:
+        self.file.stream.write(data)
 
     def close(self, commit: bool = True) -> None:
         self.file.commit() if commit else self.file.discard()
@@ -116,6 +140,7 @@ class _OneBundle(Output):
     """Every trial's entries in one transaction Bundle, streamed one entry a line."""
 
     HEAD = b'{"resourceType":"Bundle","type":"transaction"'
+    encode = staticmethod(entry_lines)
 
     def __init__(self, path: Path):
         self.file = AtomicFile(path, "the output")
@@ -123,10 +148,10 @@ class _OneBundle(Output):
         self.file.stream.write(self.HEAD)
         self.entries = 0
 
-    def write(self, study_id: str, bundle: dict) -> None:
-        for entry in bundle["entry"]:
-            self.file.stream.write((b",\n" if self.entries else b',"entry":[\n') + orjson.dumps(entry))
-            self.entries += 1
+    def write_encoded(self, study_id: str, data: bytes) -> None:
+        if data:
+            self.file.stream.write((b",\n" if self.entries else b',"entry":[\n') + data)
+            self.entries += data.count(b",\n") + 1  # compact JSON holds no line break of its own
 
     def close(self, commit: bool = True) -> None:
         if not commit:
@@ -150,10 +175,12 @@ class _Folder(Output):
         self.path = path
         self.where = str(path)
 
-    def write(self, study_id: str, bundle: dict) -> None:
+    encode = staticmethod(indented)
+
+    def write_encoded(self, study_id: str, data: bytes) -> None:
         target = self.path / f"{study_id}.json"
         try:
-            target.write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n")
+            target.write_bytes(data)
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {_reason(exc)}") from None
 

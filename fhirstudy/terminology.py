@@ -74,14 +74,27 @@ def fold(text: str) -> str:
 
 
 @lru_cache(maxsize=None)
-def _condition_rules() -> tuple[tuple[dict, tuple[re.Pattern, ...], tuple[re.Pattern, ...]], ...]:
+def _condition_rules() -> tuple[tuple[dict, tuple[re.Pattern, ...], tuple[re.Pattern, ...], frozenset[str],
+                                      frozenset[str]], ...]:
+    """Per condition group: the concept, its text and exclude patterns, the MeSH ids it covers and
+    those of them an ancestor may match by."""
     data = load_mapping("conditions.json")
     rules = []
     for concept in data["concepts"]:
         include = tuple(re.compile(p, re.IGNORECASE) for p in concept.get("text", []))
         exclude = tuple(re.compile(p, re.IGNORECASE) for p in concept.get("exclude_text", []))
-        rules.append((concept, include, exclude))
+        covered = concept.get("mesh", [])
+        rules.append((concept, include, exclude, frozenset(m["id"] for m in covered),
+                      frozenset(m["id"] for m in covered if m.get("ancestor", True))))
     return tuple(rules)
+
+
+@lru_cache(maxsize=1 << 14)
+def _groups_by_text(folded: str) -> frozenset[int]:
+    """The condition groups (by place in the table) whose patterns match a folded condition text
+    (memoized: a pure function, and the same condition wording recurs across trials)."""
+    return frozenset(n for n, (_, include, exclude, _, _) in enumerate(_condition_rules())
+                     if any(p.search(folded) for p in include) and not any(p.search(folded) for p in exclude))
 
 
 def condition_codings(text: str, mesh_ids: frozenset[str] = frozenset(),
@@ -94,17 +107,33 @@ def condition_codings(text: str, mesh_ids: frozenset[str] = frozenset(),
     system = load_mapping("conditions.json")["codeSystem"]["url"]
     mesh_ids = frozenset(mesh_descriptor_id(m) for m in mesh_ids)
     ancestor_ids = frozenset(mesh_descriptor_id(m) for m in ancestor_ids)
-    folded = fold(text)
+    by_mesh, by_ancestor = _groups_by_mesh()
+    groups = set(_groups_by_text(fold(text)))
+    for m in mesh_ids:
+        groups.update(by_mesh.get(m, ()))
+    for m in ancestor_ids:
+        groups.update(by_ancestor.get(m, ()))
+    rules = _condition_rules()
     out: list[dict] = []
-    for concept, include, exclude in _condition_rules():
-        by_text = any(p.search(folded) for p in include) and not any(p.search(folded) for p in exclude)
-        covered = concept.get("mesh", [])
-        by_mesh = bool(mesh_ids & {m["id"] for m in covered}
-                       or ancestor_ids & {m["id"] for m in covered if m.get("ancestor", True)})
-        if by_text or by_mesh:
-            out.append({"system": system, "code": concept["code"], "display": concept["display"]})
-            out.extend({k: c[k] for k in ("system", "code", "display")} for c in concept["codings"])
+    for n in sorted(groups):  # in the table's order
+        concept = rules[n][0]
+        out.append({"system": system, "code": concept["code"], "display": concept["display"]})
+        out.extend({k: c[k] for k in ("system", "code", "display")} for c in concept["codings"])
     return out
+
+
+@lru_cache(maxsize=None)
+def _groups_by_mesh() -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """MeSH id -> the condition groups (by place in the table) covering it, and the same for the
+    ids an ancestor may match by."""
+    by_mesh: dict[str, list[int]] = {}
+    by_ancestor: dict[str, list[int]] = {}
+    for n, (_, _, _, covered, ancestors) in enumerate(_condition_rules()):
+        for m in covered:
+            by_mesh.setdefault(m, []).append(n)
+        for m in ancestors:
+            by_ancestor.setdefault(m, []).append(n)
+    return ({k: tuple(v) for k, v in by_mesh.items()}, {k: tuple(v) for k, v in by_ancestor.items()})
 
 
 def condition_code_system() -> dict:

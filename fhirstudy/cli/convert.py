@@ -25,10 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write a JSON report: counts, every source field not mapped (with counts), skipped files")
 
 
-def convert_stream(args: argparse.Namespace, label: str, counts: dict | None = None, fhir: bool = False):
+def convert_stream(args: argparse.Namespace, label: str, counts: dict | None = None, fhir: bool = False,
+                   encode=None):
     """Yield converted records, reporting problems as they come; returns counts through a dict.
     With ``fhir=True`` (``load``) the documents of FHIR JSON files are yielded too, as
-    ``fhirstudy.sources.FhirDocument``: their problems and counts are the caller's.
+    ``fhirstudy.sources.FhirDocument``: their problems and counts are the caller's. With
+    ``encode`` (an output's) the Bundles come as the bytes to write (``item.encoded``).
 
     Files of a folder that are not records are counted in ``counts["skipped"]`` and not yielded.
     A second record of the same trial (the same ResearchStudy id) in one run is an error: the
@@ -42,7 +44,7 @@ def convert_stream(args: argparse.Namespace, label: str, counts: dict | None = N
     def stream():
         with progress(label) as tick:
             for item in convert(args.inputs, format=args.format, jobs=args.jobs,
-                                unmapped=bool(getattr(args, "report", None)), fhir=fhir):
+                                unmapped=bool(getattr(args, "report", None)), fhir=fhir, encode=encode):
                 if isinstance(item, FhirDocument):
                     tick()
                     yield item
@@ -88,13 +90,13 @@ def run(args: argparse.Namespace) -> int:
     except OutputError:
         output.close(commit=False)
         raise
-    stream, counts = convert_stream(args, "converting")
+    stream, counts = convert_stream(args, "converting", encode=output.encode)
     done = stopped = False
     try:
         for item in stream:
             if item.ok:
                 try:
-                    output.write(item.study_id, item.bundle)
+                    output.write_encoded(item.study_id, item.encoded)
                 except OutputError as exc:  # a full disk: every later write would fail too
                     record_failed(counts, item, f"not written: {exc}")
                     print(f"error: stopping: {exc}", file=sys.stderr)

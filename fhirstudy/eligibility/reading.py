@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from fhirstudy.eligibility.lexicon import Lexicon, lexicon, normalise
 
@@ -194,10 +195,17 @@ def _split_and(text, start, end, mentions, values, lex: Lexicon) -> list[tuple[i
     return out
 
 
+READ_CACHE = 1 << 14  # criteria remembered per process: the same wording recurs across trials
+
+
+@lru_cache(maxsize=READ_CACHE)
 def read(text: str, exclude: bool = False) -> tuple[Part, ...] | None:
     """The parts of a criterion and the facts each states, or None when the criterion as a whole is
     in doubt (an exception, an ``or`` between parts, ``and/or`` ...). In an exclusion criterion a
-    list is a disjunction anyway, so ``, or`` before its last item is read as a list joint."""
+    list is a disjunction anyway, so ``, or`` before its last item is read as a list joint.
+
+    A pure function of its arguments with an immutable answer (frozen dataclasses in tuples), so it
+    is memoized: "Age >= 18 years" or "Pregnant or breastfeeding" is read once per process."""
     lex = lexicon()
     t = lex.ignorable.sub(" ", lex.restatement.sub(" ", normalise(text, lex)))
     if lex.doubt_criterion.search(t):

@@ -1,10 +1,11 @@
 """Small builders shared by the mappers: codeable concepts, references, provenance meta."""
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import quote
 
 from .. import __version__
-from ..trial import Trial
+from ..trial import Provenance, Trial
 
 SOURCE_BASE = "urn:fhirstudy:source"
 
@@ -29,9 +30,14 @@ def reference(resource_type: str, resource_id: str, display: str | None = None) 
 
 def meta(trial: Trial) -> dict:
     """``meta.source``: where the record came from (format, file name, record number), as a URI."""
-    p = trial.provenance
+    return {"source": _source(trial.provenance)}
+
+
+@lru_cache(maxsize=64)
+def _source(p: Provenance) -> str:
+    """The ``meta.source`` of a provenance (memoized: every resource of a trial has it)."""
     name = p.file.replace("\\", "/").rsplit("/", 1)[-1]  # the file name only: same bytes on every machine
-    return {"source": f"{SOURCE_BASE}:{p.format}:{quote(name)}#{p.record}"}
+    return f"{SOURCE_BASE}:{p.format}:{quote(name)}#{p.record}"
 
 
 def compact(d: dict) -> dict:

@@ -22,6 +22,7 @@ import orjson
 from ..trial import Trial, dump_trial
 
 NAMESPACE = uuid.UUID("6f1c3a52-0d55-5b7e-9c1e-f3a7d0e2b4c1")  # fhirstudy's own uuid5 namespace
+_NAMESPACE_BYTES = NAMESPACE.bytes
 ID_HEX_DIGITS = 16
 _NCT = re.compile(r"^NCT\d{8}$")
 
@@ -67,7 +68,7 @@ def _hex(text: str) -> str:
 def child_id(trial_id: str, *parts: object) -> str:
     """The id of a resource that belongs to one trial (``<trial id>-protocol``); the named
     functions below are the ids in use, so a mapper never spells a suffix itself."""
-    return "-".join([trial_id, *(str(p) for p in parts)])
+    return "-".join([trial_id, *map(str, parts)])
 
 
 def protocol_id(trial_id: str) -> str:
@@ -155,5 +156,11 @@ def contained_person_id(n: int) -> str:
 
 
 def full_url(resource_type: str, resource_id: str) -> str:
-    """A bundle entry's fullUrl: a urn:uuid derived from type and id, stable everywhere."""
-    return f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{resource_type}/{resource_id}')}"
+    """A bundle entry's fullUrl: a urn:uuid derived from type and id, stable everywhere: the
+    version-5 UUID of ``Type/id`` in :data:`NAMESPACE` (RFC 4122 4.3, what ``uuid.uuid5`` computes,
+    without building UUID objects: every resource of every trial has one)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{resource_type}/{resource_id}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -62,9 +62,15 @@ def normalise(text: str) -> str:
 
 def text_subtypes(text: str) -> set[str]:
     """The subtype codes one text (a condition, a title, a keyword) states."""
+    return set(_text_subtypes(text))
+
+
+@lru_cache(maxsize=1 << 14)
+def _text_subtypes(text: str) -> frozenset[str]:
+    """:func:`text_subtypes`, memoized (a pure function; conditions and titles recur across trials)."""
     norm = normalise(text)
-    return {r.code for r in _rules()
-            if any(p.search(norm) for p in r.include) and not any(p.search(norm) for p in r.exclude)}
+    return frozenset(r.code for r in _rules()
+                     if any(p.search(norm) for p in r.include) and not any(p.search(norm) for p in r.exclude))
 
 
 @lru_cache(maxsize=None)

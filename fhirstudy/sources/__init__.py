@@ -9,6 +9,9 @@ A reader module has these names:
     read_stream(stream, file, accounting)  for registry files of any size: the same, from a
                             binary stream, one record at a time (never the whole file in memory);
                             ``accounting=False`` skips listing the unmapped source fields
+    split_stream(...)       optionally, read_stream in two steps: per record ``(read, args)``,
+                            ``read(*args)`` giving what read_stream yields, so that the parsing can
+                            happen in another process (``iter_raw(..., deferred=True)``)
 
 ``data`` is a dict in the shape of ``trial.TrialSchema`` without ``provenance``; ``problems`` a list
 of ``errors.Problem`` (a record with an error Problem is not loaded). A reader may yield a third
@@ -113,6 +116,19 @@ class FhirDocument:
 
 
 @dataclass(frozen=True)
+class PendingRecord:
+    """A record cut from its file but not read yet (``iter_raw(..., deferred=True)``): the reader's
+    ``read(*args)`` gives what its ``read_stream`` would have; cheap to send to another process
+    (an NDJSON line, an XML record's bytes, a CSV row's cells). :func:`read_pending` finishes it."""
+
+    file: str
+    record: int
+    format: str
+    read: Callable
+    args: tuple
+
+
+@dataclass(frozen=True)
 class RawRecord:
     """A record as a reader gave it, before the Trial schema: cheap to pass to another process."""
 
@@ -125,20 +141,41 @@ class RawRecord:
 
 
 def iter_raw(inputs: Iterable[str | Path], format: str | None = None, unmapped: bool = True,
-             fhir: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument]:
+             fhir: bool = False, deferred: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument
+                                                                     | PendingRecord]:
     """Like ``iter_records`` but stops before the schema: yields ``RawRecord`` for what a reader
     read, ``Record`` for what failed before that, and ``Skipped`` for a file of a folder that is
     not a record. ``load_record`` finishes the work, in this process or another. ``unmapped=False`` skips listing the source fields not carried into the
     Trial (only ``convert --report`` needs them; on results-heavy records it is most of the read).
     ``fhir=True`` yields the documents of FHIR JSON files as ``FhirDocument`` (unless ``format``
-    is given); otherwise such a file is reported as not a trial record."""
+    is given); otherwise such a file is reported as not a trial record. ``deferred=True`` yields
+    the records of readers with ``split_stream`` as ``PendingRecord``, cut but not parsed."""
     if format is not None and format not in _BY_FORMAT:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    return _iter(inputs, format, unmapped, fhir)
+    return _iter(inputs, format, unmapped, fhir, deferred)
 
 
-def load_record(item: Record | RawRecord) -> Record:
-    """A RawRecord checked by the Trial schema (a Record passes through)."""
+def read_pending(item: PendingRecord) -> tuple[RawRecord | Record, bool]:
+    """What ``iter_raw`` without deferral gives for the record, and whether its reading ended the
+    file: a reader that fails past a record's boundary stops its file there, so the caller drops
+    the records of that file after this one (as the reading, in one step, would have stopped)."""
+    file, number = item.file, item.record
+    try:
+        return _raw(file, number, item.format, *item.read(*item.args)), False
+    except SourceError as exc:  # the reader gave up on the rest of the file
+        return Record(file, number, None, tuple(_placed(p, file, number) for p in exc.problems)), True
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        return _failed(file, f"cannot read past record {number - 1}: {exc}", record=number), True
+    except Exception as exc:  # noqa: BLE001 - a reader's bug ends its file, never the run
+        return _failed(file, f"{failure_reason(exc)}; the file is not read past record {number - 1}",
+                       record=number), True
+
+
+def load_record(item: Record | RawRecord | PendingRecord) -> Record:
+    """A RawRecord checked by the Trial schema (a Record passes through; a PendingRecord is read
+    first)."""
+    if isinstance(item, PendingRecord):
+        item = read_pending(item)[0]
     if isinstance(item, Record):
         return item
     return _record(item.file, item.record, item.format, item.data, list(item.problems), item.unmapped)
@@ -158,7 +195,7 @@ def iter_records(inputs: Iterable[str | Path], format: str | None = None) -> Ite
 
 
 def _iter(inputs: Iterable[str | Path], format: str | None, accounting: bool = True,
-          fhir: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument]:
+          fhir: bool = False, deferred: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument]:
     for item in inputs:
         scanned = Path(item).is_dir()  # a file found in a folder, not one named on its own
         for path in _files(Path(item)):
@@ -168,7 +205,7 @@ def _iter(inputs: Iterable[str | Path], format: str | None, accounting: bool = T
             if scanned and _suffix(path.name) not in RECORD_SUFFIXES | ARCHIVE_SUFFIXES:
                 yield Skipped(str(path), f"its extension is not one of {', '.join(sorted(RECORD_SUFFIXES))}")
                 continue
-            yield from _read_file(path, format, scanned, accounting, fhir)
+            yield from _read_file(path, format, scanned, accounting, fhir, deferred)
 
 
 def _suffix(name: str) -> str:
@@ -265,7 +302,7 @@ def _head(opener: Callable[[], BinaryIO]) -> str:
 
 
 def _read_file(path: Path, format: str | None, scanned: bool = False, accounting: bool = True,
-               fhir: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument]:
+               fhir: bool = False, deferred: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument]:
     if not path.exists():
         yield _failed(str(path), "cannot read: No such file or directory")
         return
@@ -279,11 +316,12 @@ def _read_file(path: Path, format: str | None, scanned: bool = False, accounting
         if in_archive and _suffix(file) not in RECORD_SUFFIXES:
             yield Skipped(file, f"its extension is not one of {', '.join(sorted(RECORD_SUFFIXES))}")
             continue
-        yield from _read_member(file, opener, format, scanned or in_archive, accounting, fhir)
+        yield from _read_member(file, opener, format, scanned or in_archive, accounting, fhir, deferred)
 
 
 def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None, scanned: bool = False,
-                 accounting: bool = True, fhir: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument]:
+                 accounting: bool = True, fhir: bool = False,
+                 deferred: bool = False) -> Iterator[Record | RawRecord | Skipped | FhirDocument | PendingRecord]:
     try:
         head = _head(opener)
     except SourceError as exc:
@@ -305,7 +343,11 @@ def _read_member(file: str, opener: Callable[[], BinaryIO], format: str | None, 
         return
     number = 0
     try:
-        if hasattr(reader, "read_stream"):
+        if deferred and hasattr(reader, "split_stream"):
+            with opener() as stream:
+                for number, (read, args) in enumerate(reader.split_stream(stream, file, accounting), start=1):
+                    yield PendingRecord(file, number, reader.FORMAT, read, args)
+        elif hasattr(reader, "read_stream"):
             with opener() as stream:
                 for number, item in enumerate(reader.read_stream(stream, file, accounting), start=1):
                     yield _raw(file, number, reader.FORMAT, *item)

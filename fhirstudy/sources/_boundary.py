@@ -35,6 +35,12 @@ def one_record(convert: Callable[..., Converted]) -> Callable[..., Converted]:
     return guarded
 
 
+def given(data: dict | None, problems: list[Problem], unmapped: list[str]) -> Converted:
+    """A record already read (an error found while cutting a file into records): the ``read``
+    of a reader's ``split_stream`` item that has nothing left to do."""
+    return data, problems, unmapped
+
+
 def whole_number(text: str, maximum: int = FHIR_UNSIGNED_INT_MAX) -> int | None:
     """``text`` as a whole number from 0 to ``maximum`` (ASCII digits only: ``str.isdigit``
     takes ``1²``, ``int`` does not), or None when it is not one."""

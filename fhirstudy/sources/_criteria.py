@@ -15,7 +15,9 @@ line: nothing is guessed silently.
 """
 from __future__ import annotations
 
+import copy
 import re
+from functools import lru_cache
 
 from ..errors import Problem
 from ._headings import doubtful, heading, is_note
@@ -26,7 +28,7 @@ _BULLET = re.compile(r"^(?P<indent>\s*)(?:[*•\-–·]|\d{1,3}[.)]|[a-zA-Z][.)]
 
 
 def _clean(text: str) -> str:
-    return " ".join(_ESCAPE.sub(r"\1", text).split())
+    return " ".join((_ESCAPE.sub(r"\1", text) if "\\" in text else text).split())
 
 
 def _warning(reason: str) -> Problem:
@@ -126,8 +128,21 @@ def split_criteria(text: str | None) -> tuple[list[dict], list[Problem]]:
     criterion is on)."""
     if not text or not text.strip():
         return [], []
+    criteria, problems = _split(text)
+    return ([{**c, "items": list(c["items"])} if "items" in c else dict(c) for c in criteria],
+            [copy.copy(p) for p in problems])
+
+
+SPLIT_CACHE = 4096  # eligibility texts remembered per process (copied out: callers own the dicts)
+
+
+@lru_cache(maxsize=SPLIT_CACHE)
+def _split(text: str) -> tuple[tuple[dict, ...], tuple[Problem, ...]]:
+    """:func:`split_criteria` of a non-blank text, memoized: a pure function of the text, and the
+    same criteria recur across the records of a registry (a sponsor's template, a re-registered
+    study); what it keeps is never handed out, only copies."""
     reader = _Reader()
     for n, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
         reader.line(n, line)
     reader.finish()
-    return reader.criteria, reader.problems
+    return tuple(reader.criteria), tuple(reader.problems)

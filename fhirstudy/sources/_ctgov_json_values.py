@@ -24,7 +24,7 @@ def take(node: Fields, key: str) -> Any:
     """The value at a single ``key`` of a node, marked used (``Fields.get`` without a node object per
     leaf: the reader's hot path)."""
     value = node.value.get(key) if isinstance(node.value, dict) else None
-    if value is not None:
+    if value is not None and node.accounting:
         node.mark(key)
     return value
 

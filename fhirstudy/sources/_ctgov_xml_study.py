@@ -40,17 +40,17 @@ _DESIGN = (("allocation", "allocation"), ("intervention_model", "interventionMod
 
 def _each(f: Fields, key: str) -> list[Fields]:
     """The nodes of a tag that may repeat: one node, the items of a list, or none."""
-    node = f.node(key)
-    if node.value is None:
+    value = f.at(key)
+    if value is None:
         return []
-    if isinstance(node.value, list):
+    if isinstance(value, list):
         return f.nodes(key)
-    return [node]
+    return [f.node(key)]
 
 
 def _raw(f: Fields, key: str) -> str | None:
     """The text of an element (its ``#text`` when it has attributes), marked used."""
-    value = f.node(key).value
+    value = f.at(key)
     if value is None:
         return None
     if isinstance(value, list):  # repeated where the schema allows one: the first counts
@@ -69,8 +69,7 @@ def _text(f: Fields, key: str) -> str | None:
 
 
 def _attr(f: Fields, key: str, name: str) -> str | None:
-    node = f.node(key)
-    return f.get(f"{key}.@{name}") if isinstance(node.value, dict) else None
+    return f.get(f"{key}.@{name}") if isinstance(f.at(key), dict) else None
 
 
 def _date(f: Fields, key: str, problems: list[Problem], field: str) -> str | None:

@@ -36,7 +36,8 @@ class Fields:
         node = self.node(key)
         if node.value is None:
             return default
-        self._used.add(node.path)
+        if self.accounting:
+            self._used.add(node.path)
         return node.value
 
     def node(self, key: str) -> Fields:
@@ -47,6 +48,16 @@ class Fields:
             path = f"{path}.{part}" if path else part
         return Fields(value, path, self._used, self.accounting)
 
+    def at(self, key: str) -> Any:
+        """The value at a dotted ``key`` (``node(key).value``, without building the node), not
+        marked used."""
+        value = self.value
+        for part in key.split("."):
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return value
+
     def nodes(self, key: str) -> list[Fields]:
         """The items of the list at ``key`` (empty when absent), each a node to read from."""
         node = self.node(key)
@@ -55,9 +66,11 @@ class Fields:
         return [Fields(item, node.path, self._used, self.accounting) for item in node.value]
 
     def mark(self, *keys: str) -> None:
-        """Mark fields used without reading them (consumed by another field's logic)."""
-        for key in keys:
-            self._used.add(self._child_path(key))
+        """Mark fields used without reading them (consumed by another field's logic); nothing to
+        mark without accounting."""
+        if self.accounting:
+            for key in keys:
+                self._used.add(self._child_path(key))
 
     def unmapped(self, ignored: Iterable[str] = ()) -> list[str]:
         """Leaf paths of the record neither used nor ignored (a path is covered by any used or

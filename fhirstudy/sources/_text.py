@@ -41,8 +41,9 @@ def clean(text: str | None) -> str | None:
     empty text becomes None."""
     if text is None:
         return None
-    text = _MD_ESCAPE.sub(r"\1", text).strip()
-    return text or None
+    if "\\" in text:  # only a backslash starts an escape
+        text = _MD_ESCAPE.sub(r"\1", text)
+    return text.strip() or None
 
 
 def snippet(text: str) -> str:

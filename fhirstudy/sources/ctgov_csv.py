@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..errors import Problem, SourceError
-from ._boundary import FHIR_UNSIGNED_INT_MAX, is_whole_number, one_record, whole_number
+from ._boundary import FHIR_UNSIGNED_INT_MAX, given, is_whole_number, one_record, whole_number
 from ._ctgov_legacy import NCT_ID, UnknownValue, api_value, masking, partial_date, read_value
 from ._fields import Fields, ignored_fields
 from ._text import clean, error, intervention_type, snippet, warning
@@ -122,6 +122,13 @@ def read_stream(stream: BinaryIO, file: str,
     """Each row of the export, in order, as ``(data, problems, unmapped)``; ``data`` is None for a
     row that cannot be read. Raises SourceError when the file is not UTF-8, has no export header or
     no rows."""
+    for read, args in split_stream(stream, file, accounting):
+        yield read(*args)
+
+
+def split_stream(stream: BinaryIO, file: str, accounting: bool = True) -> Iterator[tuple[Callable, tuple]]:
+    """:func:`read_stream` in two steps: each row as ``(read, args)`` (its cells by column, to be
+    converted when called, in this process or another); a row that cannot be read is its error."""
     text = io.TextIOWrapper(stream, encoding=ENCODING, newline="")
     reader = _PARSER.reader(text, **_EXCEL)
     try:
@@ -145,7 +152,7 @@ def read_stream(stream: BinaryIO, file: str,
             text.detach()  # the caller owns the stream and closes it
 
 
-def _rows(reader: Any, header: list[str], accounting: bool) -> Iterator[tuple[dict | None, list[Problem], list[str]]]:
+def _rows(reader: Any, header: list[str], accounting: bool) -> Iterator[tuple[Callable, tuple]]:
     while True:
         first_line = reader.line_num + 1
         try:
@@ -153,17 +160,17 @@ def _rows(reader: Any, header: list[str], accounting: bool) -> Iterator[tuple[di
         except StopIteration:
             return
         except _PARSER.Error as exc:
-            yield None, [error(f"lines {first_line}-{reader.line_num}: the CSV cannot be read here ({exc}); an "
-                               "unterminated quote is the usual cause; the row is skipped", None)], []
+            yield given, (None, [error(f"lines {first_line}-{reader.line_num}: the CSV cannot be read here ({exc}); "
+                                       "an unterminated quote is the usual cause; the row is skipped", None)], [])
             continue
         lines = f"line {first_line}" if reader.line_num == first_line else f"lines {first_line}-{reader.line_num}"
         if not any(cell.strip() for cell in row):
             continue  # a blank line
         broken = _broken(row, header, lines)
         if broken:
-            yield None, [broken], []
+            yield given, (None, [broken], [])
             continue
-        yield convert_row(dict(zip(header, row)), accounting)
+        yield convert_row, (dict(zip(header, row)), accounting)
 
 
 def _broken(row: list[str], header: list[str], lines: str) -> Problem | None:

@@ -41,7 +41,7 @@ import ijson
 import orjson
 
 from ..errors import Problem
-from ._boundary import one_record
+from ._boundary import given, one_record
 from ._ctgov_json_study import Study
 from ._ctgov_json_values import error as _error
 from ._ctgov_json_values import json_type as _json_type
@@ -77,16 +77,23 @@ def read_stream(stream: BinaryIO, file: str,
     (the next lines go on), or in an array or page the break itself, after which the rest of the
     file cannot be read. ``accounting=False`` skips listing the unmapped source fields.
     """
-    one = functools.partial(convert, accounting=accounting)
+    for read, args in split_stream(stream, file, accounting):
+        yield read(*args)
+
+
+def split_stream(stream: BinaryIO, file: str, accounting: bool = True) -> Iterator[tuple[Callable, tuple]]:
+    """:func:`read_stream` in two steps: each study as ``(read, args)``, where ``read(*args)`` is
+    what read_stream yields for it, so the reading can happen in another process. An NDJSON line
+    travels as its bytes; a study of an array or page, or a single study, is parsed here."""
     head = stream.read(HEAD_BYTES).removeprefix(_BOM)
     replay = _Replay(head, stream)
     match = _FIRST_KEY_BYTES.match(head)
     if match and match[1]:
-        yield from _stream_items(replay, "item", "JSON array", one)
+        yield from _stream_items(replay, "item", "JSON array", accounting)
     elif match and match[2].decode() in _PAGE_KEYS:
-        yield from _stream_items(replay, "studies.item", "API page", one)
+        yield from _stream_items(replay, "studies.item", "API page", accounting)
     else:
-        yield from _objects(replay, one)
+        yield from _objects(replay, accounting)
 
 
 @one_record
@@ -126,7 +133,7 @@ class _Replay:
         return out + self._stream.readline()
 
 
-def _stream_items(stream: _Replay, prefix: str, container: str, convert: Callable) -> Iterator[tuple]:
+def _stream_items(stream: _Replay, prefix: str, container: str, accounting: bool) -> Iterator[tuple]:
     count = 0
     items = ijson.items(stream, prefix, use_float=True, multiple_values=True)
     while True:
@@ -135,42 +142,47 @@ def _stream_items(stream: _Replay, prefix: str, container: str, convert: Callabl
         except StopIteration:
             break
         except (ijson.JSONError, UnicodeDecodeError) as exc:
-            yield None, [_error(f"invalid JSON after study {count} of the {container} ({_ijson_reason(exc)}): "
-                                "the rest of the file cannot be read", None)], []
+            yield given, (None, [_error(f"invalid JSON after study {count} of the {container} "
+                                        f"({_ijson_reason(exc)}): the rest of the file cannot be read", None)], [])
             return
         count += 1
-        yield convert(study)
+        yield convert, (study, accounting)
     if count == 0:
-        yield None, [_error(f"the {container} holds no study", None)], []
+        yield given, (None, [_error(f"the {container} holds no study", None)], [])
 
 
-def _objects(stream: _Replay, convert: Callable) -> Iterator[tuple]:
+def _objects(stream: _Replay, accounting: bool) -> Iterator[tuple]:
     """A single study object (possibly pretty-printed), or NDJSON (one study a line)."""
     lineno, first = _next_line(stream, 0)
     if first is None:
-        yield None, [_error("no JSON study in this file", None)], []
+        yield given, (None, [_error("no JSON study in this file", None)], [])
         return
     study, exc = _loads(first)
     if exc is None and isinstance(study, dict):
-        yield _from_line(lineno, study, None, convert)  # a study on its own line: NDJSON (a one-line file too)
-        yield from _ndjson(stream, lineno, convert)
+        yield read_line, (lineno, first, accounting)  # a study on its own line: NDJSON (a one-line file too)
+        yield from _ndjson(stream, lineno, accounting)
         return
     second_lineno, second = _next_line(stream, lineno)
     if second is not None and second.lstrip().startswith(b"{"):  # a bad first line of NDJSON
-        yield _from_line(lineno, study, exc, convert)
-        yield _from_line(second_lineno, *_loads(second), convert)
-        yield from _ndjson(stream, second_lineno, convert)
+        yield read_line, (lineno, first, accounting)
+        yield read_line, (second_lineno, second, accounting)
+        yield from _ndjson(stream, second_lineno, accounting)
         return
     study, exc = _loads(first + (second or b"") + stream.read())  # one study, pretty-printed
-    yield convert(study) if exc is None else (None, [_error(f"not valid JSON: {exc}", None)], [])
+    yield (convert, (study, accounting)) if exc is None else (given, (None, [_error(f"not valid JSON: {exc}", None)], []))
 
 
-def _ndjson(stream: _Replay, lineno: int, convert: Callable) -> Iterator[tuple]:
+def _ndjson(stream: _Replay, lineno: int, accounting: bool) -> Iterator[tuple]:
     while True:
         lineno, line = _next_line(stream, lineno)
         if line is None:
             return
-        yield _from_line(lineno, *_loads(line), convert)
+        yield read_line, (lineno, line, accounting)
+
+
+def read_line(lineno: int, line: bytes, accounting: bool = True) -> tuple[dict | None, list[Problem], list[str]]:
+    """The record of NDJSON line ``lineno`` (its bytes): the study converted, or why it is not."""
+    return _from_line(lineno, *_loads(line), functools.partial(convert, accounting=accounting))
 
 
 def _next_line(stream: _Replay, lineno: int) -> tuple[int, bytes | None]:

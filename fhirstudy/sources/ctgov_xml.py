@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..errors import Problem, SourceError
@@ -49,18 +49,33 @@ def read_stream(stream: BinaryIO, file: str,
     holds it: that record is an error naming the line, and reading goes on at the next
     ``<clinical_study>``. Raises SourceError when the file holds no ``<clinical_study>`` at all.
     """
+    for read, args in split_stream(stream, file, accounting):
+        yield read(*args)
+
+
+def split_stream(stream: BinaryIO, file: str, accounting: bool = True) -> Iterator[tuple[Callable, tuple]]:
+    """:func:`read_stream` in two steps: each record as ``(read_piece, args)``, its bytes cut from
+    the file (with the file's prolog and its place), parsed and converted when called, so that can
+    happen in another process."""
     count = 0
     for prolog, piece, line, column in _pieces(stream):
         count += 1
-        try:
-            element = _parse_record(prolog, piece)
-        except ET.ParseError as exc:
-            yield None, [error(_malformed(exc, prolog, line, column), "format")], []
-            continue
-        yield convert_study(element_view(element), accounting)
-        element.clear()
+        yield read_piece, (prolog, piece, line, column, accounting)
     if count == 0:
         raise SourceError(Problem(f"no <{RECORD_TAG}> element in the file", field="format"))
+
+
+def read_piece(prolog: bytes, piece: bytes, line: int, column: int,
+               accounting: bool = True) -> tuple[dict | None, list[Problem], list[str]]:
+    """One record cut by ``_pieces``: parsed after the prolog, viewed and converted; malformed XML
+    is this record's error, placed at its line in the file."""
+    try:
+        element = _parse_record(prolog, piece)
+    except ET.ParseError as exc:
+        return None, [error(_malformed(exc, prolog, line, column), "format")], []
+    converted = convert_study(element_view(element), accounting)
+    element.clear()
+    return converted
 
 
 def _malformed(exc: ET.ParseError, prolog: bytes, line: int, column: int) -> str:
@@ -141,7 +156,8 @@ def _parse_record(prolog: bytes, piece: bytes) -> ET.Element:
 
 def _record_end(parser: ET.XMLPullParser) -> ET.Element | None:
     for _event, element in parser.read_events():
-        if _local(element.tag) == RECORD_TAG:
+        tag = element.tag
+        if tag.endswith(RECORD_TAG) and _local(tag) == RECORD_TAG:  # the cheap test first: one per element
             return element
     return None
 
@@ -150,15 +166,24 @@ def element_view(element: ET.Element) -> Any:
     """The nested dict view of an element: text for a leaf without attributes, else a dict of
     ``@attribute`` values, ``#text`` (its own non-blank text) and children by tag (a list when the
     tag repeats). Blank leaves are None and left out."""
-    node: dict[str, Any] = {f"@{_local(k)}": v for k, v in element.attrib.items()}
-    text = element.text if element.text and element.text.strip() else None
+    attrib = element.attrib
+    node: dict[str, Any] = {f"@{_local(k)}": v for k, v in attrib.items()} if attrib else {}
+    text = element.text
+    if text is not None and not text.strip():
+        text = None
     children: dict[str, list] = {}
     for child in element:
-        if not isinstance(child.tag, str):  # a comment or processing instruction
+        tag = child.tag
+        if not isinstance(tag, str):  # a comment or processing instruction
             continue
         value = element_view(child)
         if value is not None:
-            children.setdefault(_local(child.tag), []).append(value)
+            name = tag if tag[0] != "{" else _local(tag)
+            same = children.get(name)
+            if same is None:
+                children[name] = [value]
+            else:
+                same.append(value)
     if not node and not children:
         return text
     if text is not None:

@@ -1,4 +1,4 @@
-"""Validation of FHIR R5 output: fhir.resources, plus the checks it lacks.
+"""The checks themselves, exactly: fhir.resources, plus the checks it lacks.
 
 fhir.resources (pydantic) checks structure and unknown elements, but it coerces ``"5"`` into an
 unsignedInt and accepts ResearchStudy.status ``"bogus"``. So every resource also goes through a
@@ -12,7 +12,9 @@ walk driven by the official definitions (``mappings/fhir-r5-elements.json`` and
 - the JSON as text, first and without recursion: at most ``fhirstudy.limits.MAX_JSON_DEPTH`` levels
   of nesting, and no character FHIR strings forbid (below U+0020 except tab, CR, LF) anywhere.
 
-``validate_resource`` and ``validate_bundle`` collect every issue into one ``ValidationFailed``.
+``resource_issues`` and ``bundle_issues`` collect every issue (the package's ``validate_resource``
+and ``validate_bundle`` raise them as one ``ValidationFailed``); ``entry_resource_issues`` is what
+``bundle_issues`` checks of one entry's resource, for :mod:`.repeats`.
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ from functools import lru_cache
 from fhir.resources import get_fhir_model_class
 from pydantic import ValidationError as PydanticError
 
-from .errors import InvalidRequest, Problem, ValidationFailed
-from .limits import MAX_JSON_DEPTH, check_depth
-from .terminology import load_mapping
+from ..errors import InvalidRequest, Problem
+from ..limits import MAX_JSON_DEPTH, check_depth
+from ..terminology import load_mapping
 
 _STR = (str,)
 _PRIMITIVE_JSON: dict[str, tuple[type, ...]] = {
@@ -70,6 +72,14 @@ def _required_children() -> dict[str, tuple[str, ...]]:
             parent, name = path.rsplit(".", 1)
             out.setdefault(parent, []).append(name)
     return {k: tuple(v) for k, v in out.items()}
+
+
+def strings_are_valid(values: list[str], type_code: str) -> bool:
+    """Whether the walk takes each of ``values`` as a JSON string of a primitive type without a
+    required binding: not empty, and matching its type's pattern (id, code, date ...) if it has one
+    (the rules of ``_Walker.value`` and ``_Walker.primitive``)."""
+    pattern = _PATTERNS.get(type_code)
+    return "" not in values and (pattern is None or all(map(pattern.match, values)))
 
 
 def _is_primitive(type_code: str) -> bool:
@@ -205,12 +215,13 @@ def _model_issues(resource: dict, where: str) -> list[Problem]:
     return []
 
 
-def _text_issues(document: object, where: str) -> list[Problem]:
+def _text_issues(document: object, where: str, depth: int = MAX_JSON_DEPTH) -> list[Problem]:
     """Problems of the document as JSON text, found without recursion (so no document, however
-    hostile, exhausts the stack): nesting deeper than :data:`MAX_JSON_DEPTH`, and characters FHIR
-    strings SHALL NOT contain (below U+0020 except tab, CR and LF) in any key or string value."""
+    hostile, exhausts the stack): nesting deeper than ``depth`` levels (:data:`MAX_JSON_DEPTH` for
+    a whole document), and characters FHIR strings SHALL NOT contain (below U+0020 except tab, CR
+    and LF) in any key or string value."""
     try:
-        check_depth(document, where, MAX_JSON_DEPTH)
+        check_depth(document, where, depth)
     except InvalidRequest as exc:
         return [Problem(reason=exc.diagnostics, field=where)]
     issues = []
@@ -253,15 +264,30 @@ def _check(resource: dict, where: str) -> _Walker:
     return walker
 
 
-def validate_resource(resource: dict) -> None:
-    """Validate one resource on its own (references are not resolved). Raises ValidationFailed."""
-    walker = _check(resource, resource.get("resourceType", "resource") if isinstance(resource, dict) else "resource")
-    if walker.issues:
-        raise ValidationFailed(walker.issues)
+def resource_issues(resource: object) -> list[Problem]:
+    """Every issue of one resource on its own (references are not resolved)."""
+    return _check(resource, resource.get("resourceType", "resource") if isinstance(resource, dict) else "resource").issues
 
 
-def validate_bundle(bundle: dict) -> None:
-    """Validate a Bundle and every resource in it, and resolve its internal references.
+ENTRY_RESOURCE_DEPTH = 3  # a Bundle's entry resource sits 3 levels down: Bundle, entry array, entry
+
+
+def entry_resource_issues(resource: dict) -> tuple[list[Problem], list[tuple[str, str]]]:
+    """What :func:`bundle_issues` checks of one entry's resource (the Bundle around it aside):
+    its text (at most MAX_JSON_DEPTH - 3 levels deep, the depth left below an entry), the walk and
+    its model class; and the references the walk found. Issues are placed under ``Bundle``."""
+    where = "Bundle.entry.resource"
+    walker = _Walker()
+    walker.issues.extend(_text_issues(resource, where, MAX_JSON_DEPTH - ENTRY_RESOURCE_DEPTH))
+    if not walker.issues:
+        walker.resource(resource, where)
+    if not walker.issues:
+        walker.issues.extend(_model_issues(resource, where))
+    return walker.issues, walker.references
+
+
+def bundle_issues(bundle: object) -> list[Problem]:
+    """Every issue of a Bundle and every resource in it, and of its internal references.
 
     Relative references (``Type/id``) must match an entry's resource, ``urn:uuid:`` references an
     entry's fullUrl; absolute http(s) references point outside and are not followed.
@@ -276,9 +302,12 @@ def validate_bundle(bundle: dict) -> None:
         if isinstance(entry, dict) and isinstance(entry.get("fullUrl"), str):
             local.add(entry["fullUrl"])
     for ref, where in walker.references:
-        if ref.startswith("#") or ref.startswith(("http://", "https://")):
-            continue
-        if ref not in local:
+        if ref not in local and not is_external(ref):
             walker.fail(where, f"reference '{ref}' does not resolve to an entry of the bundle")
-    if walker.issues:
-        raise ValidationFailed(walker.issues)
+    return walker.issues
+
+
+def is_external(reference: str) -> bool:
+    """True for a reference a Bundle need not resolve: to a contained resource (``#``) or an
+    absolute http(s) URL."""
+    return reference.startswith("#") or reference.startswith(("http://", "https://"))
