@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from fhirstudy.search.query import Include, SearchQuery
+from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks
 from fhirstudy.store.reads import load
 from fhirstudy.store.repository import StoredResource
@@ -19,7 +20,8 @@ ITERATE_ROUNDS = 3  # rounds of _include:iterate / _revinclude:iterate after the
 MAX_INCLUDED = 1000  # included resources per page at most
 
 
-def included(conn: sa.Connection, query: SearchQuery, matches: list[StoredResource]) -> list[StoredResource]:
+def included(conn: sa.Connection, codec: Codec, query: SearchQuery,
+             matches: list[StoredResource]) -> list[StoredResource]:
     """The resources ``query.includes`` add to the page ``matches`` (each once, none of the
     matches); ``:iterate`` ones are applied again to what was added, up to ITERATE_ROUNDS times."""
     seen = {(e.type, e.id) for e in matches}
@@ -30,7 +32,7 @@ def included(conn: sa.Connection, query: SearchQuery, matches: list[StoredResour
         found: list[int] = []
         for include in includes:
             found.extend(_include_pks(conn, include, sources))
-        fresh = [r for r in load(conn, list(dict.fromkeys(found))) if (r.type, r.id) not in seen]
+        fresh = [r for r in load(conn, codec, list(dict.fromkeys(found))) if (r.type, r.id) not in seen]
         fresh = fresh[:MAX_INCLUDED - len(added)]
         if not fresh:
             break

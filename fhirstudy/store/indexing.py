@@ -36,14 +36,14 @@ DYNAMIC_MARK = "lastUpdated"
 _FIT = MappingProxyType({kind: (bounded_columns(table), text_columns(table)) for kind, table in INDEX_TABLES.items()})
 
 
-def content_hash(resource: dict) -> str:
-    """SHA-256 of the resource without meta.versionId/lastUpdated, keys sorted: equal content,
-    equal hash."""
+def content_hash(resource: dict) -> bytes:
+    """The first 16 bytes of the SHA-256 of the resource without meta.versionId/lastUpdated, keys
+    sorted: equal content, equal hash."""
     body = dict(resource)
     meta = {k: v for k, v in (body.pop("meta", None) or {}).items() if k not in ("versionId", "lastUpdated")}
     if meta:
         body["meta"] = meta
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()[:16]
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Prepared:
     parameter that does not depend on the moment of the write."""
 
     resource: dict
-    digest: str
+    digest: bytes
     rows: dict[str, list[dict]]
     linked: bool = True  # False: the linked parameters' rows are still to be computed (in the write)
 

@@ -127,7 +127,7 @@ def _rebuild(store: SqlStore, conn: sa.Connection, pks: list[int]) -> None:
         for pk, deleted, content in rows:
             if deleted:
                 continue
-            for kind, index in store.index_rows_of(orjson.loads(content)).items():
+            for kind, index in store.index_rows_of(orjson.loads(store.codec.decode(content))).items():
                 pending[kind].extend({**r, "resource_pk": pk} for r in index)
         for table in INDEX_TABLES.values():
             conn.execute(sa.delete(table).where(table.c.resource_pk.in_(chunk)))

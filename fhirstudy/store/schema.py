@@ -29,12 +29,17 @@ _ID = sa.String(64)
 # Indexed text columns compare byte-wise on both backends, so range scans mean "starts with".
 _SORTABLE = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
 # 1: rtype/param strings in index rows, JSON in resource and history alike; 2: no number ranges;
-# 3: no positions
-SCHEMA_VERSION = 4
+# 3: no positions; 4: uncompressed JSON, hex content hashes
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 
 schema = sa.Table("fhirstudy_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+# The zstd dictionaries content is compressed with, by the id each compressed value names (store.content).
+dictionary = sa.Table("fhirstudy_dictionary", metadata,
+                      sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                      sa.Column("content", sa.LargeBinary, nullable=False))
 
 resource = sa.Table(
     "resource", metadata,
@@ -44,8 +49,8 @@ resource = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("last_updated", sa.String(32), nullable=False),
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
-    sa.Column("content_hash", sa.String(64), nullable=False),
-    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Column("content_hash", sa.LargeBinary(16), nullable=False),  # indexing.content_hash; b"" once deleted
+    sa.Column("content", sa.LargeBinary, nullable=False),  # store.content: zstd with a dictionary
     sa.UniqueConstraint("type", "id", name="uq_resource_type_id"),
 )
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from fhirstudy.search.query import SearchQuery
 from fhirstudy.store.compiler import check_query, index_matches, search_conditions
+from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks, db_errors
 from fhirstudy.store.repository import Head, StoredResource
 from fhirstudy.store.schema import INDEX_TABLES, param_id, resource
@@ -38,7 +39,7 @@ pointing_table = sa.Table("fhirstudy_export_pointing", _temp,
 
 
 @contextmanager
-def open_snapshot(engine: sa.Engine, clock) -> Iterator["Snapshot"]:
+def open_snapshot(engine: sa.Engine, codec: Codec, clock) -> Iterator["Snapshot"]:
     """A :class:`Snapshot` of the store on ``engine`` for the ``with`` block."""
     options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
     with db_errors(), engine.connect() as conn:
@@ -46,7 +47,7 @@ def open_snapshot(engine: sa.Engine, clock) -> Iterator["Snapshot"]:
         with conn.begin():
             conn.execute(sa.select(sa.func.count()).select_from(
                 sa.select(resource.c.pk).limit(1).subquery())).scalar()   # the view is taken here
-            snapshot = Snapshot(conn, clock())
+            snapshot = Snapshot(conn, codec, clock())
             try:
                 yield snapshot
             finally:
@@ -56,8 +57,9 @@ def open_snapshot(engine: sa.Engine, clock) -> Iterator["Snapshot"]:
 class Snapshot:
     """Reads of one view of the store (see the module)."""
 
-    def __init__(self, conn: sa.Connection, transaction_time: str):
+    def __init__(self, conn: sa.Connection, codec: Codec, transaction_time: str):
         self.conn = conn
+        self.codec = codec
         self.transaction_time = transaction_time
         self._wanted = False
 
@@ -98,7 +100,8 @@ class Snapshot:
                 .order_by(resource.c.id).limit(PAGE)
             rows = self.conn.execute(statement).all()
             if rows:
-                yield [StoredResource(rtype, r.id, r.version, r.last_updated, bytes(r.content)) for r in rows]
+                yield [StoredResource(rtype, r.id, r.version, r.last_updated, self.codec.decode(r.content))
+                       for r in rows]
             if len(rows) < PAGE:
                 return
             after = rows[-1].id
@@ -177,7 +180,8 @@ class Snapshot:
         for chunk in chunks(list(dict.fromkeys(ids))):
             rows = self.conn.execute(sa.select(resource.c.id, resource.c.version, resource.c.last_updated,
                                                resource.c.content).where(*where, resource.c.id.in_(chunk))).all()
-            out.extend(StoredResource(rtype, r.id, r.version, r.last_updated, bytes(r.content)) for r in rows)
+            out.extend(StoredResource(rtype, r.id, r.version, r.last_updated, self.codec.decode(r.content))
+                       for r in rows)
         return out
 
     def pointing_at_wanted(self, rtype: str, code: str) -> Iterator[list[str]]:

@@ -19,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 from fhirstudy.search.index import split_reference
 from fhirstudy.search.query import SearchQuery
 from fhirstudy.store.compiler import check_query, search_conditions
+from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks
 from fhirstudy.store.guards import check_integer, check_key
 from fhirstudy.store.indexing import Indexer, Prepared
@@ -35,8 +36,9 @@ class Tx:
     transaction holds the database's write lock anyway).
     """
 
-    def __init__(self, indexer: Indexer, conn: sa.Connection, now: str):
+    def __init__(self, indexer: Indexer, codec: Codec, conn: sa.Connection, now: str):
         self.indexer = indexer
+        self.codec = codec
         self.registry = indexer.registry  # what conditional criteria are parsed against
         self.conn = conn
         self.now = now
@@ -50,7 +52,7 @@ class Tx:
     def read_entry(self, rtype: str, rid: str) -> StoredResource | None:
         """The current stored resource, as this transaction sees it (None if absent or deleted)."""
         check_key(rtype, rid)
-        return _read_entry(self.conn, rtype, rid)
+        return _read_entry(self.conn, self.codec, rtype, rid)
 
     def match(self, query: SearchQuery, limit: int = 2) -> list[str]:
         """Ids of at most ``limit`` resources matching ``query``'s criteria (for conditional
@@ -88,13 +90,14 @@ class Tx:
         for r, digest, rows in batch:
             key = (r["resourceType"], r["id"])
             state = pending.get(key) or known.get(key)
-            if state and not state["deleted"] and state["content_hash"] == digest:
+            if state and not state["deleted"] and bytes(state["content_hash"]) == digest:
                 results.append(WriteResult(*key, state["version"], state["last_updated"], "unchanged",
-                                           bytes(state["content"])))
+                                           self.codec.decode(state["content"])))
                 continue
             version = state["version"] + 1 if state else 1
-            doc = _with_meta(r, version, self.now)
+            doc = with_meta(r, version, self.now)
             content = orjson.dumps(doc)
+            stored = self.codec.encode(content)
             created = state is None or state["deleted"]
             if key in pending:  # a second version in this batch: the first keeps its bytes in history
                 versions[written[key]]["content"] = pending[key]["content"]
@@ -104,7 +107,7 @@ class Tx:
             written[key] = len(versions)
             pending[key] = {"pk": state["pk"] if state else None, "type": key[0], "id": key[1],
                             "version": version, "last_updated": self.now, "deleted": False,
-                            "content_hash": digest, "content": content, "doc": doc, "rows": rows,
+                            "content_hash": digest, "content": stored, "doc": doc, "rows": rows,
                             "superseded": superseded, "linked": key not in unlinked}
             versions.append({"type": key[0], "id": key[1], "version": version, "last_updated": self.now,
                              "method": method, "created": created, "content": None})
@@ -124,7 +127,7 @@ class Tx:
             self.conn.execute(sa.delete(table).where(table.c.resource_pk == state["pk"]))
         _keep_superseded(self.conn, [state])
         self.conn.execute(sa.update(resource).where(resource.c.pk == state["pk"]).values(
-            version=version, last_updated=self.now, deleted=True, content_hash="", content=b""))
+            version=version, last_updated=self.now, deleted=True, content_hash=b"", content=b""))
         self.conn.execute(sa.insert(history).values(
             type=rtype, id=rid, version=version, last_updated=self.now, method="DELETE", created=False,
             content=None))
@@ -207,7 +210,8 @@ class Tx:
                 for pk, content in self.conn.execute(
                         sa.select(resource.c.pk, resource.c.content)
                         .where(resource.c.pk.in_(chunk), resource.c.deleted.is_(False))):
-                    for kind, index in self.indexer.linked_rows(orjson.loads(content), lookup).items():
+                    for kind, index in self.indexer.linked_rows(orjson.loads(self.codec.decode(content)),
+                                                                lookup).items():
                         pending[kind].extend({**r, "resource_pk": pk} for r in index if r["pid"] in dependent.pids)
         for kind, index in pending.items():
             insert_rows(self.conn, INDEX_TABLES[kind], index)
@@ -239,7 +243,7 @@ class Tx:
             if key[0] is None or reference.startswith(("http://", "https://", "urn:")):
                 return None
             if key not in cache:
-                entry = _read_entry(self.conn, *key)
+                entry = _read_entry(self.conn, self.codec, *key)
                 cache[key] = orjson.loads(entry.json) if entry else None
             return cache[key]
         return lookup
@@ -282,7 +286,7 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
         conn.exec_driver_sql(sql, [tuple(row.get(c) for c in columns) for row in chunk])
 
 
-def _with_meta(resource: dict, version: int, last_updated: str) -> dict:
+def with_meta(resource: dict, version: int, last_updated: str) -> dict:
     """``resource`` with ``meta.versionId``/``meta.lastUpdated`` set, its keys first."""
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)
