@@ -203,7 +203,7 @@ def test_the_current_version_is_stored_once_and_moves_to_history_when_superseded
 
         assert contents() == [(1, None)]
         store.put_many([{**study, "title": "Changed"}, {**study, "title": "Changed again"}])
-        assert [(v, bytes(c) if c else c) for v, c in contents()] == [
+        assert [(v, store.codec.decode(c) if c else c) for v, c in contents()] == [
             (1, first), (2, store.read_version("ResearchStudy", "rs-1", 2).json), (3, None)]
         assert b"Changed again" in store.read_version("ResearchStudy", "rs-1", 3).json
         assert b'"Changed"' in store.read_version("ResearchStudy", "rs-1", 2).json
