@@ -199,7 +199,8 @@ def test_the_current_version_is_stored_once_and_moves_to_history_when_superseded
         def contents():
             with store.engine.connect() as conn:
                 return conn.execute(sa.select(history_table.c.version, history_table.c.content)
-                                    .where(history_table.c.id == "rs-1").order_by(history_table.c.version)).all()
+                                    .join(resource_table, resource_table.c.pk == history_table.c.resource_pk)
+                                    .where(resource_table.c.id == "rs-1").order_by(history_table.c.version)).all()
 
         assert contents() == [(1, None)]
         store.put_many([{**study, "title": "Changed"}, {**study, "title": "Changed again"}])

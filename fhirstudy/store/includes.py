@@ -14,7 +14,8 @@ from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks
 from fhirstudy.store.reads import load
 from fhirstudy.store.repository import StoredResource
-from fhirstudy.store.schema import INDEX_TABLES, param_id, resource
+from fhirstudy.store import terms
+from fhirstudy.store.schema import INDEX_TABLES, param_id, resource, term
 
 ITERATE_ROUNDS = 3  # rounds of _include:iterate / _revinclude:iterate after the first
 MAX_INCLUDED = 1000  # included resources per page at most
@@ -53,11 +54,13 @@ def _include_pks(conn: sa.Connection, include: Include, sources: list[StoredReso
             return []
         source_pks = sa.select(resource.c.pk).where(resource.c.type == param.resource_type,
                                                       resource.c.id.in_(source_ids))
-        targets = (sa.select(ref.c.target_type, ref.c.target_id)
-                   .where(ref.c.resource_pk.in_(source_pks), ref.c.pid == param_id(param.resource_type, param.code),
-                          ref.c.target_id.is_not(None)))
+        target_type, target_id = term.alias("target_type"), term.alias("target_id")
+        targets = (sa.select(target_type.c.text, target_id.c.text)
+                   .select_from(ref.join(target_type, target_type.c.tid == ref.c.target_type)
+                                .join(target_id, target_id.c.tid == ref.c.target_id))
+                   .where(ref.c.resource_pk.in_(source_pks), ref.c.pid == param_id(param.resource_type, param.code)))
         if include.target_type:
-            targets = targets.where(ref.c.target_type == include.target_type)
+            targets = targets.where(terms.equals(ref.c.target_type, include.target_type))
         by_type: dict[str, list[str]] = {}
         for target_type, target_id in conn.execute(targets):
             by_type.setdefault(target_type, []).append(target_id)
@@ -77,6 +80,6 @@ def _include_pks(conn: sa.Connection, include: Include, sources: list[StoredReso
         pks.extend(conn.execute(
             sa.select(ref.c.resource_pk).distinct()
             .where(ref.c.pid == param_id(param.resource_type, param.code),
-                   ref.c.target_type == target_type, ref.c.target_id.in_(ids))
+                   terms.equals(ref.c.target_type, target_type), terms.one_of(ref.c.target_id, ids))
             .order_by(ref.c.resource_pk)).scalars())
     return pks

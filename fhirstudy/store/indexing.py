@@ -27,13 +27,17 @@ from fhirstudy.search.fhirpath import resolving
 from fhirstudy.search.index import index_rows, split_reference
 from fhirstudy.search.registry import Registry, SearchParam
 from fhirstudy.store.guards import bounded_columns, check_key, fit_rows, text_columns
-from fhirstudy.store.schema import ID_EXPRESSIONS, INDEX_TABLES, param_id
+from fhirstudy.store.schema import INDEX_TABLES, RESOURCE_COLUMNS, TERM_COLUMNS, exact_hash, param_id
 
 # Parameters whose index rows depend on the moment of the write: computed inside the write
 # transaction (the rest are computed before it begins, from the resource alone).
 DYNAMIC_MARK = "lastUpdated"
-# per index table: its length-bounded string columns, and all its string columns
-_FIT = MappingProxyType({kind: (bounded_columns(table), text_columns(table)) for kind, table in INDEX_TABLES.items()})
+# per index table: its length-bounded text columns (term columns by the length of their texts),
+# and all the columns that hold a text when the row is computed (``exact`` is hashed after)
+_FIT = MappingProxyType({
+    kind: ([*bounded_columns(table), *TERM_COLUMNS.get(kind, {}).items()],
+           [*text_columns(table), *TERM_COLUMNS.get(kind, {}), *(["exact"] if kind == "string" else [])])
+    for kind, table in INDEX_TABLES.items()})
 
 
 def content_hash(resource: dict) -> bytes:
@@ -90,7 +94,7 @@ class Indexer:
         """The parameters of ``rtype`` that get index rows (all but ``_id``)."""
         found = self._by_type.get(rtype)
         if found is None:
-            params = [p for p in self.registry.params(rtype).values() if p.expression.text not in ID_EXPRESSIONS]
+            params = [p for p in self.registry.params(rtype).values() if p.expression.text not in RESOURCE_COLUMNS]
             dynamic = [p for p in params if DYNAMIC_MARK in p.expression.text]
             linked = [p for p in params if p.via]
             found = self._by_type.setdefault(rtype, IndexedParams(
@@ -160,7 +164,8 @@ class Indexer:
 
 def rows_with_pids(doc: dict, params: list, pids: dict[str, int]) -> dict[str, list[dict]]:
     """Index rows of ``doc`` for ``params``, cut to their columns (a NUL refused), ``param``
-    replaced by its ``pid``."""
+    replaced by its ``pid``, in the form the tables keep (:func:`_compact`; texts are replaced
+    by term ids when they are written)."""
     rows = index_rows(doc, params)
     where = f"{doc['resourceType']}/{doc['id']}"
     for kind, index in rows.items():
@@ -168,7 +173,24 @@ def rows_with_pids(doc: dict, params: list, pids: dict[str, int]) -> dict[str, l
             fit_rows(index, *_FIT[kind], where)
             for r in index:
                 r["pid"] = pids[r.pop("param")]
+            _compact(kind, index)
     return rows
+
+
+def _compact(kind: str, rows: list[dict]) -> None:
+    """What an index table keeps of its rows: a string's text as written only as its hash
+    (:func:`~fhirstudy.store.schema.exact_hash`), a reference's ``url`` only when it says more
+    than ``target_type/target_id``."""
+    if kind == "string":
+        for r in rows:
+            exact = r.get("exact")
+            r["exact"] = None if exact is None else exact_hash(exact)
+            r.setdefault("part", 0)
+    elif kind == "reference":
+        for r in rows:
+            if r.get("url") is not None and r.get("target_id") is not None \
+                    and r["url"] == f"{r['target_type']}/{r['target_id']}":
+                r["url"] = None
 
 
 def check_keys(resources: list[dict]) -> None:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from fhirstudy.errors import InvalidRequest
 from fhirstudy.search.query import SearchQuery, SortKey
-from fhirstudy.store.schema import INDEX_TABLES, RESOURCE_COLUMNS, SORT_COLUMNS, param_id, resource
+from fhirstudy.store.schema import INDEX_TABLES, RESOURCE_COLUMNS, SORT_COLUMNS, TERM_COLUMNS, param_id, resource, term
 
 
 class Page(NamedTuple):
@@ -101,9 +101,14 @@ def sorted_by(statement: sa.Select, rtype: str, keys: list[SortKey],
         column = RESOURCE_COLUMNS.get(key.param.expression.text)
         if column is None:
             table = INDEX_TABLES[key.param.type]
-            source = table.c[SORT_COLUMNS[key.param.type]]
+            name = SORT_COLUMNS[key.param.type]
+            rows = table
+            source = table.c[name]
+            if name in TERM_COLUMNS.get(key.param.type, ()):  # sorted by the texts of the terms
+                rows = table.join(term, term.c.tid == source)
+                source = term.c.text
             aggregate = sa.func.max(source) if key.descending else sa.func.min(source)
-            values = (sa.select(table.c.resource_pk, aggregate.label("value"))
+            values = (sa.select(table.c.resource_pk, aggregate.label("value")).select_from(rows)
                       .where(table.c.pid == param_id(rtype, key.param.code))
                       .group_by(table.c.resource_pk)
                       .subquery(f"sort_{number}"))

@@ -41,15 +41,14 @@ def head(conn: sa.Connection, rtype: str, rid: str, lock: bool = False) -> Head 
 
 
 def history_select() -> sa.Select:
-    """Versions with their bytes: a history row's own, or for the current version (which keeps
-    none of its own) the bytes in ``resource``."""
-    current = sa.and_(resource.c.type == history.c.type, resource.c.id == history.c.id,
-                      resource.c.version == history.c.version, resource.c.deleted.is_(False),
+    """Versions with their resource's type and id and their bytes: a history row's own, or for
+    the current version (which keeps none of its own) the bytes in ``resource``."""
+    current = sa.and_(resource.c.version == history.c.version, resource.c.deleted.is_(False),
                       history.c.method != "DELETE")
-    return (sa.select(history.c.type, history.c.id, history.c.version, history.c.last_updated,
+    return (sa.select(resource.c.type, resource.c.id, history.c.version, history.c.last_updated,
                       history.c.method, history.c.created,
-                      sa.func.coalesce(history.c.content, resource.c.content).label("content"))
-            .select_from(history.outerjoin(resource, current)))
+                      sa.func.coalesce(history.c.content, sa.case((current, resource.c.content))).label("content"))
+            .select_from(history.join(resource, resource.c.pk == history.c.resource_pk)))
 
 
 def history_entry(codec: Codec, row) -> HistoryEntry:
@@ -119,12 +118,13 @@ def history_page(conn: sa.Connection, codec: Codec, rtype: str | None, rid: str 
     ``since``, newest first: their number and the page ``offset..offset+count``."""
     where = []
     if rtype is not None:
-        where.append(history.c.type == rtype)
+        where.append(resource.c.type == rtype)
     if rid is not None:
-        where.append(history.c.id == rid)
+        where.append(resource.c.id == rid)
+    counted = history if not where else history.join(resource, resource.c.pk == history.c.resource_pk)
     if since is not None:
         where.append(history.c.last_updated >= since)
-    total = conn.execute(sa.select(sa.func.count()).select_from(history).where(*where)).scalar_one()
+    total = conn.execute(sa.select(sa.func.count()).select_from(counted).where(*where)).scalar_one()
     rows = conn.execute(history_select().where(*where).order_by(history.c.pk.desc())
                         .limit(count).offset(offset)).all() if count and offset < total else []
     return HistoryPage(total, [history_entry(codec, row) for row in rows])

@@ -24,7 +24,7 @@ from fhirstudy.store import state as _state
 from fhirstudy.store.engine import WRITE_OPTION, chunks, db_errors
 from fhirstudy.store.schema import INDEX_TABLES, resource
 from fhirstudy.store.sql import WRITE_RETRIES, SqlStore
-from fhirstudy.store.writes import insert_rows
+from fhirstudy.store.writes import insert_index_rows
 
 DEFAULT_BATCH = 500  # resources per transaction
 T = TypeVar("T")
@@ -131,7 +131,6 @@ def _rebuild(store: SqlStore, conn: sa.Connection, pks: list[int]) -> None:
                 pending[kind].extend({**r, "resource_pk": pk} for r in index)
         for table in INDEX_TABLES.values():
             conn.execute(sa.delete(table).where(table.c.resource_pk.in_(chunk)))
-    for kind, index in pending.items():
-        insert_rows(conn, INDEX_TABLES[kind], index)
+    insert_index_rows(conn, pending)
     conn.execute(sa.update(_state.state).where(_state.state.c.id == _state.STATE_ID)
                  .values(generation=_state.state.c.generation + 1))

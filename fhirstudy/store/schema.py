@@ -52,27 +52,38 @@ resource = sa.Table(
     sa.Column("content_hash", sa.LargeBinary(16), nullable=False),  # indexing.content_hash; b"" once deleted
     sa.Column("content", sa.LargeBinary, nullable=False),  # store.content: zstd with a dictionary
     sa.UniqueConstraint("type", "id", name="uq_resource_type_id"),
+    sa.Index("ix_resource_type_updated", "type", "last_updated"),  # _lastUpdated, export's _since
 )
 
 history = sa.Table(
     "resource_history", metadata,
-    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("type", sa.String(64), nullable=False),
-    sa.Column("id", _ID, nullable=False),
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),  # the order versions were written
+    sa.Column("resource_pk", sa.Integer, sa.ForeignKey("resource.pk"), nullable=False),  # type and id
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("last_updated", sa.String(32), nullable=False),
     sa.Column("method", sa.String(8), nullable=False),        # POST, PUT or DELETE
     sa.Column("created", sa.Boolean, nullable=False),         # this version (re)created the resource
-    sa.Column("content", sa.LargeBinary, nullable=True),      # None for a delete
-    sa.UniqueConstraint("type", "id", "version", name="uq_history_type_id_version"),
-    sa.Index("ix_history_type_pk", "type", "pk"),
+    sa.Column("content", sa.LargeBinary, nullable=True),      # None for a delete, and for the current version
+    sa.UniqueConstraint("resource_pk", "version", name="uq_history_resource_version"),
+)
+
+# Every text of an index row is stored once, here, and named in the rows by its ``tid``
+# (the columns of TERM_COLUMNS): a system, code, city or reference target repeated by thousands
+# of rows costs a few bytes in each.  Terms are never removed; a text is not unique (two writers
+# adding it at once add a term each: store.terms).
+term = sa.Table(
+    "idx_term", metadata,
+    sa.Column("tid", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("text", _SORTABLE, nullable=False),
+    sa.Index("ix_idx_term_text", "text"),
 )
 
 
 def _index_table(name: str, *columns: sa.Column, indexes: Iterable[tuple[str, ...]],
-                 sort: tuple[str, ...] = ()) -> sa.Table:
-    """An index table; ``indexes`` lead with ``pid`` for searching, and the per-resource
-    index ends with the ``sort`` columns so that sorting reads it alone."""
+                 present: dict[int, str] | None = None) -> sa.Table:
+    """An index table; ``indexes`` lead with ``pid`` for searching (index ``n`` of ``present``
+    holds only the rows where that column is set), and one on ``resource_pk`` finds a
+    resource's rows when it is written again."""
     table = sa.Table(
         name, metadata,
         sa.Column("resource_pk", sa.Integer, sa.ForeignKey("resource.pk", ondelete="CASCADE"),
@@ -80,9 +91,13 @@ def _index_table(name: str, *columns: sa.Column, indexes: Iterable[tuple[str, ..
         sa.Column("pid", sa.Integer, nullable=False),  # param_id(type, code)
         *columns,
     )
-    sa.Index(f"ix_{name}_resource", table.c.resource_pk, table.c.pid, *(table.c[c] for c in sort))
+    sa.Index(f"ix_{name}_resource", table.c.resource_pk)
     for number, cols in enumerate(indexes):
-        sa.Index(f"ix_{name}_{number}", table.c.pid, *(table.c[c] for c in cols), table.c.resource_pk)
+        where = {}
+        if present and number in present:
+            condition = table.c[present[number]].is_not(None)
+            where = {"sqlite_where": condition, "postgresql_where": condition}
+        sa.Index(f"ix_{name}_{number}", table.c.pid, *(table.c[c] for c in cols), table.c.resource_pk, **where)
     return table
 
 
@@ -104,43 +119,61 @@ def check_param_ids(registry: Registry) -> None:
                 raise StoreError(f"search parameters {other} and {key} hash to the same param_id")
 
 
+_TID = sa.Integer  # an idx_term.tid
 INDEX_TABLES = MappingProxyType({
     "token": _index_table(
-        "idx_token", sa.Column("system", _SORTABLE), sa.Column("code", _SORTABLE),
-        sa.Column("text", _SORTABLE),
-        indexes=[("code", "system"), ("text",)], sort=("code",)),
-    # full: the whole normalised text, only when ``value`` had to be cut (else None)
+        "idx_token", sa.Column("system", _TID), sa.Column("code", _TID), sa.Column("text", _TID),
+        indexes=[("code", "system"), ("text",)], present={1: "text"}),
+    # part: which part of an Address or HumanName the text is (search.index.STRING_PARTS, 1 on;
+    # 0: a plain string); full: the whole normalised text, only when ``value`` had to be cut;
+    # exact: a 64-bit hash of the text as written (:func:`exact_hash`; None when too long to keep)
     "string": _index_table(
-        "idx_string", sa.Column("value", _SORTABLE), sa.Column("full", sa.Text),
-        sa.Column("exact", sa.Text), indexes=[("value",)], sort=("value",)),
+        "idx_string", sa.Column("part", sa.SmallInteger, nullable=False, default=0), sa.Column("value", _TID),
+        sa.Column("full", sa.Text), sa.Column("exact", sa.BigInteger), indexes=[("value", "part")]),
+    # url: the reference as written when it is more than ``target_type/target_id``, else None
     "reference": _index_table(
-        "idx_reference", sa.Column("target_type", sa.String(64)), sa.Column("target_id", _ID),
-        sa.Column("url", _SORTABLE), indexes=[("target_id", "target_type"), ("url",)]),
+        "idx_reference", sa.Column("target_type", _TID), sa.Column("target_id", _TID),
+        sa.Column("url", _TID), indexes=[("target_id", "target_type"), ("url",)], present={1: "url"}),
     "date": _index_table(
         "idx_date", sa.Column("low", sa.String(32)), sa.Column("high", sa.String(32)),
-        indexes=[("low", "high"), ("high",)], sort=("low", "high")),
+        indexes=[("low", "high"), ("high",)]),
     # value: a number; low/high: the numbers a Range or a Quantity with a comparator admits
     "number": _index_table("idx_number", sa.Column("value", sa.Float), sa.Column("low", sa.Float),
-                           sa.Column("high", sa.Float), indexes=[("value",), ("low", "high")],
-                           sort=("value",)),
-    "uri": _index_table("idx_uri", sa.Column("uri", _SORTABLE), indexes=[("uri",)], sort=("uri",)),
+                           sa.Column("high", sa.Float), indexes=[("value",), ("low", "high")]),
+    "uri": _index_table("idx_uri", sa.Column("uri", _TID), indexes=[("uri",)]),
     # ``near``: a position in degrees (the bounding box looks it up) and its unit vector (the exact test)
     "special": _index_table(
         "idx_position", sa.Column("latitude", sa.Float), sa.Column("longitude", sa.Float), sa.Column("x", sa.Float),
         sa.Column("y", sa.Float), sa.Column("z", sa.Float), indexes=[("latitude", "longitude")]),
     "composite": _index_table(
         "idx_composite", sa.Column("grp", sa.Integer, nullable=False), sa.Column("comp", sa.Integer, nullable=False),
-        sa.Column("system", _SORTABLE), sa.Column("code", _SORTABLE), sa.Column("text", _SORTABLE),
+        sa.Column("system", _TID), sa.Column("code", _TID), sa.Column("text", _TID),
         sa.Column("low", sa.String(32)), sa.Column("high", sa.String(32)), sa.Column("num", sa.Float),
         sa.Column("num_low", sa.Float), sa.Column("num_high", sa.Float),
         indexes=[("comp", "code"), ("comp", "low", "high")]),
 })
-# Columns of ``resource`` that answer a parameter directly when sorting.
-RESOURCE_COLUMNS = MappingProxyType({"Resource.id": resource.c.id,
-                                     "Resource.meta.lastUpdated": resource.c.last_updated})
-# Token parameters answered from ``resource.id`` alone: no index rows are written for them.
+# The index columns holding a term id, by table kind, with the length their text is cut to.
+TERM_COLUMNS = MappingProxyType({
+    "token": {"system": 255, "code": 255, "text": 255},
+    "string": {"value": 255},
+    "reference": {"target_type": 64, "target_id": 64, "url": 255},
+    "uri": {"uri": 255},
+    "composite": {"system": 255, "code": 255, "text": 255},
+})
+# Parameters answered from ``resource``'s own columns, by expression: no index rows are written
+# for them (``_id`` from ``resource.id``, ``_lastUpdated`` from ``resource.last_updated``).
+RESOURCE_COLUMNS = MappingProxyType({"Resource.id": resource.c.id, "id": resource.c.id,
+                                     "Resource.meta.lastUpdated": resource.c.last_updated,
+                                     "meta.lastUpdated": resource.c.last_updated})
 ID_EXPRESSIONS = frozenset({"Resource.id", "id"})
 SORT_COLUMNS = MappingProxyType({"token": "code", "string": "value", "date": "low", "number": "value", "uri": "uri"})
+
+
+def exact_hash(text: str) -> int:
+    """The 64-bit signed number ``idx_string.exact`` holds for ``text`` (``:exact`` compares it
+    after the normalised value, so two texts must agree in both to be taken for each other)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                          "big", signed=True)
 
 
 def create_tables(engine: sa.Engine) -> None:

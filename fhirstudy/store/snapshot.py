@@ -23,7 +23,8 @@ from fhirstudy.store.compiler import check_query, index_matches, search_conditio
 from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks, db_errors
 from fhirstudy.store.repository import Head, StoredResource
-from fhirstudy.store.schema import INDEX_TABLES, param_id, resource
+from fhirstudy.store import terms
+from fhirstudy.store.schema import INDEX_TABLES, param_id, resource, term
 
 PAGE = 500   # resources read at a time
 
@@ -168,8 +169,8 @@ class Snapshot:
         """Ids of the live ``rtype`` resources with a reference (any indexed parameter) to
         ``target_type/target_id``, a page at a time."""
         rows_table = INDEX_TABLES["reference"]
-        pks = sa.select(rows_table.c.resource_pk).where(rows_table.c.target_type == target_type,
-                                                        rows_table.c.target_id == target_id)
+        pks = sa.select(rows_table.c.resource_pk).where(terms.equals(rows_table.c.target_type, target_type),
+                                                        terms.equals(rows_table.c.target_id, target_id))
         yield from self._ids(rtype, pks)
 
     def read(self, rtype: str, ids: list[str], since: str | None = None, until: str | None = None,
@@ -194,10 +195,14 @@ class Snapshot:
         pointing_table.create(self.conn, checkfirst=True)
         try:
             self.conn.execute(pointing_table.delete())
-            self.conn.execute(pointing_table.insert().from_select(["pk"], sa.select(rows_table.c.resource_pk).distinct()
-                              .join(wanted_table, sa.and_(wanted_table.c.type == rows_table.c.target_type,
-                                                          wanted_table.c.id == rows_table.c.target_id))
-                              .where(rows_table.c.pid == param_id(rtype, code))))
+            target_type, target_id = term.alias("target_type"), term.alias("target_id")
+            targets = (rows_table.join(target_type, target_type.c.tid == rows_table.c.target_type)
+                       .join(target_id, target_id.c.tid == rows_table.c.target_id)
+                       .join(wanted_table, sa.and_(wanted_table.c.type == target_type.c.text,
+                                                   wanted_table.c.id == target_id.c.text)))
+            self.conn.execute(pointing_table.insert().from_select(
+                ["pk"], sa.select(rows_table.c.resource_pk).distinct().select_from(targets)
+                .where(rows_table.c.pid == param_id(rtype, code))))
             after = 0
             while True:
                 pks = self.conn.execute(sa.select(pointing_table.c.pk).where(pointing_table.c.pk > after)

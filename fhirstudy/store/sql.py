@@ -221,7 +221,7 @@ class SqlStore:
             return None
         with db_errors(), self.engine.connect() as conn:
             row = conn.execute(reads.history_select().where(
-                history.c.type == rtype, history.c.id == rid, history.c.version == version)).first()
+                resource.c.type == rtype, resource.c.id == rid, history.c.version == version)).first()
         return reads.history_entry(self.codec, row) if row else None
 
     def history(self, rtype: str | None = None, rid: str | None = None, since: str | None = None,

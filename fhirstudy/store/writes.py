@@ -18,6 +18,7 @@ from sqlalchemy import exc as sa_exc
 
 from fhirstudy.search.index import split_reference
 from fhirstudy.search.query import SearchQuery
+from fhirstudy.store import terms
 from fhirstudy.store.compiler import check_query, search_conditions
 from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks
@@ -109,7 +110,7 @@ class Tx:
                             "version": version, "last_updated": self.now, "deleted": False,
                             "content_hash": digest, "content": stored, "doc": doc, "rows": rows,
                             "superseded": superseded, "linked": key not in unlinked}
-            versions.append({"type": key[0], "id": key[1], "version": version, "last_updated": self.now,
+            versions.append({"key": key, "version": version, "last_updated": self.now,
                              "method": method, "created": created, "content": None})
             results.append(WriteResult(*key, version, self.now, "created" if created else "updated", content))
         self._write(list(pending.values()), versions)
@@ -129,7 +130,7 @@ class Tx:
         self.conn.execute(sa.update(resource).where(resource.c.pk == state["pk"]).values(
             version=version, last_updated=self.now, deleted=True, content_hash=b"", content=b""))
         self.conn.execute(sa.insert(history).values(
-            type=rtype, id=rid, version=version, last_updated=self.now, method="DELETE", created=False,
+            resource_pk=state["pk"], version=version, last_updated=self.now, method="DELETE", created=False,
             content=None))
         self._link([], removed=[(rtype, rid)])
         return WriteResult(rtype, rid, version, self.now, "deleted", None)
@@ -180,9 +181,9 @@ class Tx:
             for kind in INDEX_TABLES:
                 for r in (*row["rows"].get(kind, ()), *now_rows.get(kind, ())):
                     pending[kind].append({**r, "resource_pk": pk})
-        for kind, index in pending.items():
-            insert_rows(conn, INDEX_TABLES[kind], index)
-        insert_rows(conn, history, versions)
+        insert_index_rows(conn, pending)
+        pks = {(row["type"], row["id"]): row["pk"] for row in rows}
+        insert_rows(conn, history, [{**v, "resource_pk": pks[v["key"]]} for v in versions])
         self._link(rows)
 
     def _link(self, rows: list[dict], removed: list[tuple[str, str]] = ()) -> None:
@@ -213,8 +214,7 @@ class Tx:
                     for kind, index in self.indexer.linked_rows(orjson.loads(self.codec.decode(content)),
                                                                 lookup).items():
                         pending[kind].extend({**r, "resource_pk": pk} for r in index if r["pid"] in dependent.pids)
-        for kind, index in pending.items():
-            insert_rows(self.conn, INDEX_TABLES[kind], index)
+        insert_index_rows(self.conn, pending)
 
     def _pointing_at(self, dependent, keys: list[tuple[str, str]]) -> set[int]:
         """Primary keys of resources of ``dependent.rtype`` whose reference parameter
@@ -228,8 +228,9 @@ class Tx:
         for rtype, ids in by_type.items():
             for chunk in chunks(sorted(ids)):
                 found.update(self.conn.execute(
-                    sa.select(table.c.resource_pk).where(table.c.pid == dependent.via, table.c.target_type == rtype,
-                                                         table.c.target_id.in_(chunk))).scalars())
+                    sa.select(table.c.resource_pk).where(table.c.pid == dependent.via,
+                                                         terms.equals(table.c.target_type, rtype),
+                                                         terms.one_of(table.c.target_id, chunk))).scalars())
         return found
 
     def _lookup(self, batch: dict[tuple[str, str], dict]):
@@ -254,12 +255,17 @@ def _keep_superseded(conn: sa.Connection, states: list[dict]) -> None:
     version keeps its bytes in ``resource`` only)."""
     if states:
         conn.execute(
-            sa.update(history).where(history.c.type == sa.bindparam("b_type"),
-                                     history.c.id == sa.bindparam("b_id"),
+            sa.update(history).where(history.c.resource_pk == sa.bindparam("b_pk"),
                                      history.c.version == sa.bindparam("b_version"))
             .values(content=sa.bindparam("b_content")),
-            [{"b_type": s["type"], "b_id": s["id"], "b_version": s["version"], "b_content": s["content"]}
-             for s in states])
+            [{"b_pk": s["pk"], "b_version": s["version"], "b_content": s["content"]} for s in states])
+
+
+def insert_index_rows(conn: sa.Connection, pending: dict[str, list[dict]]) -> None:
+    """Insert index rows (by table kind, texts as computed) with their texts as term ids."""
+    terms.encode(conn, pending)
+    for kind, index in pending.items():
+        insert_rows(conn, INDEX_TABLES[kind], index)
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
