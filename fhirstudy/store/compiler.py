@@ -82,7 +82,7 @@ def _matching_rows(rtype: str, clause: Clause, any_value: bool = False) -> sa.Se
         pids = [param_id(rtype, code) for code in (clause.param.code, *clause.param.below)]
         parameter = table.c.pid.in_(pids)
     else:
-        parameter = table.c.pid == param_id(rtype, clause.param.code)
+        parameter = param_rows(table, rtype, clause.param)
     rows = sa.select(table.c.resource_pk)
     if any_value:
         return rows.where(parameter)
@@ -92,6 +92,15 @@ def _matching_rows(rtype: str, clause: Clause, any_value: bool = False) -> sa.Se
     # the parameter in every alternative, so that each one is an index range of its own (SQLite
     # otherwise reads every row of the parameter for "condition:text=a,b")
     return rows.where(sa.or_(*(sa.and_(parameter, v) for v in values)))
+
+
+def param_rows(table: sa.Table, rtype: str, param) -> sa.ColumnElement[bool]:
+    """The rows of ``param`` in its index table: those of its ``pid``, or for a part of another
+    string parameter (``address-city``) that parameter's rows of the part."""
+    if param.part_of is not None:
+        whole, part = param.part_of
+        return sa.and_(table.c.pid == param_id(rtype, whole), table.c.part == part)
+    return table.c.pid == param_id(rtype, param.code)
 
 
 def _chained_rows(rtype: str, clause: Clause) -> sa.Select:

@@ -94,7 +94,9 @@ class Indexer:
         """The parameters of ``rtype`` that get index rows (all but ``_id``)."""
         found = self._by_type.get(rtype)
         if found is None:
-            params = [p for p in self.registry.params(rtype).values() if p.expression.text not in RESOURCE_COLUMNS]
+            # no rows for what ``resource`` answers, nor for a part of another parameter (its rows are that one's)
+            params = [p for p in self.registry.params(rtype).values()
+                      if p.expression.text not in RESOURCE_COLUMNS and p.part_of is None]
             dynamic = [p for p in params if DYNAMIC_MARK in p.expression.text]
             linked = [p for p in params if p.via]
             found = self._by_type.setdefault(rtype, IndexedParams(

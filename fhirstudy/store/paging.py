@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from fhirstudy.errors import InvalidRequest
 from fhirstudy.search.query import SearchQuery, SortKey
-from fhirstudy.store.schema import INDEX_TABLES, RESOURCE_COLUMNS, SORT_COLUMNS, TERM_COLUMNS, param_id, resource, term
+from fhirstudy.store.compiler import param_rows
+from fhirstudy.store.schema import INDEX_TABLES, RESOURCE_COLUMNS, SORT_COLUMNS, TERM_COLUMNS, resource, term
 
 
 class Page(NamedTuple):
@@ -109,7 +110,7 @@ def sorted_by(statement: sa.Select, rtype: str, keys: list[SortKey],
                 source = term.c.text
             aggregate = sa.func.max(source) if key.descending else sa.func.min(source)
             values = (sa.select(table.c.resource_pk, aggregate.label("value")).select_from(rows)
-                      .where(table.c.pid == param_id(rtype, key.param.code))
+                      .where(param_rows(table, rtype, key.param))
                       .group_by(table.c.resource_pk)
                       .subquery(f"sort_{number}"))
             statement = statement.outerjoin(values, values.c.resource_pk == resource.c.pk)
