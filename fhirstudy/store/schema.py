@@ -82,16 +82,22 @@ term = sa.Table(
 def _index_table(name: str, *columns: sa.Column, indexes: Iterable[tuple[str, ...]],
                  present: dict[int, str] | None = None) -> sa.Table:
     """An index table; ``indexes`` lead with ``pid`` for searching (index ``n`` of ``present``
-    holds only the rows where that column is set), and one on ``resource_pk`` finds a
-    resource's rows when it is written again."""
+    holds only the rows where that column is set).  A resource's rows are found, when it is
+    written again, by ``resource_pk``: on SQLite the table is kept in that order (``WITHOUT
+    ROWID``, primary key ``resource_pk, pid, seq``, ``seq`` numbering a resource's rows of one
+    parameter), so the rows are stored once with no rowid and no index of their own for it; on
+    PostgreSQL, whose tables are heaps, by an index on ``resource_pk`` (``seq`` stays NULL)."""
     table = sa.Table(
         name, metadata,
         sa.Column("resource_pk", sa.Integer, sa.ForeignKey("resource.pk", ondelete="CASCADE"),
                   nullable=False),
         sa.Column("pid", sa.Integer, nullable=False),  # param_id(type, code)
+        sa.Column("seq", sa.Integer, nullable=True),
         *columns,
+        sa.PrimaryKeyConstraint("resource_pk", "pid", "seq", name=f"pk_{name}").ddl_if(dialect="sqlite"),
+        sqlite_with_rowid=False,
     )
-    sa.Index(f"ix_{name}_resource", table.c.resource_pk)
+    sa.Index(f"ix_{name}_resource", table.c.resource_pk).ddl_if(dialect="postgresql")
     for number, cols in enumerate(indexes):
         where = {}
         if present and number in present:

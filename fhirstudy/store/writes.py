@@ -262,9 +262,17 @@ def _keep_superseded(conn: sa.Connection, states: list[dict]) -> None:
 
 
 def insert_index_rows(conn: sa.Connection, pending: dict[str, list[dict]]) -> None:
-    """Insert index rows (by table kind, texts as computed) with their texts as term ids."""
+    """Insert index rows (by table kind, texts as computed) with their texts as term ids.  Every
+    row of a resource's parameter is inserted by one call, after those it had were deleted: on
+    SQLite ``seq`` numbers them (the key of :func:`~fhirstudy.store.schema._index_table`)."""
     terms.encode(conn, pending)
+    numbered = conn.dialect.name == "sqlite"
     for kind, index in pending.items():
+        if numbered:
+            counts: dict[tuple[int, int], int] = {}
+            for row in index:
+                key = (row["resource_pk"], row["pid"])
+                row["seq"] = counts[key] = counts.get(key, -1) + 1
         insert_rows(conn, INDEX_TABLES[kind], index)
 
 
@@ -274,7 +282,7 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
     statement per row costs more than the database's own work."""
     if not rows:
         return
-    columns = [c.name for c in table.columns if not c.primary_key]  # the database numbers rows
+    columns = [c.name for c in table.columns if c is not table.autoincrement_column]  # the database numbers rows
     quote = conn.dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
     if conn.dialect.name == "postgresql":  # COPY: one stream instead of a statement per row
