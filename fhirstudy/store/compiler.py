@@ -151,8 +151,8 @@ def _own_condition(clause: Clause, column: sa.ColumnElement) -> sa.ColumnElement
     ``_lastUpdated`` from ``last_updated``; every resource has both (``:missing=true`` matches none)."""
     if clause.modifier == "missing":
         return sa.false() if clause.missing else sa.true()
-    if column.name == "last_updated":
-        return sa.or_(*(_instant_condition(column, v) for v in clause.values))
+    if column.name == "last_updated":  # one instant: a date range whose low and high are it
+        return sa.or_(*(_date_condition(column, column, v) for v in clause.values))
     match = sa.or_(*(_id_condition(column, v) for v in clause.values))
     return sa.not_(match) if clause.modifier == "not" else match
 
@@ -163,25 +163,6 @@ def _id_condition(column: sa.ColumnElement, value: TokenValue) -> sa.ColumnEleme
     if value.text is not None or value.system is not None or value.code is None:
         return sa.false()
     return column == value.code
-
-
-def _instant_condition(column: sa.ColumnElement, v: RangeValue) -> sa.ColumnElement[bool]:
-    """``last_updated`` (an instant as the store writes it, ``YYYY-MM-DDTHH:MM:SS.mmmZ``: its
-    first 23 characters are the date-column form) against the search range, as
-    :func:`_date_condition` compares a row whose low and high are that instant: ``x[:23] <= b``
-    is ``x <= b + "Z"``, ``x[:23] > b`` is ``x > b + "Z"``, and ``>=`` / ``<`` are unchanged."""
-    low, high = v.low, v.high
-    return {
-        "eq": lambda: sa.and_(column >= low, column <= high + "Z"),
-        "ne": lambda: sa.or_(column < low, column > high + "Z"),
-        "gt": lambda: column > high + "Z",
-        "lt": lambda: column < low,
-        "ge": lambda: column >= low,
-        "le": lambda: column <= high + "Z",
-        "sa": lambda: column > high + "Z",
-        "eb": lambda: column < low,
-        "ap": lambda: sa.and_(column <= high + "Z", column >= low),
-    }[v.prefix]()
 
 
 def _composite_condition(rtype: str, clause: Clause, value: CompositeValue,

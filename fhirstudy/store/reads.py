@@ -18,7 +18,7 @@ from fhirstudy.store import state as _state
 from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks
 from fhirstudy.store.repository import Head, HistoryEntry, HistoryPage, StoredResource
-from fhirstudy.store.schema import history, resource
+from fhirstudy.store.schema import history, ms_instant, resource
 
 
 def read_entry(conn: sa.Connection, codec: Codec, rtype: str, rid: str) -> StoredResource | None:
@@ -72,7 +72,7 @@ def load(conn: sa.Connection, codec: Codec, pks: list[int]) -> list[StoredResour
         try:
             cursor = conn.connection.cursor()
             cursor.execute(sql, chunk)
-            rows.update((row[0], StoredResource(row[1], row[2], row[3], row[4], codec.decode(row[5])))
+            rows.update((row[0], StoredResource(row[1], row[2], row[3], ms_instant(row[4]), codec.decode(row[5])))
                         for row in cursor.fetchall())
             cursor.close()
         except dbapi.Error as exc:

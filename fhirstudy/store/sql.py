@@ -55,7 +55,7 @@ from fhirstudy.store.paging import page
 from fhirstudy.store.repository import (HISTORY_COUNT, Head, HistoryEntry, HistoryPage, Key, PutResult, SearchResult,
                                         StoredResource, WriteResult)
 from fhirstudy.store.schema import (INDEX_TABLES, MAX_VERSION, SCHEMA_VERSION, check_layout, check_param_ids,
-                                    create_tables, history, metadata, param_id, resource, schema)
+                                    create_tables, history, instant_ms, metadata, param_id, resource, schema)
 from fhirstudy.store.timeout import search_timeout_ms, time_limit
 from fhirstudy.store.writes import Tx, insert_rows
 
@@ -135,8 +135,10 @@ class SqlStore:
         attempt = 0
         while True:
             try:
+                now = self.clock()
+                instant_ms(now)  # the one form last_updated columns keep (else StoreError, before writing)
                 with db_errors(), writer.begin() as conn:
-                    tx = Tx(self.indexer, self.codec, conn, self.clock())
+                    tx = Tx(self.indexer, self.codec, conn, now)
                     result = work(tx)
                     if tx.written:  # last, so the state row stays locked only until the commit
                         if _state.bump(conn, self.index_hash):

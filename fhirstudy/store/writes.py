@@ -23,10 +23,10 @@ from fhirstudy.store.compiler import check_query, search_conditions
 from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks
 from fhirstudy.store.guards import check_integer, check_key
-from fhirstudy.store.indexing import Indexer, Prepared
+from fhirstudy.store.indexing import Indexer, Prepared, content_hash
 from fhirstudy.store.reads import head as _head, read_entry as _read_entry
 from fhirstudy.store.repository import Head, StoredResource, WriteResult
-from fhirstudy.store.schema import INDEX_TABLES, history, resource
+from fhirstudy.store.schema import INDEX_TABLES, history, instant_ms, resource
 
 
 class Tx:
@@ -91,7 +91,7 @@ class Tx:
         for r, digest, rows in batch:
             key = (r["resourceType"], r["id"])
             state = pending.get(key) or known.get(key)
-            if state and not state["deleted"] and bytes(state["content_hash"]) == digest:
+            if state and not state["deleted"] and self._digest(state) == digest:
                 results.append(WriteResult(*key, state["version"], state["last_updated"], "unchanged",
                                            self.codec.decode(state["content"])))
                 continue
@@ -108,7 +108,7 @@ class Tx:
             written[key] = len(versions)
             pending[key] = {"pk": state["pk"] if state else None, "type": key[0], "id": key[1],
                             "version": version, "last_updated": self.now, "deleted": False,
-                            "content_hash": digest, "content": stored, "doc": doc, "rows": rows,
+                            "digest": digest, "content": stored, "doc": doc, "rows": rows,
                             "superseded": superseded, "linked": key not in unlinked}
             versions.append({"key": key, "version": version, "last_updated": self.now,
                              "method": method, "created": created, "content": None})
@@ -128,12 +128,18 @@ class Tx:
             self.conn.execute(sa.delete(table).where(table.c.resource_pk == state["pk"]))
         _keep_superseded(self.conn, [state])
         self.conn.execute(sa.update(resource).where(resource.c.pk == state["pk"]).values(
-            version=version, last_updated=self.now, deleted=True, content_hash=b"", content=b""))
+            version=version, last_updated=self.now, deleted=True, content=b""))
         self.conn.execute(sa.insert(history).values(
             resource_pk=state["pk"], version=version, last_updated=self.now, method="DELETE", created=False,
             content=None))
         self._link([], removed=[(rtype, rid)])
         return WriteResult(rtype, rid, version, self.now, "deleted", None)
+
+    def _digest(self, state: dict) -> bytes:
+        """The content hash of a stored version (computed from its bytes: the table keeps none)."""
+        if "digest" not in state:
+            state["digest"] = content_hash(orjson.loads(self.codec.decode(state["content"])))
+        return state["digest"]
 
     def _known(self, keys: set[tuple[str, str]]) -> dict[tuple, dict]:
         """Current rows of ``keys`` (deleted ones too), locked, in a fixed order against deadlocks."""
@@ -145,8 +151,7 @@ class Tx:
             for chunk in chunks(sorted(by_type[rtype])):
                 rows = self.conn.execute(
                     sa.select(resource.c.pk, resource.c.type, resource.c.id, resource.c.version,
-                              resource.c.last_updated, resource.c.deleted, resource.c.content_hash,
-                              resource.c.content)
+                              resource.c.last_updated, resource.c.deleted, resource.c.content)
                     .where(resource.c.type == rtype, resource.c.id.in_(chunk))
                     .order_by(resource.c.id).with_for_update())
                 for row in rows:
@@ -155,7 +160,7 @@ class Tx:
 
     def _write(self, rows: list[dict], versions: list[dict]) -> None:
         conn = self.conn
-        columns = ("type", "id", "version", "last_updated", "deleted", "content_hash", "content")
+        columns = ("type", "id", "version", "last_updated", "deleted", "content")
         updates = [row for row in rows if row["pk"] is not None]
         inserts = [row for row in rows if row["pk"] is None]
         if updates:
@@ -183,7 +188,8 @@ class Tx:
                     pending[kind].append({**r, "resource_pk": pk})
         insert_index_rows(conn, pending)
         pks = {(row["type"], row["id"]): row["pk"] for row in rows}
-        insert_rows(conn, history, [{**v, "resource_pk": pks[v["key"]]} for v in versions])
+        insert_rows(conn, history, [{**v, "resource_pk": pks[v["key"]], "last_updated": instant_ms(v["last_updated"])}
+                                    for v in versions])  # straight through the driver: as the column keeps it
         self._link(rows)
 
     def _link(self, rows: list[dict], removed: list[tuple[str, str]] = ()) -> None:
