@@ -148,7 +148,12 @@ def index_matches(query: SearchQuery) -> sa.Subquery | None:
 
 def _own_condition(clause: Clause, column: sa.ColumnElement) -> sa.ColumnElement[bool]:
     """A parameter answered from a column of ``resource`` (or an alias's): ``_id`` from ``id``,
-    ``_lastUpdated`` from ``last_updated``; every resource has both (``:missing=true`` matches none)."""
+    ``_lastUpdated`` from ``last_updated`` (every resource has both: ``:missing=true`` matches
+    none), ``_source`` from ``source`` (a term id, None without one)."""
+    if column.name == "source":
+        if clause.modifier == "missing":
+            return column.is_(None) if clause.missing else column.is_not(None)
+        return sa.or_(*(terms.equals(column, _cut(v.uri, "uri", "uri")) for v in clause.values))
     if clause.modifier == "missing":
         return sa.false() if clause.missing else sa.true()
     if column.name == "last_updated":  # one instant: a date range whose low and high are it

@@ -27,7 +27,9 @@ from fhirstudy.search.fhirpath import resolving
 from fhirstudy.search.index import index_rows, split_reference
 from fhirstudy.search.registry import Registry, SearchParam
 from fhirstudy.store.guards import bounded_columns, check_key, fit_rows, text_columns
-from fhirstudy.store.schema import INDEX_TABLES, RESOURCE_COLUMNS, TERM_COLUMNS, exact_hash, param_id
+from fhirstudy.store.schema import INDEX_TABLES, RESOURCE_COLUMNS, TERM_COLUMNS, exact_hash, param_id, resource
+
+SOURCE_COLUMN = resource.c.source
 
 # Parameters whose index rows depend on the moment of the write: computed inside the write
 # transaction (the rest are computed before it begins, from the resource alone).
@@ -59,6 +61,7 @@ class Prepared:
     digest: bytes
     rows: dict[str, list[dict]]
     linked: bool = True  # False: the linked parameters' rows are still to be computed (in the write)
+    source: str | None = None  # the text ``resource.source`` names (Indexer.source_of)
 
 
 class IndexedParams(NamedTuple):
@@ -70,6 +73,7 @@ class IndexedParams(NamedTuple):
     dynamic: list
     pids: dict[str, int]
     linked: list = []
+    source: object = None  # the uri parameter on ``meta.source``, kept in ``resource.source`` (no rows)
 
 
 class Dependent(NamedTuple):
@@ -99,9 +103,11 @@ class Indexer:
                       if p.expression.text not in RESOURCE_COLUMNS and p.part_of is None]
             dynamic = [p for p in params if DYNAMIC_MARK in p.expression.text]
             linked = [p for p in params if p.via]
+            source = next((p for p in self.registry.params(rtype).values()
+                           if RESOURCE_COLUMNS.get(p.expression.text) is SOURCE_COLUMN and p.type == "uri"), None)
             found = self._by_type.setdefault(rtype, IndexedParams(
                 [p for p in params if p not in dynamic and p not in linked], dynamic,
-                {p.code: param_id(rtype, p.code) for p in params}, linked))
+                {p.code: param_id(rtype, p.code) for p in [*params, *([source] if source else [])]}, linked, source))
         return found
 
     def dependents(self) -> list[Dependent]:
@@ -145,8 +151,17 @@ class Indexer:
                              for item in self.registry.get(r["resourceType"], via).evaluate(r)
                              if isinstance(item.value, dict))
                 chosen = params.static + params.linked if linked else params.static
-                prepared.append(Prepared(r, content_hash(r), rows_with_pids(r, chosen, params.pids), linked))
+                rows = rows_with_pids(r, chosen + ([params.source] if params.source else []), params.pids)
+                prepared.append(Prepared(r, content_hash(r), rows, linked, _pop_source(rows, params)))
         return prepared
+
+    def source_of(self, doc: dict) -> str | None:
+        """The text of ``doc``'s ``_source`` (``meta.source``, as a uri index row would hold it)
+        that ``resource.source`` names, or None."""
+        params = self.params(doc["resourceType"])
+        if params.source is None:
+            return None
+        return _pop_source(rows_with_pids(doc, [params.source], params.pids), params)
 
     def write_time_rows(self, doc: dict) -> dict[str, list[dict]]:
         """The index rows of the stored ``doc`` that depend on the moment of the write."""
@@ -162,6 +177,16 @@ class Indexer:
             for kind, extra in self.linked_rows(doc, lookup).items():
                 rows.setdefault(kind, []).extend(extra)
         return rows
+
+
+def _pop_source(rows: dict[str, list[dict]], params: IndexedParams) -> str | None:
+    """Take the ``_source`` rows out of ``rows``: the first one's text (the column keeps one)."""
+    if params.source is None or not rows.get("uri"):
+        return None
+    pid = params.pids[params.source.code]
+    found = [r["uri"] for r in rows["uri"] if r["pid"] == pid]
+    rows["uri"] = [r for r in rows["uri"] if r["pid"] != pid]
+    return found[0] if found else None
 
 
 def rows_with_pids(doc: dict, params: list, pids: dict[str, int]) -> dict[str, list[dict]]:

@@ -100,7 +100,10 @@ def sorted_by(statement: sa.Select, rtype: str, keys: list[SortKey],
     columns = []
     for number, key in enumerate(keys):
         column = RESOURCE_COLUMNS.get(key.param.expression.text)
-        if column is None:
+        if column is not None and column.name == "source":  # a term id: sorted by its text
+            column = sa.select(term.c.text).where(term.c.tid == resource.c.source).scalar_subquery()
+            order.append(column.is_(None).desc() if reverse else column.is_(None))
+        elif column is None:
             table = INDEX_TABLES[key.param.type]
             name = SORT_COLUMNS[key.param.type]
             rows = table

@@ -90,9 +90,12 @@ resource = sa.Table(
     sa.Column("last_updated", Instant, nullable=False),
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
     sa.Column("content", sa.LargeBinary, nullable=False),  # store.content: zstd with a dictionary; b"" once deleted
+    sa.Column("source", sa.Integer, nullable=True),  # the idx_term.tid of meta.source (_source); None once deleted
     sa.UniqueConstraint("type", "id", name="uq_resource_type_id"),
     sa.Index("ix_resource_type_updated", "type", "last_updated"),  # _lastUpdated, export's _since
 )
+sa.Index("ix_resource_source", resource.c.source, sqlite_where=resource.c.source.is_not(None),
+         postgresql_where=resource.c.source.is_not(None))
 
 history = sa.Table(
     "resource_history", metadata,
@@ -206,10 +209,12 @@ TERM_COLUMNS = MappingProxyType({
     "composite": {"system": 255, "code": 255, "text": 255},
 })
 # Parameters answered from ``resource``'s own columns, by expression: no index rows are written
-# for them (``_id`` from ``resource.id``, ``_lastUpdated`` from ``resource.last_updated``).
+# for them (``_id`` from ``resource.id``, ``_lastUpdated`` from ``resource.last_updated``,
+# ``_source`` from ``resource.source``, a term id: every resource of a trial has the same one).
 RESOURCE_COLUMNS = MappingProxyType({"Resource.id": resource.c.id, "id": resource.c.id,
                                      "Resource.meta.lastUpdated": resource.c.last_updated,
-                                     "meta.lastUpdated": resource.c.last_updated})
+                                     "meta.lastUpdated": resource.c.last_updated,
+                                     "Resource.meta.source": resource.c.source, "meta.source": resource.c.source})
 ID_EXPRESSIONS = frozenset({"Resource.id", "id"})
 SORT_COLUMNS = MappingProxyType({"token": "code", "string": "value", "date": "low", "number": "value", "uri": "uri"})
 

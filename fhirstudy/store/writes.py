@@ -82,6 +82,7 @@ class Tx:
     def put_prepared(self, prepared: list[Prepared], method: str = "PUT") -> list[WriteResult]:
         """:meth:`put` of resources :meth:`Indexer.prepare` made ready (before the transaction)."""
         batch = [(p.resource, p.digest, p.rows) for p in prepared]
+        sources = {(p.resource["resourceType"], p.resource["id"]): p.source for p in prepared}
         unlinked = {(p.resource["resourceType"], p.resource["id"]) for p in prepared if not p.linked}
         known = self._known({(r["resourceType"], r["id"]) for r, _, _ in batch})
         pending: dict[tuple, dict] = {}
@@ -108,7 +109,7 @@ class Tx:
             written[key] = len(versions)
             pending[key] = {"pk": state["pk"] if state else None, "type": key[0], "id": key[1],
                             "version": version, "last_updated": self.now, "deleted": False,
-                            "digest": digest, "content": stored, "doc": doc, "rows": rows,
+                            "digest": digest, "content": stored, "doc": doc, "rows": rows, "source": sources[key],
                             "superseded": superseded, "linked": key not in unlinked}
             versions.append({"key": key, "version": version, "last_updated": self.now,
                              "method": method, "created": created, "content": None})
@@ -128,7 +129,7 @@ class Tx:
             self.conn.execute(sa.delete(table).where(table.c.resource_pk == state["pk"]))
         _keep_superseded(self.conn, [state])
         self.conn.execute(sa.update(resource).where(resource.c.pk == state["pk"]).values(
-            version=version, last_updated=self.now, deleted=True, content=b""))
+            version=version, last_updated=self.now, deleted=True, content=b"", source=None))
         self.conn.execute(sa.insert(history).values(
             resource_pk=state["pk"], version=version, last_updated=self.now, method="DELETE", created=False,
             content=None))
@@ -160,7 +161,10 @@ class Tx:
 
     def _write(self, rows: list[dict], versions: list[dict]) -> None:
         conn = self.conn
-        columns = ("type", "id", "version", "last_updated", "deleted", "content")
+        columns = ("type", "id", "version", "last_updated", "deleted", "content", "source")
+        named = terms.term_ids(conn, {row["source"] for row in rows if row["source"] is not None})
+        for row in rows:
+            row["source"] = named.get(row["source"])
         updates = [row for row in rows if row["pk"] is not None]
         inserts = [row for row in rows if row["pk"] is None]
         if updates:
