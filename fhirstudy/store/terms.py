@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from fhirstudy.store.engine import chunks
 from fhirstudy.store.schema import TERM_COLUMNS, term
 
@@ -38,20 +39,40 @@ def encode(conn: sa.Connection, pending: dict[str, list[dict]]) -> None:
 
 
 def term_ids(conn: sa.Connection, texts: Iterable[str]) -> dict[str, int]:
-    """The term id of each of ``texts``, storing those not stored yet."""
+    """The term id of each of ``texts``, storing those not stored yet (straight through the
+    driver: a load names tens of thousands of texts a transaction)."""
     ordered = sorted(set(texts))
-    found = _known(conn, ordered)
-    missing = [t for t in ordered if t not in found]
-    statement = sa.insert(term).returning(term.c.text, term.c.tid, sort_by_parameter_order=True)
-    for chunk in chunks(missing, 5000):
-        found.update((text, tid) for text, tid in conn.execute(statement, [{"text": t} for t in chunk]))
-    return found
+    if not ordered:
+        return {}
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.cursor()
+    try:
+        if conn.dialect.name == "postgresql":  # one statement each way, the texts as one array
+            cursor.execute(f"SELECT text, tid FROM {term.name} WHERE text = ANY(%s)", (ordered,))
+            found = dict(cursor.fetchall())
+            missing = [t for t in ordered if t not in found]
+            if missing:
+                cursor.execute(f"INSERT INTO {term.name} (text) SELECT unnest(%s::varchar[]) RETURNING text, tid",
+                               (missing,))
+                found.update(cursor.fetchall())
+            return found
+        found = _sqlite_known(cursor, ordered)
+        missing = [t for t in ordered if t not in found]
+        if missing:
+            cursor.executemany(f"INSERT INTO {term.name} (text) VALUES (?)", [(t,) for t in missing])
+            found.update(_sqlite_known(cursor, missing))
+        return found
+    except dbapi.Error as exc:
+        raise sa_exc.DBAPIError.instance(f"terms of {len(ordered)} texts", None, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
-def _known(conn: sa.Connection, texts: list[str]) -> dict[str, int]:
+def _sqlite_known(cursor, texts: list[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for chunk in chunks(texts):
-        found.update((text, tid) for text, tid in conn.execute(sa.select(term.c.text, term.c.tid).where(term.c.text.in_(chunk))))
+        cursor.execute(f"SELECT text, tid FROM {term.name} WHERE text IN ({', '.join(['?'] * len(chunk))})", chunk)
+        found.update(cursor.fetchall())
     return found
 
 
