@@ -160,7 +160,7 @@ def test_a_failed_write_leaves_no_version(db_url):
         store.close()
 
 
-@pytest.mark.parametrize("layout", [None, 1])
+@pytest.mark.parametrize("layout", [None, 1, 4])
 def test_a_database_of_another_storage_layout_is_refused(tmp_path, layout):
     """A database written by an older fhirstudy (no layout row, or layout 1) is not searched
     with the wrong index: opening it fails with a message saying what to do, and changes nothing."""

@@ -27,7 +27,8 @@ from fhirstudy.search.fhirpath import resolving
 from fhirstudy.search.index import index_rows, split_reference
 from fhirstudy.search.registry import Registry, SearchParam
 from fhirstudy.store.guards import bounded_columns, check_key, fit_rows, text_columns
-from fhirstudy.store.schema import INDEX_TABLES, RESOURCE_COLUMNS, TERM_COLUMNS, exact_hash, param_id, resource
+from fhirstudy.store.schema import (INDEX_TABLES, RESOURCE_COLUMNS, TERM_COLUMNS, exact_hash, instant_ms, param_id,
+                                    resource)
 
 SOURCE_COLUMN = resource.c.source
 
@@ -207,7 +208,7 @@ def rows_with_pids(doc: dict, params: list, pids: dict[str, int]) -> dict[str, l
 def _compact(kind: str, rows: list[dict]) -> None:
     """What an index table keeps of its rows: a string's text as written only as its hash
     (:func:`~fhirstudy.store.schema.exact_hash`), a reference's ``url`` only when it says more
-    than ``target_type/target_id``."""
+    than ``target_type/target_id``, a date's low and high as milliseconds."""
     if kind == "string":
         for r in rows:
             exact = r.get("exact")
@@ -218,6 +219,11 @@ def _compact(kind: str, rows: list[dict]) -> None:
             if r.get("url") is not None and r.get("target_id") is not None \
                     and r["url"] == f"{r['target_type']}/{r['target_id']}":
                 r["url"] = None
+    if kind in ("date", "composite"):  # instants as the Moment columns keep them
+        for r in rows:
+            for name in ("low", "high"):
+                if r.get(name) is not None:
+                    r[name] = instant_ms(r[name])
 
 
 def check_keys(resources: list[dict]) -> None:

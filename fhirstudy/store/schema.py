@@ -74,6 +74,16 @@ class Instant(sa.TypeDecorator):
         return None if value is None else ms_instant(value)
 
 
+class Moment(Instant):
+    """A date column's instant (``YYYY-MM-DDTHH:MM:SS.mmm``, UTC: search.index.date_range), kept
+    as milliseconds like :class:`Instant` and read back in the same form."""
+
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else ms_instant(value)[:-1]
+
+
 schema = sa.Table("fhirstudy_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
 
 # The zstd dictionaries content is compressed with, by the id each compressed value names (store.content).
@@ -182,8 +192,9 @@ INDEX_TABLES = MappingProxyType({
     "reference": _index_table(
         "idx_reference", sa.Column("target_type", _TID), sa.Column("target_id", _TID),
         sa.Column("url", _TID), indexes=[("target_id", "target_type"), ("url",)], present={1: "url"}),
+    # low/high: milliseconds (Moment), written as such by indexing (rows go in through the driver)
     "date": _index_table(
-        "idx_date", sa.Column("low", sa.String(32)), sa.Column("high", sa.String(32)),
+        "idx_date", sa.Column("low", Moment), sa.Column("high", Moment),
         indexes=[("low", "high"), ("high",)]),
     # value: a number; low/high: the numbers a Range or a Quantity with a comparator admits
     "number": _index_table("idx_number", sa.Column("value", sa.Float), sa.Column("low", sa.Float),
@@ -196,7 +207,7 @@ INDEX_TABLES = MappingProxyType({
     "composite": _index_table(
         "idx_composite", sa.Column("grp", sa.Integer, nullable=False), sa.Column("comp", sa.Integer, nullable=False),
         sa.Column("system", _TID), sa.Column("code", _TID), sa.Column("text", _TID),
-        sa.Column("low", sa.String(32)), sa.Column("high", sa.String(32)), sa.Column("num", sa.Float),
+        sa.Column("low", Moment), sa.Column("high", Moment), sa.Column("num", sa.Float),
         sa.Column("num_low", sa.Float), sa.Column("num_high", sa.Float),
         indexes=[("comp", "code"), ("comp", "low", "high")]),
 })
