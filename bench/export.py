@@ -7,7 +7,7 @@ generated studies, beside a plain read of the same rows in the same run.
 1. Studies are generated and loaded as ``bench/search.py`` does, unless ``--url`` names a loaded
    database.
 2. Baseline: one process reads every live resource's stored bytes (``SELECT content FROM resource
-   WHERE NOT deleted``, streamed) and throws them away.
+   WHERE NOT deleted``, streamed), decompresses them (the store's codec) and throws them away.
 3. Export: another process runs :func:`fhirstudy.export.writer.write_export` for the whole store
    into a temporary directory (and ``ResearchStudy``-level, following references, after it).
    Each stage runs in a process of its own so that its peak RSS is its own.
@@ -42,7 +42,7 @@ def _stage(stage: str, url: str) -> dict:
             cursor.execute("SELECT content FROM resource WHERE NOT deleted")
             while rows := cursor.fetchmany(1000):
                 count += len(rows)
-                size += sum(len(r[0]) + 1 for r in rows)
+                size += sum(len(store.codec.decode(r[0])) + 1 for r in rows)  # the JSON, as export reads it
     else:
         from fhirstudy.export.request import ExportRequest
         from fhirstudy.export.writer import write_export

@@ -160,7 +160,7 @@ def test_a_failed_write_leaves_no_version(db_url):
         store.close()
 
 
-@pytest.mark.parametrize("layout", [None, 1])
+@pytest.mark.parametrize("layout", [None, 1, 4])
 def test_a_database_of_another_storage_layout_is_refused(tmp_path, layout):
     """A database written by an older fhirstudy (no layout row, or layout 1) is not searched
     with the wrong index: opening it fails with a message saying what to do, and changes nothing."""
@@ -199,11 +199,12 @@ def test_the_current_version_is_stored_once_and_moves_to_history_when_superseded
         def contents():
             with store.engine.connect() as conn:
                 return conn.execute(sa.select(history_table.c.version, history_table.c.content)
-                                    .where(history_table.c.id == "rs-1").order_by(history_table.c.version)).all()
+                                    .join(resource_table, resource_table.c.pk == history_table.c.resource_pk)
+                                    .where(resource_table.c.id == "rs-1").order_by(history_table.c.version)).all()
 
         assert contents() == [(1, None)]
         store.put_many([{**study, "title": "Changed"}, {**study, "title": "Changed again"}])
-        assert [(v, bytes(c) if c else c) for v, c in contents()] == [
+        assert [(v, store.codec.decode(c) if c else c) for v, c in contents()] == [
             (1, first), (2, store.read_version("ResearchStudy", "rs-1", 2).json), (3, None)]
         assert b"Changed again" in store.read_version("ResearchStudy", "rs-1", 3).json
         assert b'"Changed"' in store.read_version("ResearchStudy", "rs-1", 2).json

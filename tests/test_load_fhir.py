@@ -57,9 +57,10 @@ def contents(url: str) -> dict[tuple[str, str], dict]:
         with store.engine.connect() as conn:
             rows = conn.execute(sa.select(resource.c.type, resource.c.id, resource.c.content)
                                 .where(resource.c.deleted.is_(False))).all()
+        return {(t, i): {k: v for k, v in orjson.loads(store.codec.decode(c)).items() if k != "meta"}
+                for t, i, c in rows}
     finally:
         store.close()
-    return {(t, i): {k: v for k, v in orjson.loads(c).items() if k != "meta"} for t, i, c in rows}
 
 
 def versions(url: str) -> int:

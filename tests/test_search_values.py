@@ -369,7 +369,7 @@ def test_string_rows_keep_a_bounded_text():
     assert row["full"] == normalize(LONG_TEXT)[:STRING_KEEP_LENGTH]
     assert row["exact"] is None  # longer than any search value: :exact could never match it
     (short,) = index_rows({"resourceType": "ResearchStudy", "description": "Short"}, [param])["string"]
-    assert short == {"param": "description", "value": "short", "full": None, "exact": "Short"}
+    assert short == {"param": "description", "value": "short", "full": None, "exact": "Short", "part": 0}
 
 
 def test_key_columns_are_cut_and_hold_no_control_characters():

@@ -46,8 +46,8 @@ def _all_bodies(store, rtype: str) -> list[bytes]:
 
     from fhirstudy.store.schema import resource
     with store.engine.connect() as conn:
-        return list(conn.execute(sa.select(resource.c.content).where(
-            resource.c.type == rtype, resource.c.deleted.is_(False))).scalars())
+        return [store.codec.decode(c) for c in conn.execute(sa.select(resource.c.content).where(
+            resource.c.type == rtype, resource.c.deleted.is_(False))).scalars()]
 
 
 @pytest.mark.parametrize("page_studies", [1, 3, 50])

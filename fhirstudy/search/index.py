@@ -10,9 +10,10 @@ Row shapes (``param`` is the search parameter code):
 
 - token:     param, system, code, text   (text: normalised CodeableConcept.text / Coding.display;
              system and code cut to TOKEN_LENGTH, text to STRING_INDEX_LENGTH)
-- string:    param, value, full, exact   (value: normalised, cut to STRING_INDEX_LENGTH; full:
+- string:    param, value, full, exact, part   (value: normalised, cut to STRING_INDEX_LENGTH; full:
              the normalised text up to STRING_KEEP_LENGTH characters when value was cut, else
-             None; exact: as written, None when longer than STRING_KEEP_LENGTH)
+             None; exact: as written, None when longer than STRING_KEEP_LENGTH; part: which of
+             registry.STRING_PARTS of an Address or HumanName it is, 1 on, 0 for a plain string)
 - reference: param, target_type, target_id, url   (type and id cut to ID_LENGTH, url to TOKEN_LENGTH)
 - date:      param, low, high            (UTC instants, ``YYYY-MM-DDTHH:MM:SS.mmm``)
 - number:    param, value, low, high   (value: a number; low/high: what a Range or a Quantity
@@ -37,7 +38,7 @@ from typing import Any, Iterable
 
 from fhirstudy.search.fhirpath import Item
 from fhirstudy.search.geo import PositionError, position
-from fhirstudy.search.registry import SearchParam
+from fhirstudy.search.registry import STRING_PARTS, SearchParam
 from fhirstudy.search.units import canonical
 from fhirstudy.terminology import normalize_text
 
@@ -50,9 +51,6 @@ TOKEN_LENGTH = 255  # systems, codes, uris and reference urls: compared on their
 ID_LENGTH = 64  # reference target types and ids
 LOW_INSTANT = "0001-01-01T00:00:00.000"
 HIGH_INSTANT = "9999-12-31T23:59:59.999"
-# The parts of complex datatypes a string parameter searches (HumanName, Address, Annotation...).
-STRING_PARTS = ("text", "family", "given", "prefix", "suffix", "line", "city", "district", "state",
-                "postalCode", "country")
 
 _DATE_RE = re.compile(
     r"(?P<year>[0-9]{4})(?:-(?P<month>[0-9]{2})(?:-(?P<day>[0-9]{2})"
@@ -243,17 +241,17 @@ def _token(system: Any, code: Any, text: Any = None) -> dict | None:
 def _string_rows(item: Item) -> Iterable[dict]:
     value = item.value
     if isinstance(value, str):
-        texts = [value]
+        texts = [(0, value)]
     elif isinstance(value, dict):
         texts = []
-        for part in STRING_PARTS:
+        for number, part in enumerate(STRING_PARTS, 1):
             part_value = value.get(part)
-            texts.extend(part_value if isinstance(part_value, list) else [part_value])
+            texts.extend((number, t) for t in (part_value if isinstance(part_value, list) else [part_value]))
     else:
         return
-    for text in texts:
+    for number, text in texts:
         if isinstance(text, str) and text:
-            yield string_row(text)
+            yield {**string_row(text), "part": number}
 
 
 def string_row(text: str) -> dict:

@@ -45,6 +45,10 @@ _ANY_RESOURCE = ("Resource", "DomainResource")
 # An extension of fhirstudy's own SearchParameters: true when a resource without any value of the
 # parameter admits every value (``eligible-age=67`` finds a study without an age limit).
 ABSENT_ADMITS = "https://fhirstudy.org/fhir/StructureDefinition/searchparameter-absent-admits"
+# The parts of complex datatypes a string parameter searches (HumanName, Address, Annotation...),
+# in the order their index rows number them (``part`` 1 on; 0: a plain string).
+STRING_PARTS = ("text", "family", "given", "prefix", "suffix", "line", "city", "district", "state",
+                "postalCode", "country")
 # ``X.ref.resolve().more``: a branch that walks into the referenced resource (linked parameter)
 _WALKS_ON = re.compile(r"^(?P<reference>[A-Za-z][A-Za-z0-9_.]*)\.resolve\(\)\.\s*[A-Za-z]")
 
@@ -76,6 +80,11 @@ class SearchParam:
     via: str | None = None
     absent_admits: bool = False
     below: tuple[str, ...] = ()  # codes of the parameters indexing broader codes, searched by :below
+    # a string parameter on one part of what another string parameter of the type searches
+    # (``address-city``: ``Location.address.city`` of ``address``'s ``Location.address``): that
+    # parameter's code and the part's number (STRING_PARTS); its rows are that parameter's rows
+    # of that part
+    part_of: tuple[str, int] | None = None
 
     def evaluate(self, resource: dict) -> list[Item]:
         """The items of ``resource`` this parameter indexes."""
@@ -104,6 +113,17 @@ class Registry:
                 self._add(resource_type, definition)
         for resource_type in served_types:
             self._link(resource_type)
+            self._parts(resource_type)
+
+    def _parts(self, resource_type: str) -> None:
+        """Mark each string parameter whose expression is another string parameter's plus one
+        of STRING_PARTS as that parameter's part (``part_of``)."""
+        params = self._params[resource_type]
+        by_expression = {p.expression.text: p.code for p in params.values() if p.type == "string"}
+        for code, param in list(params.items()):
+            whole, _, part = param.expression.text.rpartition(".")
+            if param.type == "string" and part in STRING_PARTS and by_expression.get(whole, code) != code:
+                params[code] = replace(param, part_of=(by_expression[whole], STRING_PARTS.index(part) + 1))
 
     def _link(self, resource_type: str) -> None:
         """Give each parameter that walks into a referenced resource the reference parameter it

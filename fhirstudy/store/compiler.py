@@ -2,17 +2,16 @@
 
 Each clause of a :class:`~fhirstudy.search.query.SearchQuery` becomes a condition on a
 resource's primary key: ``pk IN (index rows of the parameter with one of the values)``, ``NOT
-IN`` for ``:not`` and ``:missing=true``; ``_id`` is answered from ``resource.id`` itself, a
-composite by items whose components all match (same ``grp``).  Without ``_sort``, a query with
-a clause that selects index rows is answered from the index tables alone
-(:func:`index_matches`): deleted resources have no index rows and a ``pid`` belongs to one
-resource type, so ``resource`` need not be read.  Values are compared as they were indexed:
-cut to the column's length, strings by byte-wise range scans ("starts with"), dates as ranges
-(FHIR R5 3.2.1.5.6).
+IN`` for ``:not`` and ``:missing=true``; ``_id`` and ``_lastUpdated`` are answered from
+``resource.id`` and ``resource.last_updated`` themselves, a composite by items whose components
+all match (same ``grp``).  Without ``_sort``, a query with a clause that selects index rows is
+answered from the index tables alone (:func:`index_matches`): deleted resources have no index
+rows and a ``pid`` belongs to one resource type, so ``resource`` need not be read.  Values are
+compared as they were indexed: cut to the column's length, texts through their terms
+(:mod:`~fhirstudy.store.terms`: "starts with" is a byte-wise range scan of ``idx_term``), dates
+as ranges (FHIR R5 3.2.1.5.6).
 """
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -20,10 +19,9 @@ from fhirstudy.search.geo import bounding_box, chord_limit
 from fhirstudy.search.index import STRING_INDEX_LENGTH
 from fhirstudy.search.query import (Clause, CompositeValue, NearValue, RangeValue, ReferenceValue, SearchQuery,
                                     StringValue, TokenValue, UriValue)
+from fhirstudy.store import terms
 from fhirstudy.store.guards import check_integer, check_values
-from fhirstudy.store.schema import ID_EXPRESSIONS, INDEX_TABLES, param_id, resource
-
-_MAX_CHAR = "\U0010ffff"  # upper bound for starts-with range scans
+from fhirstudy.store.schema import INDEX_TABLES, RESOURCE_COLUMNS, TERM_COLUMNS, exact_hash, param_id, resource
 
 
 def check_query(query: SearchQuery) -> None:
@@ -56,11 +54,12 @@ def _clause_condition(rtype: str, clause: Clause, pk: sa.ColumnElement = resourc
         return pk.in_(_matching_rows(rtype, clause))
     if clause.param.type == "composite":
         return sa.or_(*(_composite_condition(rtype, clause, value, pk) for value in clause.values))
-    if clause.param.expression.text in ID_EXPRESSIONS:
+    own = RESOURCE_COLUMNS.get(clause.param.expression.text)
+    if own is not None:
         if pk is resource.c.pk:
-            return _id_condition(clause)
+            return _own_condition(clause, own)
         other = resource.alias()  # never correlated with a ``resource`` of an enclosing query
-        return pk.in_(sa.select(other.c.pk).where(other.c.type == rtype, _id_condition(clause, other.c.id)))
+        return pk.in_(sa.select(other.c.pk).where(other.c.type == rtype, _own_condition(clause, other.c[own.name])))
     if clause.modifier == "missing":
         rows = _matching_rows(rtype, clause, any_value=True)
         return pk.not_in(rows) if clause.missing else pk.in_(rows)
@@ -83,7 +82,7 @@ def _matching_rows(rtype: str, clause: Clause, any_value: bool = False) -> sa.Se
         pids = [param_id(rtype, code) for code in (clause.param.code, *clause.param.below)]
         parameter = table.c.pid.in_(pids)
     else:
-        parameter = table.c.pid == param_id(rtype, clause.param.code)
+        parameter = param_rows(table, rtype, clause.param)
     rows = sa.select(table.c.resource_pk)
     if any_value:
         return rows.where(parameter)
@@ -93,6 +92,15 @@ def _matching_rows(rtype: str, clause: Clause, any_value: bool = False) -> sa.Se
     # the parameter in every alternative, so that each one is an index range of its own (SQLite
     # otherwise reads every row of the parameter for "condition:text=a,b")
     return rows.where(sa.or_(*(sa.and_(parameter, v) for v in values)))
+
+
+def param_rows(table: sa.Table, rtype: str, param) -> sa.ColumnElement[bool]:
+    """The rows of ``param`` in its index table: those of its ``pid``, or for a part of another
+    string parameter (``address-city``) that parameter's rows of the part."""
+    if param.part_of is not None:
+        whole, part = param.part_of
+        return sa.and_(table.c.pid == param_id(rtype, whole), table.c.part == part)
+    return table.c.pid == param_id(rtype, param.code)
 
 
 def _chained_rows(rtype: str, clause: Clause) -> sa.Select:
@@ -105,7 +113,7 @@ def _chained_rows(rtype: str, clause: Clause) -> sa.Select:
         target = resource.alias()
         ids = sa.select(target.c.id).where(target.c.type == ttype, target.c.deleted.is_(False),
                                            _clause_condition(ttype, inner, target.c.pk))
-        targets.append(sa.and_(ref.c.target_type == ttype, ref.c.target_id.in_(ids)))
+        targets.append(sa.and_(terms.equals(ref.c.target_type, ttype), terms.one_of(ref.c.target_id, ids)))
     return sa.select(ref.c.resource_pk).where(ref.c.pid == param_id(rtype, clause.param.code), sa.or_(*targets))
 
 
@@ -114,9 +122,9 @@ def _pointed_at(rtype: str, clause: Clause) -> sa.Select:
     points at with ``clause.param`` (``_has``); index rows belong to live resources only."""
     ref = INDEX_TABLES["reference"]
     source_type, (inner,) = clause.param.resource_type, clause.chain
-    ids = sa.select(ref.c.target_id).where(ref.c.pid == param_id(source_type, clause.param.code),
-                                           ref.c.target_type == rtype,
-                                           _clause_condition(source_type, inner, ref.c.resource_pk))
+    ids = (sa.select(terms.term.c.text).select_from(ref.join(terms.term, terms.term.c.tid == ref.c.target_id))
+           .where(ref.c.pid == param_id(source_type, clause.param.code), terms.equals(ref.c.target_type, rtype),
+                  _clause_condition(source_type, inner, ref.c.resource_pk)))
     target = resource.alias()
     return sa.select(target.c.pk).where(target.c.type == rtype, target.c.id.in_(ids))
 
@@ -138,21 +146,28 @@ def index_matches(query: SearchQuery) -> sa.Subquery | None:
     return sa.select(pk.label("pk")).where(*others).distinct().subquery("matches")
 
 
-class _IdColumns(NamedTuple):
-    """``resource.id`` seen as a token index row: a code without system or text."""
-
-    code: sa.ColumnElement = resource.c.id
-    system: sa.ColumnElement = sa.null()
-    text: sa.ColumnElement = sa.null()
-
-
-def _id_condition(clause: Clause, column: sa.ColumnElement = resource.c.id) -> sa.ColumnElement[bool]:
-    """``_id`` from ``column`` (``resource.id`` or an alias's; every resource has one:
-    ``:missing=true`` matches none)."""
+def _own_condition(clause: Clause, column: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """A parameter answered from a column of ``resource`` (or an alias's): ``_id`` from ``id``,
+    ``_lastUpdated`` from ``last_updated`` (every resource has both: ``:missing=true`` matches
+    none), ``_source`` from ``source`` (a term id, None without one)."""
+    if column.name == "source":
+        if clause.modifier == "missing":
+            return column.is_(None) if clause.missing else column.is_not(None)
+        return sa.or_(*(terms.equals(column, _cut(v.uri, "uri", "uri")) for v in clause.values))
     if clause.modifier == "missing":
         return sa.false() if clause.missing else sa.true()
-    match = sa.or_(*(_token_condition(_IdColumns(column), v) for v in clause.values))
+    if column.name == "last_updated":  # one instant: a date range whose low and high are it
+        return sa.or_(*(_date_condition(column, column, v) for v in clause.values))
+    match = sa.or_(*(_id_condition(column, v) for v in clause.values))
     return sa.not_(match) if clause.modifier == "not" else match
+
+
+def _id_condition(column: sa.ColumnElement, value: TokenValue) -> sa.ColumnElement[bool]:
+    """``resource.id`` as a token: a code without system or text (``|x`` matches, ``s|x`` and
+    ``:text`` do not)."""
+    if value.text is not None or value.system is not None or value.code is None:
+        return sa.false()
+    return column == value.code
 
 
 def _composite_condition(rtype: str, clause: Clause, value: CompositeValue,
@@ -179,20 +194,22 @@ def _component_condition(c, kind: str, value) -> sa.ColumnElement[bool]:
     if kind == "number":
         return sa.or_(_number_condition(c.num, value), _admits(c.num, c.num_low, c.num_high, value))
     if kind == "string":
-        return _starts_with(c.text, value.normalized)
+        return terms.starts_with(c.text, value.normalized)
     if kind == "uri":
-        return c.code == value.uri
-    return c.code == (value.url or f"{value.target_type}/{value.target_id}")  # reference
+        return terms.equals(c.code, value.uri)
+    return terms.equals(c.code, value.url or f"{value.target_type}/{value.target_id}")  # reference
 
 
 def _token_condition(c, value: TokenValue) -> sa.ColumnElement[bool]:
+    """A token value against the term columns ``c.system``, ``c.code`` and ``c.text`` (of
+    ``idx_token`` or ``idx_composite``)."""
     if value.text is not None:
-        return _starts_with(c.text, value.text)
+        return terms.starts_with(c.text, value.text)
     parts = []
     if value.code is not None:
-        parts.append(c.code == _cut(value.code, c.code))
+        parts.append(terms.equals(c.code, _cut(value.code, "token", "code")))
     if value.system is not None:
-        parts.append(c.system == _cut(value.system, c.system))
+        parts.append(terms.equals(c.system, _cut(value.system, "token", "system")))
     elif value.no_system:
         parts.append(c.system.is_(None))
     return sa.and_(*parts) if parts else sa.false()
@@ -204,7 +221,7 @@ def _narrows(clause: Clause) -> bool:
         return False
     if clause.chain:
         return True
-    if clause.param.expression.text in ID_EXPRESSIONS:
+    if clause.param.expression.text in RESOURCE_COLUMNS:
         return False
     if clause.param.absent_admits and clause.modifier != "missing":
         return False
@@ -216,26 +233,31 @@ def _value_condition(table: sa.Table, modifier: str | None, value) -> sa.ColumnE
     if isinstance(value, TokenValue):
         return _token_condition(c, value)
     if isinstance(value, StringValue):
-        if modifier == "exact":
-            return c.exact == value.exact
-        if modifier == "contains":
-            return sa.func.coalesce(c.full, c.value).like("%" + _escape_like(value.normalized) + "%", escape="\\")
+        head = value.normalized[:STRING_INDEX_LENGTH]  # what ``value`` holds of a text it matches
+        if modifier == "exact":  # the same text has the same normalised value, then the same hash
+            return sa.and_(terms.equals(c.value, head), c.exact == exact_hash(value.exact))
+        if modifier == "contains":  # ``value`` is the start of ``full`` when there is one
+            pattern = "%" + _escape_like(value.normalized) + "%"
+            return sa.or_(c.full.like(pattern, escape="\\"), terms.like(c.value, pattern))
         if len(value.normalized) > STRING_INDEX_LENGTH:  # longer than ``value`` keeps: only ``full`` can match
-            return c.full.like(_escape_like(value.normalized) + "%", escape="\\")
-        return _starts_with(c.value, value.normalized)
+            return sa.and_(terms.equals(c.value, head), c.full.like(_escape_like(value.normalized) + "%", escape="\\"))
+        return terms.starts_with(c.value, value.normalized)
     if isinstance(value, ReferenceValue):
-        by_id = sa.and_(c.target_id == _cut(value.target_id, c.target_id),
-                        *([c.target_type == _cut(value.target_type, c.target_type)] if value.target_type else []))
-        url = _cut(value.url, c.url)
+        by_id = sa.and_(terms.equals(c.target_id, _cut(value.target_id, "reference", "target_id")),
+                        *([terms.equals(c.target_type, _cut(value.target_type, "reference", "target_type"))]
+                          if value.target_type else []))
+        # a row keeps ``url`` only when it says more than its target (never for a relative
+        # ``Type/id``, which a search value names by type and id, never by url)
+        url = _cut(value.url, "reference", "url")
         if value.url and value.target_id:
-            return sa.or_(c.url == url, by_id)
-        return c.url == url if value.url else by_id
+            return sa.or_(terms.equals(c.url, url), by_id)
+        return terms.equals(c.url, url) if value.url else by_id
     if isinstance(value, RangeValue) and table is INDEX_TABLES["date"]:
         return _date_condition(c.low, c.high, value)
     if isinstance(value, RangeValue):
         return sa.or_(_number_condition(c.value, value), _admits(c.value, c.low, c.high, value))
     if isinstance(value, UriValue):
-        return c.uri == _cut(value.uri, c.uri)
+        return terms.equals(c.uri, _cut(value.uri, "uri", "uri"))
     if isinstance(value, NearValue):
         return _near_condition(c, value)
     raise TypeError(f"no SQL for {value!r}")  # pragma: no cover - query.py only builds the above
@@ -253,17 +275,11 @@ def _near_condition(c, v: NearValue) -> sa.ColumnElement[bool]:
     return sa.and_(*box, chord <= chord_limit(v.km))
 
 
-def _cut(text: str | None, column) -> str | None:
-    """``text`` cut to the length of index column ``column``, as index values are when written
-    (so a long value still finds itself); ``resource`` columns are compared whole."""
-    length = getattr(getattr(column, "type", None), "length", None)
-    if text is None or not length or len(text) <= length or getattr(column, "table", None) is resource:
-        return text
-    return text[:length]
-
-
-def _starts_with(column, text: str) -> sa.ColumnElement[bool]:
-    return sa.and_(column >= text, column < text + _MAX_CHAR)
+def _cut(text: str | None, kind: str, name: str) -> str | None:
+    """``text`` cut to the length of the term column ``name`` of index table ``kind``, as index
+    values are when written (so a long value still finds itself)."""
+    length = TERM_COLUMNS[kind][name]
+    return text if text is None or len(text) <= length else text[:length]
 
 
 def _escape_like(text: str) -> str:

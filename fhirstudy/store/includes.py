@@ -10,16 +10,19 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from fhirstudy.search.query import Include, SearchQuery
+from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks
 from fhirstudy.store.reads import load
 from fhirstudy.store.repository import StoredResource
-from fhirstudy.store.schema import INDEX_TABLES, param_id, resource
+from fhirstudy.store import terms
+from fhirstudy.store.schema import INDEX_TABLES, param_id, resource, term
 
 ITERATE_ROUNDS = 3  # rounds of _include:iterate / _revinclude:iterate after the first
 MAX_INCLUDED = 1000  # included resources per page at most
 
 
-def included(conn: sa.Connection, query: SearchQuery, matches: list[StoredResource]) -> list[StoredResource]:
+def included(conn: sa.Connection, codec: Codec, query: SearchQuery,
+             matches: list[StoredResource]) -> list[StoredResource]:
     """The resources ``query.includes`` add to the page ``matches`` (each once, none of the
     matches); ``:iterate`` ones are applied again to what was added, up to ITERATE_ROUNDS times."""
     seen = {(e.type, e.id) for e in matches}
@@ -30,7 +33,7 @@ def included(conn: sa.Connection, query: SearchQuery, matches: list[StoredResour
         found: list[int] = []
         for include in includes:
             found.extend(_include_pks(conn, include, sources))
-        fresh = [r for r in load(conn, list(dict.fromkeys(found))) if (r.type, r.id) not in seen]
+        fresh = [r for r in load(conn, codec, list(dict.fromkeys(found))) if (r.type, r.id) not in seen]
         fresh = fresh[:MAX_INCLUDED - len(added)]
         if not fresh:
             break
@@ -51,11 +54,13 @@ def _include_pks(conn: sa.Connection, include: Include, sources: list[StoredReso
             return []
         source_pks = sa.select(resource.c.pk).where(resource.c.type == param.resource_type,
                                                       resource.c.id.in_(source_ids))
-        targets = (sa.select(ref.c.target_type, ref.c.target_id)
-                   .where(ref.c.resource_pk.in_(source_pks), ref.c.pid == param_id(param.resource_type, param.code),
-                          ref.c.target_id.is_not(None)))
+        target_type, target_id = term.alias("target_type"), term.alias("target_id")
+        targets = (sa.select(target_type.c.text, target_id.c.text)
+                   .select_from(ref.join(target_type, target_type.c.tid == ref.c.target_type)
+                                .join(target_id, target_id.c.tid == ref.c.target_id))
+                   .where(ref.c.resource_pk.in_(source_pks), ref.c.pid == param_id(param.resource_type, param.code)))
         if include.target_type:
-            targets = targets.where(ref.c.target_type == include.target_type)
+            targets = targets.where(terms.equals(ref.c.target_type, include.target_type))
         by_type: dict[str, list[str]] = {}
         for target_type, target_id in conn.execute(targets):
             by_type.setdefault(target_type, []).append(target_id)
@@ -75,6 +80,6 @@ def _include_pks(conn: sa.Connection, include: Include, sources: list[StoredReso
         pks.extend(conn.execute(
             sa.select(ref.c.resource_pk).distinct()
             .where(ref.c.pid == param_id(param.resource_type, param.code),
-                   ref.c.target_type == target_type, ref.c.target_id.in_(ids))
+                   terms.equals(ref.c.target_type, target_type), terms.one_of(ref.c.target_id, ids))
             .order_by(ref.c.resource_pk)).scalars())
     return pks

@@ -27,23 +27,30 @@ from fhirstudy.search.fhirpath import resolving
 from fhirstudy.search.index import index_rows, split_reference
 from fhirstudy.search.registry import Registry, SearchParam
 from fhirstudy.store.guards import bounded_columns, check_key, fit_rows, text_columns
-from fhirstudy.store.schema import ID_EXPRESSIONS, INDEX_TABLES, param_id
+from fhirstudy.store.schema import (INDEX_TABLES, RESOURCE_COLUMNS, TERM_COLUMNS, exact_hash, instant_ms, param_id,
+                                    resource)
+
+SOURCE_COLUMN = resource.c.source
 
 # Parameters whose index rows depend on the moment of the write: computed inside the write
 # transaction (the rest are computed before it begins, from the resource alone).
 DYNAMIC_MARK = "lastUpdated"
-# per index table: its length-bounded string columns, and all its string columns
-_FIT = MappingProxyType({kind: (bounded_columns(table), text_columns(table)) for kind, table in INDEX_TABLES.items()})
+# per index table: its length-bounded text columns (term columns by the length of their texts),
+# and all the columns that hold a text when the row is computed (``exact`` is hashed after)
+_FIT = MappingProxyType({
+    kind: ([*bounded_columns(table), *TERM_COLUMNS.get(kind, {}).items()],
+           [*text_columns(table), *TERM_COLUMNS.get(kind, {}), *(["exact"] if kind == "string" else [])])
+    for kind, table in INDEX_TABLES.items()})
 
 
-def content_hash(resource: dict) -> str:
-    """SHA-256 of the resource without meta.versionId/lastUpdated, keys sorted: equal content,
-    equal hash."""
+def content_hash(resource: dict) -> bytes:
+    """The first 16 bytes of the SHA-256 of the resource without meta.versionId/lastUpdated, keys
+    sorted: equal content, equal hash."""
     body = dict(resource)
     meta = {k: v for k, v in (body.pop("meta", None) or {}).items() if k not in ("versionId", "lastUpdated")}
     if meta:
         body["meta"] = meta
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()[:16]
 
 
 @dataclass
@@ -52,9 +59,10 @@ class Prepared:
     parameter that does not depend on the moment of the write."""
 
     resource: dict
-    digest: str
+    digest: bytes
     rows: dict[str, list[dict]]
     linked: bool = True  # False: the linked parameters' rows are still to be computed (in the write)
+    source: str | None = None  # the text ``resource.source`` names (Indexer.source_of)
 
 
 class IndexedParams(NamedTuple):
@@ -66,6 +74,7 @@ class IndexedParams(NamedTuple):
     dynamic: list
     pids: dict[str, int]
     linked: list = []
+    source: object = None  # the uri parameter on ``meta.source``, kept in ``resource.source`` (no rows)
 
 
 class Dependent(NamedTuple):
@@ -90,12 +99,16 @@ class Indexer:
         """The parameters of ``rtype`` that get index rows (all but ``_id``)."""
         found = self._by_type.get(rtype)
         if found is None:
-            params = [p for p in self.registry.params(rtype).values() if p.expression.text not in ID_EXPRESSIONS]
+            # no rows for what ``resource`` answers, nor for a part of another parameter (its rows are that one's)
+            params = [p for p in self.registry.params(rtype).values()
+                      if p.expression.text not in RESOURCE_COLUMNS and p.part_of is None]
             dynamic = [p for p in params if DYNAMIC_MARK in p.expression.text]
             linked = [p for p in params if p.via]
+            source = next((p for p in self.registry.params(rtype).values()
+                           if RESOURCE_COLUMNS.get(p.expression.text) is SOURCE_COLUMN and p.type == "uri"), None)
             found = self._by_type.setdefault(rtype, IndexedParams(
                 [p for p in params if p not in dynamic and p not in linked], dynamic,
-                {p.code: param_id(rtype, p.code) for p in params}, linked))
+                {p.code: param_id(rtype, p.code) for p in [*params, *([source] if source else [])]}, linked, source))
         return found
 
     def dependents(self) -> list[Dependent]:
@@ -139,8 +152,17 @@ class Indexer:
                              for item in self.registry.get(r["resourceType"], via).evaluate(r)
                              if isinstance(item.value, dict))
                 chosen = params.static + params.linked if linked else params.static
-                prepared.append(Prepared(r, content_hash(r), rows_with_pids(r, chosen, params.pids), linked))
+                rows = rows_with_pids(r, chosen + ([params.source] if params.source else []), params.pids)
+                prepared.append(Prepared(r, content_hash(r), rows, linked, _pop_source(rows, params)))
         return prepared
+
+    def source_of(self, doc: dict) -> str | None:
+        """The text of ``doc``'s ``_source`` (``meta.source``, as a uri index row would hold it)
+        that ``resource.source`` names, or None."""
+        params = self.params(doc["resourceType"])
+        if params.source is None:
+            return None
+        return _pop_source(rows_with_pids(doc, [params.source], params.pids), params)
 
     def write_time_rows(self, doc: dict) -> dict[str, list[dict]]:
         """The index rows of the stored ``doc`` that depend on the moment of the write."""
@@ -158,9 +180,20 @@ class Indexer:
         return rows
 
 
+def _pop_source(rows: dict[str, list[dict]], params: IndexedParams) -> str | None:
+    """Take the ``_source`` rows out of ``rows``: the first one's text (the column keeps one)."""
+    if params.source is None or not rows.get("uri"):
+        return None
+    pid = params.pids[params.source.code]
+    found = [r["uri"] for r in rows["uri"] if r["pid"] == pid]
+    rows["uri"] = [r for r in rows["uri"] if r["pid"] != pid]
+    return found[0] if found else None
+
+
 def rows_with_pids(doc: dict, params: list, pids: dict[str, int]) -> dict[str, list[dict]]:
     """Index rows of ``doc`` for ``params``, cut to their columns (a NUL refused), ``param``
-    replaced by its ``pid``."""
+    replaced by its ``pid``, in the form the tables keep (:func:`_compact`; texts are replaced
+    by term ids when they are written)."""
     rows = index_rows(doc, params)
     where = f"{doc['resourceType']}/{doc['id']}"
     for kind, index in rows.items():
@@ -168,7 +201,29 @@ def rows_with_pids(doc: dict, params: list, pids: dict[str, int]) -> dict[str, l
             fit_rows(index, *_FIT[kind], where)
             for r in index:
                 r["pid"] = pids[r.pop("param")]
+            _compact(kind, index)
     return rows
+
+
+def _compact(kind: str, rows: list[dict]) -> None:
+    """What an index table keeps of its rows: a string's text as written only as its hash
+    (:func:`~fhirstudy.store.schema.exact_hash`), a reference's ``url`` only when it says more
+    than ``target_type/target_id``, a date's low and high as milliseconds."""
+    if kind == "string":
+        for r in rows:
+            exact = r.get("exact")
+            r["exact"] = None if exact is None else exact_hash(exact)
+            r.setdefault("part", 0)
+    elif kind == "reference":
+        for r in rows:
+            if r.get("url") is not None and r.get("target_id") is not None \
+                    and r["url"] == f"{r['target_type']}/{r['target_id']}":
+                r["url"] = None
+    if kind in ("date", "composite"):  # instants as the Moment columns keep them
+        for r in rows:
+            for name in ("low", "high"):
+                if r.get(name) is not None:
+                    r[name] = instant_ms(r[name])
 
 
 def check_keys(resources: list[dict]) -> None:

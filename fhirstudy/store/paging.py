@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 from fhirstudy.errors import InvalidRequest
 from fhirstudy.search.query import SearchQuery, SortKey
-from fhirstudy.store.schema import INDEX_TABLES, RESOURCE_COLUMNS, SORT_COLUMNS, param_id, resource
+from fhirstudy.store.compiler import param_rows
+from fhirstudy.store.schema import INDEX_TABLES, RESOURCE_COLUMNS, SORT_COLUMNS, TERM_COLUMNS, resource, term
 
 
 class Page(NamedTuple):
@@ -99,12 +100,20 @@ def sorted_by(statement: sa.Select, rtype: str, keys: list[SortKey],
     columns = []
     for number, key in enumerate(keys):
         column = RESOURCE_COLUMNS.get(key.param.expression.text)
-        if column is None:
+        if column is not None and column.name == "source":  # a term id: sorted by its text
+            column = sa.select(term.c.text).where(term.c.tid == resource.c.source).scalar_subquery()
+            order.append(column.is_(None).desc() if reverse else column.is_(None))
+        elif column is None:
             table = INDEX_TABLES[key.param.type]
-            source = table.c[SORT_COLUMNS[key.param.type]]
+            name = SORT_COLUMNS[key.param.type]
+            rows = table
+            source = table.c[name]
+            if name in TERM_COLUMNS.get(key.param.type, ()):  # sorted by the texts of the terms
+                rows = table.join(term, term.c.tid == source)
+                source = term.c.text
             aggregate = sa.func.max(source) if key.descending else sa.func.min(source)
-            values = (sa.select(table.c.resource_pk, aggregate.label("value"))
-                      .where(table.c.pid == param_id(rtype, key.param.code))
+            values = (sa.select(table.c.resource_pk, aggregate.label("value")).select_from(rows)
+                      .where(param_rows(table, rtype, key.param))
                       .group_by(table.c.resource_pk)
                       .subquery(f"sort_{number}"))
             statement = statement.outerjoin(values, values.c.resource_pk == resource.c.pk)

@@ -2,7 +2,8 @@
 primary key, and the write generation.
 
 The current version's bytes live in ``resource``, older ones in their history rows
-(:func:`history_select` reads either).  Two reads go straight through the driver because they
+(:func:`history_select` reads either); every content value read is decoded by the store's
+:class:`~fhirstudy.store.content.Codec` (given as ``codec``), so callers get the JSON bytes written.  Two reads go straight through the driver because they
 run on every request: a page's JSON (:func:`load`; through SQLAlchemy's result rows it cost a
 third of an uncached search) and the generation (:func:`generation`, before every cached
 search answer).
@@ -14,19 +15,20 @@ from sqlalchemy import exc as sa_exc
 
 from fhirstudy.errors import StoreError
 from fhirstudy.store import state as _state
+from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks
 from fhirstudy.store.repository import Head, HistoryEntry, HistoryPage, StoredResource
-from fhirstudy.store.schema import history, resource
+from fhirstudy.store.schema import history, ms_instant, resource
 
 
-def read_entry(conn: sa.Connection, rtype: str, rid: str) -> StoredResource | None:
+def read_entry(conn: sa.Connection, codec: Codec, rtype: str, rid: str) -> StoredResource | None:
     """The current version of ``rtype/rid`` with its bytes, or None (never stored, or deleted)."""
     row = conn.execute(
         sa.select(resource.c.type, resource.c.id, resource.c.version, resource.c.last_updated,
                   resource.c.content)
         .where(resource.c.type == rtype, resource.c.id == rid, resource.c.deleted.is_(False))
     ).first()
-    return StoredResource(row.type, row.id, row.version, row.last_updated, bytes(row.content)) if row else None
+    return StoredResource(row.type, row.id, row.version, row.last_updated, codec.decode(row.content)) if row else None
 
 
 def head(conn: sa.Connection, rtype: str, rid: str, lock: bool = False) -> Head | None:
@@ -39,24 +41,23 @@ def head(conn: sa.Connection, rtype: str, rid: str, lock: bool = False) -> Head 
 
 
 def history_select() -> sa.Select:
-    """Versions with their bytes: a history row's own, or for the current version (which keeps
-    none of its own) the bytes in ``resource``."""
-    current = sa.and_(resource.c.type == history.c.type, resource.c.id == history.c.id,
-                      resource.c.version == history.c.version, resource.c.deleted.is_(False),
+    """Versions with their resource's type and id and their bytes: a history row's own, or for
+    the current version (which keeps none of its own) the bytes in ``resource``."""
+    current = sa.and_(resource.c.version == history.c.version, resource.c.deleted.is_(False),
                       history.c.method != "DELETE")
-    return (sa.select(history.c.type, history.c.id, history.c.version, history.c.last_updated,
+    return (sa.select(resource.c.type, resource.c.id, history.c.version, history.c.last_updated,
                       history.c.method, history.c.created,
-                      sa.func.coalesce(history.c.content, resource.c.content).label("content"))
-            .select_from(history.outerjoin(resource, current)))
+                      sa.func.coalesce(history.c.content, sa.case((current, resource.c.content))).label("content"))
+            .select_from(history.join(resource, resource.c.pk == history.c.resource_pk)))
 
 
-def history_entry(row) -> HistoryEntry:
+def history_entry(codec: Codec, row) -> HistoryEntry:
     """A row of :func:`history_select` as a :class:`HistoryEntry`."""
     return HistoryEntry(row.type, row.id, row.version, row.last_updated, row.method, bool(row.created),
-                        bytes(row.content) if row.content is not None else None)
+                        codec.decode(row.content) if row.content is not None else None)
 
 
-def load(conn: sa.Connection, pks: list[int]) -> list[StoredResource]:
+def load(conn: sa.Connection, codec: Codec, pks: list[int]) -> list[StoredResource]:
     """The stored resources with primary keys ``pks``, in that order."""
     if not pks:
         return []
@@ -71,7 +72,7 @@ def load(conn: sa.Connection, pks: list[int]) -> list[StoredResource]:
         try:
             cursor = conn.connection.cursor()
             cursor.execute(sql, chunk)
-            rows.update((row[0], StoredResource(row[1], row[2], row[3], row[4], bytes(row[5])))
+            rows.update((row[0], StoredResource(row[1], row[2], row[3], ms_instant(row[4]), codec.decode(row[5])))
                         for row in cursor.fetchall())
             cursor.close()
         except dbapi.Error as exc:
@@ -97,7 +98,8 @@ def keys(conn: sa.Connection, pks: list[int]) -> list[tuple[int, str, int]]:
     return [rows[pk] for pk in pks if pk in rows]
 
 
-def read_many(conn: sa.Connection, rtype: str, ids: list[str], content: bool = True) -> dict[str, StoredResource]:
+def read_many(conn: sa.Connection, codec: Codec, rtype: str, ids: list[str],
+              content: bool = True) -> dict[str, StoredResource]:
     """The current versions of ``rtype`` resources ``ids`` that exist (deleted ones left out), by
     id; ``content=False`` leaves their bytes empty."""
     columns = [resource.c.id, resource.c.version, resource.c.last_updated] + ([resource.c.content] if content else [])
@@ -106,25 +108,26 @@ def read_many(conn: sa.Connection, rtype: str, ids: list[str], content: bool = T
         for row in conn.execute(sa.select(*columns).where(resource.c.type == rtype, resource.c.id.in_(chunk),
                                                           resource.c.deleted.is_(False))):
             out[row.id] = StoredResource(rtype, row.id, row.version, row.last_updated,
-                                         bytes(row.content) if content else b"")
+                                         codec.decode(row.content) if content else b"")
     return out
 
 
-def history_page(conn: sa.Connection, rtype: str | None, rid: str | None, since: str | None,
+def history_page(conn: sa.Connection, codec: Codec, rtype: str | None, rid: str | None, since: str | None,
                  count: int, offset: int) -> HistoryPage:
     """The versions of one resource, a type or everything (``None`` for any), written at or after
     ``since``, newest first: their number and the page ``offset..offset+count``."""
     where = []
     if rtype is not None:
-        where.append(history.c.type == rtype)
+        where.append(resource.c.type == rtype)
     if rid is not None:
-        where.append(history.c.id == rid)
+        where.append(resource.c.id == rid)
+    counted = history if not where else history.join(resource, resource.c.pk == history.c.resource_pk)
     if since is not None:
         where.append(history.c.last_updated >= since)
-    total = conn.execute(sa.select(sa.func.count()).select_from(history).where(*where)).scalar_one()
+    total = conn.execute(sa.select(sa.func.count()).select_from(counted).where(*where)).scalar_one()
     rows = conn.execute(history_select().where(*where).order_by(history.c.pk.desc())
                         .limit(count).offset(offset)).all() if count and offset < total else []
-    return HistoryPage(total, [history_entry(row) for row in rows])
+    return HistoryPage(total, [history_entry(codec, row) for row in rows])
 
 
 def generation(engine: sa.Engine) -> int:

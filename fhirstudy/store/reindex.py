@@ -24,7 +24,8 @@ from fhirstudy.store import state as _state
 from fhirstudy.store.engine import WRITE_OPTION, chunks, db_errors
 from fhirstudy.store.schema import INDEX_TABLES, resource
 from fhirstudy.store.sql import WRITE_RETRIES, SqlStore
-from fhirstudy.store.writes import insert_rows
+from fhirstudy.store.terms import term_ids
+from fhirstudy.store.writes import insert_index_rows
 
 DEFAULT_BATCH = 500  # resources per transaction
 T = TypeVar("T")
@@ -121,17 +122,24 @@ def _rebuild(store: SqlStore, conn: sa.Connection, pks: list[int]) -> None:
     if not pks:
         return
     pending: dict[str, list[dict]] = {kind: [] for kind in INDEX_TABLES}
+    sources: dict[int, str | None] = {}  # resource.source, which the registry decides too
     for chunk in chunks(pks):
         rows = conn.execute(sa.select(resource.c.pk, resource.c.deleted, resource.c.content)
                             .where(resource.c.pk.in_(chunk)).order_by(resource.c.pk).with_for_update())
         for pk, deleted, content in rows:
             if deleted:
                 continue
-            for kind, index in store.index_rows_of(orjson.loads(content)).items():
+            doc = orjson.loads(store.codec.decode(content))
+            sources[pk] = store.indexer.source_of(doc)
+            for kind, index in store.index_rows_of(doc).items():
                 pending[kind].extend({**r, "resource_pk": pk} for r in index)
         for table in INDEX_TABLES.values():
             conn.execute(sa.delete(table).where(table.c.resource_pk.in_(chunk)))
-    for kind, index in pending.items():
-        insert_rows(conn, INDEX_TABLES[kind], index)
+    insert_index_rows(conn, pending)
+    if sources:
+        named = term_ids(conn, {text for text in sources.values() if text is not None})
+        conn.execute(sa.update(resource).where(resource.c.pk == sa.bindparam("b_pk"))
+                     .values(source=sa.bindparam("b_source")),
+                     [{"b_pk": pk, "b_source": named.get(text)} for pk, text in sources.items()])
     conn.execute(sa.update(_state.state).where(_state.state.c.id == _state.STATE_ID)
                  .values(generation=_state.state.c.generation + 1))

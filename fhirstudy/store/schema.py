@@ -16,6 +16,8 @@ wrongly.
 from __future__ import annotations
 
 import hashlib
+import re
+from datetime import date
 from types import MappingProxyType
 from typing import Iterable
 
@@ -29,12 +31,65 @@ _ID = sa.String(64)
 # Indexed text columns compare byte-wise on both backends, so range scans mean "starts with".
 _SORTABLE = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
 # 1: rtype/param strings in index rows, JSON in resource and history alike; 2: no number ranges;
-# 3: no positions
-SCHEMA_VERSION = 4
+# 3: no positions; 4: uncompressed JSON, hex content hashes
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
+_INSTANT = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{3})Z?")
+_MS_PER_DAY = 86_400_000
+
+
+def instant_ms(text: str) -> int:
+    """Milliseconds from 0001-01-01T00:00:00.000 to ``text``, an instant as the store writes it
+    (``YYYY-MM-DDTHH:MM:SS.mmmZ``, UTC; the date columns' form without the ``Z`` too)."""
+    match = _INSTANT.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise StoreError(f"not an instant the store writes (YYYY-MM-DDTHH:MM:SS.mmmZ): {text!r}")
+    year, month, day, hour, minute, second, milli = map(int, match.groups())
+    return ((date(year, month, day).toordinal() - 1) * _MS_PER_DAY
+            + ((hour * 60 + minute) * 60 + second) * 1000 + milli)
+
+
+def ms_instant(ms: int) -> str:
+    """The instant (``YYYY-MM-DDTHH:MM:SS.mmmZ``) ``ms`` milliseconds after 0001-01-01."""
+    days, rest = divmod(ms, _MS_PER_DAY)
+    day = date.fromordinal(days + 1)
+    seconds, milli = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{day.year:04d}-{day.month:02d}-{day.day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
+
+
+class Instant(sa.TypeDecorator):
+    """A lastUpdated instant, kept as a 64-bit number of milliseconds (:func:`instant_ms`; 8
+    bytes instead of 24 characters) and read back as the same text (:func:`ms_instant`)."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else instant_ms(value)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else ms_instant(value)
+
+
+class Moment(Instant):
+    """A date column's instant (``YYYY-MM-DDTHH:MM:SS.mmm``, UTC: search.index.date_range), kept
+    as milliseconds like :class:`Instant` and read back in the same form."""
+
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else ms_instant(value)[:-1]
+
 
 schema = sa.Table("fhirstudy_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+# The zstd dictionaries content is compressed with, by the id each compressed value names (store.content).
+dictionary = sa.Table("fhirstudy_dictionary", metadata,
+                      sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                      sa.Column("content", sa.LargeBinary, nullable=False))
 
 resource = sa.Table(
     "resource", metadata,
@@ -42,42 +97,65 @@ resource = sa.Table(
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("id", _ID, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("last_updated", sa.String(32), nullable=False),
+    sa.Column("last_updated", Instant, nullable=False),
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
-    sa.Column("content_hash", sa.String(64), nullable=False),
-    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),  # store.content: zstd with a dictionary; b"" once deleted
+    sa.Column("source", sa.Integer, nullable=True),  # the idx_term.tid of meta.source (_source); None once deleted
     sa.UniqueConstraint("type", "id", name="uq_resource_type_id"),
+    sa.Index("ix_resource_type_updated", "type", "last_updated"),  # _lastUpdated, export's _since
 )
+sa.Index("ix_resource_source", resource.c.source, sqlite_where=resource.c.source.is_not(None),
+         postgresql_where=resource.c.source.is_not(None))
 
 history = sa.Table(
     "resource_history", metadata,
-    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("type", sa.String(64), nullable=False),
-    sa.Column("id", _ID, nullable=False),
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),  # the order versions were written
+    sa.Column("resource_pk", sa.Integer, sa.ForeignKey("resource.pk"), nullable=False),  # type and id
     sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("last_updated", sa.String(32), nullable=False),
+    sa.Column("last_updated", Instant, nullable=False),
     sa.Column("method", sa.String(8), nullable=False),        # POST, PUT or DELETE
     sa.Column("created", sa.Boolean, nullable=False),         # this version (re)created the resource
-    sa.Column("content", sa.LargeBinary, nullable=True),      # None for a delete
-    sa.UniqueConstraint("type", "id", "version", name="uq_history_type_id_version"),
-    sa.Index("ix_history_type_pk", "type", "pk"),
+    sa.Column("content", sa.LargeBinary, nullable=True),      # None for a delete, and for the current version
+    sa.UniqueConstraint("resource_pk", "version", name="uq_history_resource_version"),
+)
+
+# Every text of an index row is stored once, here, and named in the rows by its ``tid``
+# (the columns of TERM_COLUMNS): a system, code, city or reference target repeated by thousands
+# of rows costs a few bytes in each.  Terms are never removed; a text is not unique (two writers
+# adding it at once add a term each: store.terms).
+term = sa.Table(
+    "idx_term", metadata,
+    sa.Column("tid", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("text", _SORTABLE, nullable=False),
+    sa.Index("ix_idx_term_text", "text"),
 )
 
 
 def _index_table(name: str, *columns: sa.Column, indexes: Iterable[tuple[str, ...]],
-                 sort: tuple[str, ...] = ()) -> sa.Table:
-    """An index table; ``indexes`` lead with ``pid`` for searching, and the per-resource
-    index ends with the ``sort`` columns so that sorting reads it alone."""
+                 present: dict[int, str] | None = None) -> sa.Table:
+    """An index table; ``indexes`` lead with ``pid`` for searching (index ``n`` of ``present``
+    holds only the rows where that column is set).  A resource's rows are found, when it is
+    written again, by ``resource_pk``: on SQLite the table is kept in that order (``WITHOUT
+    ROWID``, primary key ``resource_pk, pid, seq``, ``seq`` numbering a resource's rows of one
+    parameter), so the rows are stored once with no rowid and no index of their own for it; on
+    PostgreSQL, whose tables are heaps, by an index on ``resource_pk`` (``seq`` stays NULL)."""
     table = sa.Table(
         name, metadata,
         sa.Column("resource_pk", sa.Integer, sa.ForeignKey("resource.pk", ondelete="CASCADE"),
                   nullable=False),
         sa.Column("pid", sa.Integer, nullable=False),  # param_id(type, code)
+        sa.Column("seq", sa.Integer, nullable=True),
         *columns,
+        sa.PrimaryKeyConstraint("resource_pk", "pid", "seq", name=f"pk_{name}").ddl_if(dialect="sqlite"),
+        sqlite_with_rowid=False,
     )
-    sa.Index(f"ix_{name}_resource", table.c.resource_pk, table.c.pid, *(table.c[c] for c in sort))
+    sa.Index(f"ix_{name}_resource", table.c.resource_pk).ddl_if(dialect="postgresql")
     for number, cols in enumerate(indexes):
-        sa.Index(f"ix_{name}_{number}", table.c.pid, *(table.c[c] for c in cols), table.c.resource_pk)
+        where = {}
+        if present and number in present:
+            condition = table.c[present[number]].is_not(None)
+            where = {"sqlite_where": condition, "postgresql_where": condition}
+        sa.Index(f"ix_{name}_{number}", table.c.pid, *(table.c[c] for c in cols), table.c.resource_pk, **where)
     return table
 
 
@@ -99,43 +177,64 @@ def check_param_ids(registry: Registry) -> None:
                 raise StoreError(f"search parameters {other} and {key} hash to the same param_id")
 
 
+_TID = sa.Integer  # an idx_term.tid
 INDEX_TABLES = MappingProxyType({
     "token": _index_table(
-        "idx_token", sa.Column("system", _SORTABLE), sa.Column("code", _SORTABLE),
-        sa.Column("text", _SORTABLE),
-        indexes=[("code", "system"), ("text",)], sort=("code",)),
-    # full: the whole normalised text, only when ``value`` had to be cut (else None)
+        "idx_token", sa.Column("system", _TID), sa.Column("code", _TID), sa.Column("text", _TID),
+        indexes=[("code", "system"), ("text",)], present={1: "text"}),
+    # part: which part of an Address or HumanName the text is (search.index.STRING_PARTS, 1 on;
+    # 0: a plain string); full: the whole normalised text, only when ``value`` had to be cut;
+    # exact: a 64-bit hash of the text as written (:func:`exact_hash`; None when too long to keep)
     "string": _index_table(
-        "idx_string", sa.Column("value", _SORTABLE), sa.Column("full", sa.Text),
-        sa.Column("exact", sa.Text), indexes=[("value",)], sort=("value",)),
+        "idx_string", sa.Column("part", sa.SmallInteger, nullable=False, default=0), sa.Column("value", _TID),
+        sa.Column("full", sa.Text), sa.Column("exact", sa.BigInteger), indexes=[("value", "part")]),
+    # url: the reference as written when it is more than ``target_type/target_id``, else None
     "reference": _index_table(
-        "idx_reference", sa.Column("target_type", sa.String(64)), sa.Column("target_id", _ID),
-        sa.Column("url", _SORTABLE), indexes=[("target_id", "target_type"), ("url",)]),
+        "idx_reference", sa.Column("target_type", _TID), sa.Column("target_id", _TID),
+        sa.Column("url", _TID), indexes=[("target_id", "target_type"), ("url",)], present={1: "url"}),
+    # low/high: milliseconds (Moment), written as such by indexing (rows go in through the driver)
     "date": _index_table(
-        "idx_date", sa.Column("low", sa.String(32)), sa.Column("high", sa.String(32)),
-        indexes=[("low", "high"), ("high",)], sort=("low", "high")),
+        "idx_date", sa.Column("low", Moment), sa.Column("high", Moment),
+        indexes=[("low", "high"), ("high",)]),
     # value: a number; low/high: the numbers a Range or a Quantity with a comparator admits
     "number": _index_table("idx_number", sa.Column("value", sa.Float), sa.Column("low", sa.Float),
-                           sa.Column("high", sa.Float), indexes=[("value",), ("low", "high")],
-                           sort=("value",)),
-    "uri": _index_table("idx_uri", sa.Column("uri", _SORTABLE), indexes=[("uri",)], sort=("uri",)),
+                           sa.Column("high", sa.Float), indexes=[("value",), ("low", "high")]),
+    "uri": _index_table("idx_uri", sa.Column("uri", _TID), indexes=[("uri",)]),
     # ``near``: a position in degrees (the bounding box looks it up) and its unit vector (the exact test)
     "special": _index_table(
         "idx_position", sa.Column("latitude", sa.Float), sa.Column("longitude", sa.Float), sa.Column("x", sa.Float),
         sa.Column("y", sa.Float), sa.Column("z", sa.Float), indexes=[("latitude", "longitude")]),
     "composite": _index_table(
         "idx_composite", sa.Column("grp", sa.Integer, nullable=False), sa.Column("comp", sa.Integer, nullable=False),
-        sa.Column("system", _SORTABLE), sa.Column("code", _SORTABLE), sa.Column("text", _SORTABLE),
-        sa.Column("low", sa.String(32)), sa.Column("high", sa.String(32)), sa.Column("num", sa.Float),
+        sa.Column("system", _TID), sa.Column("code", _TID), sa.Column("text", _TID),
+        sa.Column("low", Moment), sa.Column("high", Moment), sa.Column("num", sa.Float),
         sa.Column("num_low", sa.Float), sa.Column("num_high", sa.Float),
         indexes=[("comp", "code"), ("comp", "low", "high")]),
 })
-# Columns of ``resource`` that answer a parameter directly when sorting.
-RESOURCE_COLUMNS = MappingProxyType({"Resource.id": resource.c.id,
-                                     "Resource.meta.lastUpdated": resource.c.last_updated})
-# Token parameters answered from ``resource.id`` alone: no index rows are written for them.
+# The index columns holding a term id, by table kind, with the length their text is cut to.
+TERM_COLUMNS = MappingProxyType({
+    "token": {"system": 255, "code": 255, "text": 255},
+    "string": {"value": 255},
+    "reference": {"target_type": 64, "target_id": 64, "url": 255},
+    "uri": {"uri": 255},
+    "composite": {"system": 255, "code": 255, "text": 255},
+})
+# Parameters answered from ``resource``'s own columns, by expression: no index rows are written
+# for them (``_id`` from ``resource.id``, ``_lastUpdated`` from ``resource.last_updated``,
+# ``_source`` from ``resource.source``, a term id: every resource of a trial has the same one).
+RESOURCE_COLUMNS = MappingProxyType({"Resource.id": resource.c.id, "id": resource.c.id,
+                                     "Resource.meta.lastUpdated": resource.c.last_updated,
+                                     "meta.lastUpdated": resource.c.last_updated,
+                                     "Resource.meta.source": resource.c.source, "meta.source": resource.c.source})
 ID_EXPRESSIONS = frozenset({"Resource.id", "id"})
 SORT_COLUMNS = MappingProxyType({"token": "code", "string": "value", "date": "low", "number": "value", "uri": "uri"})
+
+
+def exact_hash(text: str) -> int:
+    """The 64-bit signed number ``idx_string.exact`` holds for ``text`` (``:exact`` compares it
+    after the normalised value, so two texts must agree in both to be taken for each other)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                          "big", signed=True)
 
 
 def create_tables(engine: sa.Engine) -> None:

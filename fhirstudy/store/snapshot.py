@@ -20,9 +20,11 @@ import sqlalchemy as sa
 
 from fhirstudy.search.query import SearchQuery
 from fhirstudy.store.compiler import check_query, index_matches, search_conditions
+from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks, db_errors
 from fhirstudy.store.repository import Head, StoredResource
-from fhirstudy.store.schema import INDEX_TABLES, param_id, resource
+from fhirstudy.store import terms
+from fhirstudy.store.schema import INDEX_TABLES, param_id, resource, term
 
 PAGE = 500   # resources read at a time
 
@@ -38,7 +40,7 @@ pointing_table = sa.Table("fhirstudy_export_pointing", _temp,
 
 
 @contextmanager
-def open_snapshot(engine: sa.Engine, clock) -> Iterator["Snapshot"]:
+def open_snapshot(engine: sa.Engine, codec: Codec, clock) -> Iterator["Snapshot"]:
     """A :class:`Snapshot` of the store on ``engine`` for the ``with`` block."""
     options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
     with db_errors(), engine.connect() as conn:
@@ -46,7 +48,7 @@ def open_snapshot(engine: sa.Engine, clock) -> Iterator["Snapshot"]:
         with conn.begin():
             conn.execute(sa.select(sa.func.count()).select_from(
                 sa.select(resource.c.pk).limit(1).subquery())).scalar()   # the view is taken here
-            snapshot = Snapshot(conn, clock())
+            snapshot = Snapshot(conn, codec, clock())
             try:
                 yield snapshot
             finally:
@@ -56,8 +58,9 @@ def open_snapshot(engine: sa.Engine, clock) -> Iterator["Snapshot"]:
 class Snapshot:
     """Reads of one view of the store (see the module)."""
 
-    def __init__(self, conn: sa.Connection, transaction_time: str):
+    def __init__(self, conn: sa.Connection, codec: Codec, transaction_time: str):
         self.conn = conn
+        self.codec = codec
         self.transaction_time = transaction_time
         self._wanted = False
 
@@ -98,7 +101,8 @@ class Snapshot:
                 .order_by(resource.c.id).limit(PAGE)
             rows = self.conn.execute(statement).all()
             if rows:
-                yield [StoredResource(rtype, r.id, r.version, r.last_updated, bytes(r.content)) for r in rows]
+                yield [StoredResource(rtype, r.id, r.version, r.last_updated, self.codec.decode(r.content))
+                       for r in rows]
             if len(rows) < PAGE:
                 return
             after = rows[-1].id
@@ -165,8 +169,8 @@ class Snapshot:
         """Ids of the live ``rtype`` resources with a reference (any indexed parameter) to
         ``target_type/target_id``, a page at a time."""
         rows_table = INDEX_TABLES["reference"]
-        pks = sa.select(rows_table.c.resource_pk).where(rows_table.c.target_type == target_type,
-                                                        rows_table.c.target_id == target_id)
+        pks = sa.select(rows_table.c.resource_pk).where(terms.equals(rows_table.c.target_type, target_type),
+                                                        terms.equals(rows_table.c.target_id, target_id))
         yield from self._ids(rtype, pks)
 
     def read(self, rtype: str, ids: list[str], since: str | None = None, until: str | None = None,
@@ -177,7 +181,8 @@ class Snapshot:
         for chunk in chunks(list(dict.fromkeys(ids))):
             rows = self.conn.execute(sa.select(resource.c.id, resource.c.version, resource.c.last_updated,
                                                resource.c.content).where(*where, resource.c.id.in_(chunk))).all()
-            out.extend(StoredResource(rtype, r.id, r.version, r.last_updated, bytes(r.content)) for r in rows)
+            out.extend(StoredResource(rtype, r.id, r.version, r.last_updated, self.codec.decode(r.content))
+                       for r in rows)
         return out
 
     def pointing_at_wanted(self, rtype: str, code: str) -> Iterator[list[str]]:
@@ -190,10 +195,14 @@ class Snapshot:
         pointing_table.create(self.conn, checkfirst=True)
         try:
             self.conn.execute(pointing_table.delete())
-            self.conn.execute(pointing_table.insert().from_select(["pk"], sa.select(rows_table.c.resource_pk).distinct()
-                              .join(wanted_table, sa.and_(wanted_table.c.type == rows_table.c.target_type,
-                                                          wanted_table.c.id == rows_table.c.target_id))
-                              .where(rows_table.c.pid == param_id(rtype, code))))
+            target_type, target_id = term.alias("target_type"), term.alias("target_id")
+            targets = (rows_table.join(target_type, target_type.c.tid == rows_table.c.target_type)
+                       .join(target_id, target_id.c.tid == rows_table.c.target_id)
+                       .join(wanted_table, sa.and_(wanted_table.c.type == target_type.c.text,
+                                                   wanted_table.c.id == target_id.c.text)))
+            self.conn.execute(pointing_table.insert().from_select(
+                ["pk"], sa.select(rows_table.c.resource_pk).distinct().select_from(targets)
+                .where(rows_table.c.pid == param_id(rtype, code))))
             after = 0
             while True:
                 pks = self.conn.execute(sa.select(pointing_table.c.pk).where(pointing_table.c.pk > after)

@@ -45,6 +45,7 @@ from fhirstudy.search.registry import Registry, load_registry
 from fhirstudy.store import reads
 from fhirstudy.store import state as _state
 from fhirstudy.store.compiler import check_query, index_matches, search_conditions
+from fhirstudy.store.content import Codec, add_default_dictionary, train_dictionary
 from fhirstudy.store.engine import CHUNK, WRITE_OPTION, chunks, db_errors, engine_for
 from fhirstudy.store.snapshot import open_snapshot
 from fhirstudy.store.guards import check_integer, check_key, check_text
@@ -54,7 +55,7 @@ from fhirstudy.store.paging import page
 from fhirstudy.store.repository import (HISTORY_COUNT, Head, HistoryEntry, HistoryPage, Key, PutResult, SearchResult,
                                         StoredResource, WriteResult)
 from fhirstudy.store.schema import (INDEX_TABLES, MAX_VERSION, SCHEMA_VERSION, check_layout, check_param_ids,
-                                    create_tables, history, metadata, param_id, resource, schema)
+                                    create_tables, history, instant_ms, metadata, param_id, resource, schema)
 from fhirstudy.store.timeout import search_timeout_ms, time_limit
 from fhirstudy.store.writes import Tx, insert_rows
 
@@ -91,6 +92,9 @@ class SqlStore:
             with db_errors():
                 check_layout(engine)
                 create_tables(engine)
+                with engine.begin() as conn:
+                    add_default_dictionary(conn)
+                self.codec = Codec(engine)
                 _state.state_metadata.create_all(engine)
                 self._init_state(check_index)
         except BaseException:
@@ -131,8 +135,10 @@ class SqlStore:
         attempt = 0
         while True:
             try:
+                now = self.clock()
+                instant_ms(now)  # the one form last_updated columns keep (else StoreError, before writing)
                 with db_errors(), writer.begin() as conn:
-                    tx = Tx(self.indexer, conn, self.clock())
+                    tx = Tx(self.indexer, self.codec, conn, now)
                     result = work(tx)
                     if tx.written:  # last, so the state row stays locked only until the commit
                         if _state.bump(conn, self.index_hash):
@@ -196,7 +202,7 @@ class SqlStore:
         it was deleted)."""
         check_key(rtype, rid)
         with db_errors(), self.engine.connect() as conn:
-            return reads.read_entry(conn, rtype, rid)
+            return reads.read_entry(conn, self.codec, rtype, rid)
 
     def read(self, rtype: str, rid: str) -> bytes | None:
         """The stored JSON bytes of ``rtype/rid``, or None when there is no such resource."""
@@ -217,8 +223,8 @@ class SqlStore:
             return None
         with db_errors(), self.engine.connect() as conn:
             row = conn.execute(reads.history_select().where(
-                history.c.type == rtype, history.c.id == rid, history.c.version == version)).first()
-        return reads.history_entry(row) if row else None
+                resource.c.type == rtype, resource.c.id == rid, history.c.version == version)).first()
+        return reads.history_entry(self.codec, row) if row else None
 
     def history(self, rtype: str | None = None, rid: str | None = None, since: str | None = None,
                 count: int = HISTORY_COUNT, offset: int = 0) -> HistoryPage:
@@ -230,7 +236,7 @@ class SqlStore:
         check_integer(offset, "_offset")
         check_text(since, "_since")
         with db_errors(), self.engine.connect() as conn, time_limit(conn, self.search_timeout_ms, "history request"):
-            return reads.history_page(conn, rtype, rid, since, count, offset)
+            return reads.history_page(conn, self.codec, rtype, rid, since, count, offset)
 
     def generation(self) -> int:
         """A number that grows with every committed write (the state row's counter, bumped in
@@ -260,8 +266,8 @@ class SqlStore:
             if not query.count or total == 0:
                 return SearchResult(total, [])
             found = page(conn, query, where, matches)
-            entries = reads.load(conn, found.pks)
-            extra = included(conn, query, entries) if query.includes else []
+            entries = reads.load(conn, self.codec, found.pks)
+            extra = included(conn, self.codec, query, entries) if query.includes else []
         return SearchResult(total, entries, extra, found.next_cursor, found.prev_cursor)
 
     def search_keys(self, query: SearchQuery, versions: bool = True) -> tuple[list[Key], tuple | None]:
@@ -285,12 +291,18 @@ class SqlStore:
         for rid in ids:
             check_key(rtype, rid)
         with db_errors(), self.engine.connect() as conn:
-            return reads.read_many(conn, rtype, ids, content)
+            return reads.read_many(conn, self.codec, rtype, ids, content)
 
     def snapshot(self):
         """A context manager giving one consistent :class:`~fhirstudy.store.snapshot.Snapshot` of
         the store for a long read (an export) while writes go on."""
-        return open_snapshot(self.engine, self.clock)
+        return open_snapshot(self.engine, self.codec, self.clock)
+
+    def train_dictionary(self) -> int:
+        """Train a compression dictionary from the stored resources and compress new writes with
+        it (:func:`~fhirstudy.store.content.train_dictionary`); its id.  Older rows keep theirs."""
+        with db_errors():
+            return train_dictionary(self.codec)
 
     def close(self) -> None:
         """Release every database connection."""

@@ -18,13 +18,15 @@ from sqlalchemy import exc as sa_exc
 
 from fhirstudy.search.index import split_reference
 from fhirstudy.search.query import SearchQuery
+from fhirstudy.store import terms
 from fhirstudy.store.compiler import check_query, search_conditions
+from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks
 from fhirstudy.store.guards import check_integer, check_key
-from fhirstudy.store.indexing import Indexer, Prepared
+from fhirstudy.store.indexing import Indexer, Prepared, content_hash
 from fhirstudy.store.reads import head as _head, read_entry as _read_entry
 from fhirstudy.store.repository import Head, StoredResource, WriteResult
-from fhirstudy.store.schema import INDEX_TABLES, history, resource
+from fhirstudy.store.schema import INDEX_TABLES, history, instant_ms, resource
 
 
 class Tx:
@@ -35,8 +37,9 @@ class Tx:
     transaction holds the database's write lock anyway).
     """
 
-    def __init__(self, indexer: Indexer, conn: sa.Connection, now: str):
+    def __init__(self, indexer: Indexer, codec: Codec, conn: sa.Connection, now: str):
         self.indexer = indexer
+        self.codec = codec
         self.registry = indexer.registry  # what conditional criteria are parsed against
         self.conn = conn
         self.now = now
@@ -50,7 +53,7 @@ class Tx:
     def read_entry(self, rtype: str, rid: str) -> StoredResource | None:
         """The current stored resource, as this transaction sees it (None if absent or deleted)."""
         check_key(rtype, rid)
-        return _read_entry(self.conn, rtype, rid)
+        return _read_entry(self.conn, self.codec, rtype, rid)
 
     def match(self, query: SearchQuery, limit: int = 2) -> list[str]:
         """Ids of at most ``limit`` resources matching ``query``'s criteria (for conditional
@@ -79,6 +82,7 @@ class Tx:
     def put_prepared(self, prepared: list[Prepared], method: str = "PUT") -> list[WriteResult]:
         """:meth:`put` of resources :meth:`Indexer.prepare` made ready (before the transaction)."""
         batch = [(p.resource, p.digest, p.rows) for p in prepared]
+        sources = {(p.resource["resourceType"], p.resource["id"]): p.source for p in prepared}
         unlinked = {(p.resource["resourceType"], p.resource["id"]) for p in prepared if not p.linked}
         known = self._known({(r["resourceType"], r["id"]) for r, _, _ in batch})
         pending: dict[tuple, dict] = {}
@@ -88,13 +92,14 @@ class Tx:
         for r, digest, rows in batch:
             key = (r["resourceType"], r["id"])
             state = pending.get(key) or known.get(key)
-            if state and not state["deleted"] and state["content_hash"] == digest:
+            if state and not state["deleted"] and self._digest(state) == digest:
                 results.append(WriteResult(*key, state["version"], state["last_updated"], "unchanged",
-                                           bytes(state["content"])))
+                                           self.codec.decode(state["content"])))
                 continue
             version = state["version"] + 1 if state else 1
-            doc = _with_meta(r, version, self.now)
+            doc = with_meta(r, version, self.now)
             content = orjson.dumps(doc)
+            stored = self.codec.encode(content)
             created = state is None or state["deleted"]
             if key in pending:  # a second version in this batch: the first keeps its bytes in history
                 versions[written[key]]["content"] = pending[key]["content"]
@@ -104,9 +109,9 @@ class Tx:
             written[key] = len(versions)
             pending[key] = {"pk": state["pk"] if state else None, "type": key[0], "id": key[1],
                             "version": version, "last_updated": self.now, "deleted": False,
-                            "content_hash": digest, "content": content, "doc": doc, "rows": rows,
+                            "digest": digest, "content": stored, "doc": doc, "rows": rows, "source": sources[key],
                             "superseded": superseded, "linked": key not in unlinked}
-            versions.append({"type": key[0], "id": key[1], "version": version, "last_updated": self.now,
+            versions.append({"key": key, "version": version, "last_updated": self.now,
                              "method": method, "created": created, "content": None})
             results.append(WriteResult(*key, version, self.now, "created" if created else "updated", content))
         self._write(list(pending.values()), versions)
@@ -124,12 +129,18 @@ class Tx:
             self.conn.execute(sa.delete(table).where(table.c.resource_pk == state["pk"]))
         _keep_superseded(self.conn, [state])
         self.conn.execute(sa.update(resource).where(resource.c.pk == state["pk"]).values(
-            version=version, last_updated=self.now, deleted=True, content_hash="", content=b""))
+            version=version, last_updated=self.now, deleted=True, content=b"", source=None))
         self.conn.execute(sa.insert(history).values(
-            type=rtype, id=rid, version=version, last_updated=self.now, method="DELETE", created=False,
+            resource_pk=state["pk"], version=version, last_updated=self.now, method="DELETE", created=False,
             content=None))
         self._link([], removed=[(rtype, rid)])
         return WriteResult(rtype, rid, version, self.now, "deleted", None)
+
+    def _digest(self, state: dict) -> bytes:
+        """The content hash of a stored version (computed from its bytes: the table keeps none)."""
+        if "digest" not in state:
+            state["digest"] = content_hash(orjson.loads(self.codec.decode(state["content"])))
+        return state["digest"]
 
     def _known(self, keys: set[tuple[str, str]]) -> dict[tuple, dict]:
         """Current rows of ``keys`` (deleted ones too), locked, in a fixed order against deadlocks."""
@@ -141,8 +152,7 @@ class Tx:
             for chunk in chunks(sorted(by_type[rtype])):
                 rows = self.conn.execute(
                     sa.select(resource.c.pk, resource.c.type, resource.c.id, resource.c.version,
-                              resource.c.last_updated, resource.c.deleted, resource.c.content_hash,
-                              resource.c.content)
+                              resource.c.last_updated, resource.c.deleted, resource.c.content)
                     .where(resource.c.type == rtype, resource.c.id.in_(chunk))
                     .order_by(resource.c.id).with_for_update())
                 for row in rows:
@@ -151,7 +161,10 @@ class Tx:
 
     def _write(self, rows: list[dict], versions: list[dict]) -> None:
         conn = self.conn
-        columns = ("type", "id", "version", "last_updated", "deleted", "content_hash", "content")
+        columns = ("type", "id", "version", "last_updated", "deleted", "content", "source")
+        named = terms.term_ids(conn, {row["source"] for row in rows if row["source"] is not None})
+        for row in rows:
+            row["source"] = named.get(row["source"])
         updates = [row for row in rows if row["pk"] is not None]
         inserts = [row for row in rows if row["pk"] is None]
         if updates:
@@ -177,9 +190,10 @@ class Tx:
             for kind in INDEX_TABLES:
                 for r in (*row["rows"].get(kind, ()), *now_rows.get(kind, ())):
                     pending[kind].append({**r, "resource_pk": pk})
-        for kind, index in pending.items():
-            insert_rows(conn, INDEX_TABLES[kind], index)
-        insert_rows(conn, history, versions)
+        insert_index_rows(conn, pending)
+        pks = {(row["type"], row["id"]): row["pk"] for row in rows}
+        insert_rows(conn, history, [{**v, "resource_pk": pks[v["key"]], "last_updated": instant_ms(v["last_updated"])}
+                                    for v in versions])  # straight through the driver: as the column keeps it
         self._link(rows)
 
     def _link(self, rows: list[dict], removed: list[tuple[str, str]] = ()) -> None:
@@ -207,10 +221,10 @@ class Tx:
                 for pk, content in self.conn.execute(
                         sa.select(resource.c.pk, resource.c.content)
                         .where(resource.c.pk.in_(chunk), resource.c.deleted.is_(False))):
-                    for kind, index in self.indexer.linked_rows(orjson.loads(content), lookup).items():
+                    for kind, index in self.indexer.linked_rows(orjson.loads(self.codec.decode(content)),
+                                                                lookup).items():
                         pending[kind].extend({**r, "resource_pk": pk} for r in index if r["pid"] in dependent.pids)
-        for kind, index in pending.items():
-            insert_rows(self.conn, INDEX_TABLES[kind], index)
+        insert_index_rows(self.conn, pending)
 
     def _pointing_at(self, dependent, keys: list[tuple[str, str]]) -> set[int]:
         """Primary keys of resources of ``dependent.rtype`` whose reference parameter
@@ -224,8 +238,9 @@ class Tx:
         for rtype, ids in by_type.items():
             for chunk in chunks(sorted(ids)):
                 found.update(self.conn.execute(
-                    sa.select(table.c.resource_pk).where(table.c.pid == dependent.via, table.c.target_type == rtype,
-                                                         table.c.target_id.in_(chunk))).scalars())
+                    sa.select(table.c.resource_pk).where(table.c.pid == dependent.via,
+                                                         terms.equals(table.c.target_type, rtype),
+                                                         terms.one_of(table.c.target_id, chunk))).scalars())
         return found
 
     def _lookup(self, batch: dict[tuple[str, str], dict]):
@@ -239,7 +254,7 @@ class Tx:
             if key[0] is None or reference.startswith(("http://", "https://", "urn:")):
                 return None
             if key not in cache:
-                entry = _read_entry(self.conn, *key)
+                entry = _read_entry(self.conn, self.codec, *key)
                 cache[key] = orjson.loads(entry.json) if entry else None
             return cache[key]
         return lookup
@@ -250,12 +265,25 @@ def _keep_superseded(conn: sa.Connection, states: list[dict]) -> None:
     version keeps its bytes in ``resource`` only)."""
     if states:
         conn.execute(
-            sa.update(history).where(history.c.type == sa.bindparam("b_type"),
-                                     history.c.id == sa.bindparam("b_id"),
+            sa.update(history).where(history.c.resource_pk == sa.bindparam("b_pk"),
                                      history.c.version == sa.bindparam("b_version"))
             .values(content=sa.bindparam("b_content")),
-            [{"b_type": s["type"], "b_id": s["id"], "b_version": s["version"], "b_content": s["content"]}
-             for s in states])
+            [{"b_pk": s["pk"], "b_version": s["version"], "b_content": s["content"]} for s in states])
+
+
+def insert_index_rows(conn: sa.Connection, pending: dict[str, list[dict]]) -> None:
+    """Insert index rows (by table kind, texts as computed) with their texts as term ids.  Every
+    row of a resource's parameter is inserted by one call, after those it had were deleted: on
+    SQLite ``seq`` numbers them (the key of :func:`~fhirstudy.store.schema._index_table`)."""
+    terms.encode(conn, pending)
+    numbered = conn.dialect.name == "sqlite"
+    for kind, index in pending.items():
+        if numbered:
+            counts: dict[tuple[int, int], int] = {}
+            for row in index:
+                key = (row["resource_pk"], row["pid"])
+                row["seq"] = counts[key] = counts.get(key, -1) + 1
+        insert_rows(conn, INDEX_TABLES[kind], index)
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
@@ -264,7 +292,7 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
     statement per row costs more than the database's own work."""
     if not rows:
         return
-    columns = [c.name for c in table.columns if not c.primary_key]  # the database numbers rows
+    columns = [c.name for c in table.columns if c is not table.autoincrement_column]  # the database numbers rows
     quote = conn.dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
     if conn.dialect.name == "postgresql":  # COPY: one stream instead of a statement per row
@@ -282,7 +310,7 @@ def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
         conn.exec_driver_sql(sql, [tuple(row.get(c) for c in columns) for row in chunk])
 
 
-def _with_meta(resource: dict, version: int, last_updated: str) -> dict:
+def with_meta(resource: dict, version: int, last_updated: str) -> dict:
     """``resource`` with ``meta.versionId``/``meta.lastUpdated`` set, its keys first."""
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)
