@@ -22,7 +22,7 @@ BOSTON = (42.36, -71.06)
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    return Registry.replicated(600, seed=14)
+    return Registry.replicated(360, seed=14)
 
 
 @pytest.fixture(scope="module")
