@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import search as search_bench  # noqa: E402  (bench/search.py: serve, drive, baseline)
+from convert import parse_only  # noqa: E402  (bench/convert.py: the parse-only baseline)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "ctgov-samples"
@@ -104,14 +105,6 @@ def _run(args: list[str], env: dict | None = None) -> tuple[float, int, str]:
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(args[:4])}... failed: {last}")
     return seconds, peak, last
-
-
-def parse_only(path: Path) -> tuple[int, float]:
-    code = ("import sys, time; from fhirstudy.sources import iter_raw; t=time.perf_counter(); "
-            "n=sum(1 for _ in iter_raw([sys.argv[1]], unmapped=False)); print(n, time.perf_counter()-t)")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
-    n, seconds = out.stdout.split()
-    return int(n), float(seconds)
 
 
 def one_size(size: int, kinds: list[str], args, work: Path) -> dict:
