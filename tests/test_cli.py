@@ -86,11 +86,15 @@ def served(tmp_path_factory):
     proc = subprocess.Popen([*FHIRSTUDY, "serve", "--port", str(port), "--db", db, "--workers", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    deadline = time.monotonic() + 60      # a loaded machine starts gunicorn slowly; never go on before it answers
+    while True:
         try:
             requests.get(f"{base}/metadata", timeout=1)
             break
         except requests.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("fhirstudy serve did not start within 60 s")
             time.sleep(0.1)
     yield base, loaded, db
     proc.terminate()
