@@ -105,13 +105,15 @@ class Jobs:
         self._ready = False
 
     def _tables(self) -> None:
-        """Create the job table once (a second process doing the same at once loses harmlessly)."""
+        """Create the job table once (a second process doing the same at once loses harmlessly).
+        Through the writer (SQLite: ``BEGIN IMMEDIATE``, which waits for the busy timeout), since a
+        read transaction that turns into a write is refused at once while another one writes."""
         if self._ready:
             return
         for attempt in range(2):
             try:
                 with db_errors():
-                    jobs_metadata.create_all(self.engine)
+                    jobs_metadata.create_all(self._writer)
                 break
             except StoreError:
                 if attempt:
