@@ -10,6 +10,7 @@ no Quantity: the text is kept beside it.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from .. import terminology
 from ..terminology import fold, load_mapping
@@ -41,10 +42,16 @@ def unit_coding(unit: str | None) -> dict:
     """``system`` and ``code`` of a UCUM unit the text names (``results-units.json``), else {}."""
     if not unit:
         return {}
-    table = load_mapping(UNITS_FILE)
-    folded = {fold(k): v for k, v in table["units"].items()}
+    system, folded = _units()
     code = folded.get(fold(unit))
-    return {"system": table["system"], "code": code} if code else {}
+    return {"system": system, "code": code} if code else {}
+
+
+@lru_cache(maxsize=1)
+def _units() -> tuple[str, dict[str, str]]:
+    """The UCUM system and ``results-units.json``'s units by their folded text (built once)."""
+    table = load_mapping(UNITS_FILE)
+    return table["system"], {fold(k): v for k, v in table["units"].items()}
 
 
 def quantity(text: str | None, unit: str | None = None) -> dict | None:
@@ -86,8 +93,7 @@ def analysis_statistic_type(param_type: str | None) -> dict | None:
     """``statisticType`` of an analysis's estimation parameter (compared case-insensitively)."""
     if not param_type:
         return None
-    codes = load_mapping("ctgov-to-fhir.json")["analysisStatisticType"]["codes"]
-    key = next((k for k in codes if fold(k) == fold(param_type)), None)
+    key = _keys_by_folded("analysisStatisticType").get(fold(param_type))
     return concept(terminology.coding("analysisStatisticType", key), param_type)
 
 
@@ -96,9 +102,18 @@ def model_characteristic(method: str | None) -> dict | None:
     method is exactly one the CodeSystem names)."""
     if not method:
         return None
-    codes = load_mapping("ctgov-to-fhir.json")["statisticModel"]["codes"]
-    key = next((k for k in codes if fold(k) == fold(method)), None)
+    key = _keys_by_folded("statisticModel").get(fold(method))
     return {"code": concept(terminology.coding("statisticModel", key), method)}
+
+
+@lru_cache(maxsize=None)
+def _keys_by_folded(section: str) -> dict[str, str]:
+    """The keys of a ``ctgov-to-fhir.json`` section's codes by their folded text (the first of
+    keys that fold alike, as a scan in file order would find)."""
+    out: dict[str, str] = {}
+    for key in load_mapping("ctgov-to-fhir.json")[section]["codes"]:
+        out.setdefault(fold(key), key)
+    return out
 
 
 def _estimate_type(key: str, text: str) -> dict | None:
