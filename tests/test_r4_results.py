@@ -147,6 +147,12 @@ def test_omit_is_the_default_and_modes_are_checked(trials):
     assert prepare_trial(resources, "5.0", r4_results="extensions").note is None
 
 
+def test_an_unknown_mode_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["push", str(FILES[0]), "--to", "http://127.0.0.1:9", "--r4-results=all"])
+    assert exit_.value.code == 2 and "--r4-results" in capsys.readouterr().err
+
+
 def test_r4_results_pass_the_r4_validator(trials, peer_validate, tmp_path):
     files = []
     for resources in trials.values():
