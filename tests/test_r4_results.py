@@ -221,7 +221,8 @@ def test_push_results_to_an_r4_store_as_extensions(peer_r4, trials, tmp_path, ca
 
 def test_default_push_to_an_r4_store_leaves_results_out(peer_r4, tmp_path, capsys):
     peer_r4.wipe()
-    data = _push(peer_r4, tmp_path)
+    journal = str(tmp_path / "journal.sqlite")
+    data = _push(peer_r4, tmp_path, "--resume", journal)
     assert data["counts"]["created"] == 2 and data["r4Results"] == "omit"
     assert all(t["note"].startswith("results not sent") for t in data["trials"])
     assert "--r4-results=extensions" in capsys.readouterr().err
@@ -230,5 +231,8 @@ def test_default_push_to_an_r4_store_leaves_results_out(peer_r4, tmp_path, capsy
         assert client.search("Evidence", {}) == [] and client.search("Composition", {}) == []
         assert all(not g["identifier"][0]["value"].startswith("nct03064438-result-group")
                    for g in client.search("Group", {"_count": "100"}))
+        switched = _push(peer_r4, tmp_path, "--resume", journal, "--r4-results=extensions")  # the journal
+        assert switched["counts"] == {"created": 0, "updated": 2, "unchanged": 0, "failed": 0}  # sees a change
+        assert len(client.search("Evidence", {"_count": "500"})) == 68 + 67
     finally:
         client.close()
