@@ -15,6 +15,7 @@ from conftest import SAMPLES
 from fhirstudy import cli, mappings
 from fhirstudy.mappers import ids
 from fhirstudy.mappers.r4 import extension_url, to_r4
+from fhirstudy.mappers.r4_base import element_ext
 from fhirstudy.pipeline import convert
 from fhirstudy.push import FhirClient
 from fhirstudy.push.prepare import RESOURCE_ID_SYSTEM, prepare_trial
@@ -69,6 +70,34 @@ def _refs(node):
     elif isinstance(node, list):
         for v in node:
             yield from _refs(v)
+
+
+ELEMENT_CASES = [  # (R5 path, value, the cross-version extension)
+    ("Group.description", "Arm A", {"url": extension_url("Group.description"), "valueMarkdown": "Arm A"}),
+    ("Group.characteristic", {"code": {"text": "adult"}, "valueBoolean": True, "exclude": False},
+     {"url": extension_url("Group.characteristic"), "extension": [
+         {"url": "code", "valueCodeableConcept": {"text": "adult"}}, {"url": "value", "valueBoolean": True},
+         {"url": "exclude", "valueBoolean": False}]}),
+    ("Evidence.citeAsMarkdown", "Smith 2020", {"url": extension_url("Evidence.citeAs"), "valueMarkdown": "Smith 2020"}),
+    ("Evidence.statistic", {"attributeEstimate": [{"level": 0.9, "attributeEstimate": [{"level": 0.5}]}]},
+     {"url": extension_url("Evidence.statistic"), "extension": [{"url": "attributeEstimate", "extension": [
+         {"url": "level", "valueDecimal": 0.9},
+         {"url": "attributeEstimate", "extension": [{"url": "level", "valueDecimal": 0.5}]}]}]}),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "expected"), ELEMENT_CASES)
+def test_element_ext_follows_the_r5_element_table(path, value, expected):
+    assert element_ext(path, value) == expected
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    ("Evidence.statistic", {"pValue": 1}, "Evidence.statistic.pValue is not an R5 element"),
+    ("Evidence.nothing", 1, "Evidence.nothing is not an R5 element"),
+    ("ResearchStudy.focus", {"concept": {"text": "x"}}, "no R4 cross-version extension for type CodeableReference")])
+def test_element_ext_refuses_what_it_cannot_carry(path, value, message):
+    with pytest.raises(ValueError, match=message):
+        element_ext(path, value)
 
 
 def test_every_r5_element_of_the_results_is_in_r4_or_recoverable(trials):

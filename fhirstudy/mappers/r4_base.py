@@ -99,8 +99,8 @@ def _element_value(path: str, definition: dict, value: Any, url: str, chosen: st
 def element_ext(path: str, value: Any) -> dict | None:
     """The cross-version extension of one R5 element value (``Evidence.statistic``, one statistic):
     ``http://hl7.org/fhir/5.0/StructureDefinition/extension-<path>``; None for an empty value."""
-    _, definition, chosen = _child(*path.rsplit(".", 1))
-    return _element_value(path, definition, value, extension_url(path.removesuffix("[x]")), chosen)
+    element, definition, chosen = _child(*path.rsplit(".", 1))  # a choice: "Evidence.citeAsMarkdown"
+    return _element_value(element, definition, value, extension_url(element.removesuffix("[x]")), chosen)
 
 
 def concepts(value: Any) -> Any:
