@@ -25,7 +25,8 @@ ELEMENTS_FILE = "fhir-r5-elements.json"  # the official R5 element table (in fhi
 EPOCH = "1970-01-01T00:00:00Z"  # Provenance.recorded when the record carries no date at all
 RESULTS_MODES = ("omit", "extensions")  # what an R4 conversion does with the results (push --r4-results)
 R5_ONLY_TYPES = frozenset({"CodeableReference", "Availability", "ExtendedContactDetail", "VirtualServiceDetail",
-                           "RatioRange", "MonetaryComponent", "integer64"})  # no R4 data type to carry them
+                           "RatioRange", "MonetaryComponent", "integer64",  # no R4 data type to carry them
+                           "RelatedArtifact"})  # R5 added elements: converted by related_artifact, not as is
 
 
 def table() -> dict:
@@ -67,7 +68,8 @@ def _child(path: str, key: str) -> tuple[str, dict, str | None]:
     elements = _elements()
     if f"{path}.{key}" in elements:
         return f"{path}.{key}", elements[f"{path}.{key}"], None
-    for types_at in (p for p in elements if p.startswith(f"{path}.") and p.endswith("[x]") and p.count(".") == path.count(".") + 1):
+    depth = path.count(".") + 1
+    for types_at in (p for p in elements if p.startswith(f"{path}.") and p.endswith("[x]") and p.count(".") == depth):
         stem = types_at.rsplit(".", 1)[1][:-3]
         chosen = key[len(stem):]
         if key.startswith(stem) and any(t[:1].upper() + t[1:] == chosen for t in elements[types_at]["types"]):
