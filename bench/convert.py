@@ -7,6 +7,12 @@ The input is the real ClinicalTrials.gov samples (API v2 JSON, legacy XML, CSV e
 with fresh NCT numbers to ``--records`` records in three registry-sized files: an NDJSON of API v2
 studies (gzip), one XML file of many ``<clinical_study>`` records, and one CSV export. Each run is a
 separate ``fhirstudy convert`` process, so its peak memory (max RSS) is its own.
+
+Then the same records split in two groups, each converted on its own (``--jobs`` first value)
+beside its own parse-only baseline: the trials with posted results (an API v2 ``resultsSection``,
+a legacy ``<clinical_results>``: Group, Evidence and Composition besides the protocol, so larger)
+and the others (the CSV export carries no results); each with trials/s, resources and bytes of
+FHIR JSON per trial (the Bundles ``convert -o DIR`` wrote).
 """
 from __future__ import annotations
 
@@ -34,8 +40,23 @@ def _nct(n: int) -> str:
     return f"NCT9{n:07d}"
 
 
-def build_inputs(samples: Path, records: int, out: Path) -> dict[str, int]:
-    """Write the replicated inputs into ``out``; returns records per file."""
+GROUPS = ("with results", "without results")
+
+
+def _has_results(kind: str, template) -> bool:
+    """Whether a sample record carries posted results (the CSV export never does)."""
+    if kind == "json":
+        return "resultsSection" in template
+    return kind == "xml" and "<clinical_results>" in template
+
+
+def build_inputs(samples: Path, records: int, out: Path, group: str | None = None) -> dict[str, int]:
+    """Write the replicated inputs into ``out``; returns records per file. With ``group`` ("with
+    results" / "without results"), only that group's records of the same ``records``-record mix
+    (same NCT numbers)."""
+    def wanted(kind: str, template) -> bool:
+        return group is None or _has_results(kind, template) == (group == GROUPS[0])
+
     jsons = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(samples.glob("*.json"))]
     xmls = [p.read_text(encoding="utf-8") for p in sorted(samples.glob("*.xml"))]
     with open(samples / "ctgov-export-mixed.csv", encoding="utf-8-sig", newline="") as f:
@@ -44,30 +65,51 @@ def build_inputs(samples: Path, records: int, out: Path) -> dict[str, int]:
     share = {"json": records * 6 // 10, "xml": records * 2 // 10}
     share["csv"] = records - share["json"] - share["xml"]
     n = 0
+    written = dict.fromkeys(share, 0)
     with gzip.open(out / "studies.ndjson.gz", "wt", encoding="utf-8") as f:
         for i in range(share["json"]):
-            study = json.loads(json.dumps(jsons[i % len(jsons)]))
-            study["protocolSection"]["identificationModule"]["nctId"] = _nct(n)
+            template = jsons[i % len(jsons)]
             n += 1
+            if not wanted("json", template):
+                continue
+            study = json.loads(json.dumps(template))
+            study["protocolSection"]["identificationModule"]["nctId"] = _nct(n - 1)
             f.write(json.dumps(study, ensure_ascii=False) + "\n")
+            written["json"] += 1
     bodies = [re.sub(r"<\?xml[^>]*\?>", "", x) for x in xmls]
     with open(out / "studies.xml", "w", encoding="utf-8") as f:
         f.write("<search_results>\n")
         for i in range(share["xml"]):
-            f.write(re.sub(r"<nct_id>NCT\d+</nct_id>", f"<nct_id>{_nct(n)}</nct_id>", bodies[i % len(bodies)], count=1))
+            body = bodies[i % len(bodies)]
             n += 1
+            if wanted("xml", body):
+                f.write(re.sub(r"<nct_id>NCT\d+</nct_id>", f"<nct_id>{_nct(n - 1)}</nct_id>", body, count=1))
+                written["xml"] += 1
         f.write("</search_results>\n")
     nct_col = header.index("NCT Number")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(header)
-    for i in range(share["csv"]):
+    for i in range(share["csv"] if wanted("csv", None) else 0):
         row = list(csv_rows[i % len(csv_rows)])
         row[nct_col] = _nct(n)
         n += 1
         writer.writerow(row)
+        written["csv"] += 1
     (out / "studies.csv").write_text(buf.getvalue(), encoding="utf-8")
-    return share
+    for name, kind in (("studies.ndjson.gz", "json"), ("studies.xml", "xml"), ("studies.csv", "csv")):
+        if not written[kind]:
+            (out / name).unlink()  # an empty file would be an input error
+    return written
+
+
+def output_size(out_dir: Path) -> tuple[int, int, int]:
+    """What ``convert -o DIR`` wrote: (trials, resources, bytes of FHIR JSON)."""
+    trials = resources = size = 0
+    for path in out_dir.glob("*.json"):
+        data = path.read_bytes()
+        trials, resources, size = trials + 1, resources + len(json.loads(data).get("entry", [])), size + len(data)
+    return trials, resources, size
 
 
 def parse_only(inputs: Path) -> tuple[int, float]:
@@ -113,6 +155,22 @@ def main() -> None:
             print(f"convert --jobs {jobs}        : {rate:8.0f} trials/s  ({seconds:.1f} s, peak RSS {peak} MiB, "
                   f"{rate / (n / parse_s):.2f}x of parse-only, {rate / TARGET_PER_SECOND:.2f}x of the "
                   f"{TARGET_PER_SECOND}/s target)  [{summary}]")
+        for group in GROUPS:
+            _group_run(args, Path(tmp) / group.replace(" ", "-"), group, args.jobs[0])
+
+
+def _group_run(args: argparse.Namespace, work: Path, group: str, jobs: int) -> None:
+    """One group of the mix (with / without results) on its own: parse-only, convert, sizes."""
+    inputs = work / "in"
+    inputs.mkdir(parents=True)
+    share = build_inputs(args.samples, args.records, inputs, group)
+    n, parse_s = parse_only(inputs)
+    seconds, _, summary = convert(inputs, jobs, work / "out")  # (max RSS is of every run so far: left out)
+    trials, resources, size = output_size(work / "out")
+    rate = n / seconds
+    print(f"{group:<16}: {n} records ({share}); parse only {n / parse_s:8.0f} records/s, convert --jobs {jobs} "
+          f"{rate:6.0f} trials/s ({rate / (n / parse_s):.2f}x of parse-only); "
+          f"{resources / max(trials, 1):.1f} resources and {size / max(trials, 1) / 1024:.1f} KiB per trial  [{summary}]")
 
 
 if __name__ == "__main__":

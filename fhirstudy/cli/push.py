@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``push``."""
     from fhirstudy.push.client import (DEFAULT_CONNECT_RETRIES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
                                        DEFAULT_RETRIES)
+    from fhirstudy.mappers.r4_base import RESULTS_MODES
     from fhirstudy.push.push import DEFAULT_CHUNK_TRIALS
     from fhirstudy.sources import FORMATS
 
@@ -42,6 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the FHIR server's base URL (http:// or https://)")
     p.add_argument("--fhir-version", choices=("auto", "4.0", "5.0"), default="auto",
                    help="the FHIR version to send (default auto: the server's /metadata fhirVersion)")
+    p.add_argument("--r4-results", choices=RESULTS_MODES, default="omit",
+                   help="what an R4 store gets of the trial results: omit (default: R4 Evidence has no "
+                        "statistics, so Group, Evidence and Composition go to R5 stores only) or extensions "
+                        "(sent, what R4 lacks in the R5 cross-version extensions)")
     p.add_argument("--token", metavar="T", default=config.value("PUSH_TOKEN"),
                    help="bearer token (default $FHIRSTUDY_PUSH_TOKEN)")
     p.add_argument("--client-id", metavar="ID", help="SMART Backend Services client id")
@@ -112,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                               file=sys.stderr)
 
                 pusher = Pusher(client, version, journal, dry_run=args.dry_run, on_trial=on_trial,
-                                chunk_trials=args.chunk, client_ids=PUSH_IDS[args.ids])
+                                chunk_trials=args.chunk, client_ids=PUSH_IDS[args.ids], r4_results=args.r4_results)
                 pusher.run(trials, jobs=args.jobs)
         except AuthenticationFailed as exc:
             stopped = exc
@@ -142,10 +147,14 @@ def run(args: argparse.Namespace) -> int:
           + ("; stopped: authentication failed" if stopped is not None else ""),
           file=sys.stderr)
     noted = sum(1 for t in report.trials if t.note)
-    if noted:
-        print(f"results of {noted} trial{'s' if noted != 1 else ''} not sent: an R4 store cannot hold them "
-              "(R4 Evidence has no statistics); each trial's note in --report says what was left out",
-              file=sys.stderr)
+    trials = f"{noted} trial{'s' if noted != 1 else ''}"
+    if noted and report.r4_results == "extensions":
+        print(f"results of {trials} sent in R5 cross-version extensions (R4 Evidence has no statistics); "
+              "each trial's note in --report says what went", file=sys.stderr)
+    elif noted:
+        print(f"results of {trials} not sent: an R4 store cannot hold them (R4 Evidence has no statistics; "
+              "--r4-results=extensions sends them in cross-version extensions); each trial's note in --report "
+              "says what was left out", file=sys.stderr)
     return EXIT_FAILED if c["failed"] or failed_conversion or stopped is not None else EXIT_OK
 
 

@@ -23,7 +23,7 @@ import html
 from .. import terminology
 from ..terminology import load_mapping
 from ..trial import Trial
-from . import ids, results_groups
+from . import ids, r4_results, results_groups
 from .common import compact, concept, meta, reference
 from .results_flow_events import AE_KINDS
 from .results_measures import outcome_variables
@@ -199,5 +199,8 @@ def map_resources(trial: Trial, made: list[dict]) -> list[dict]:
 
 
 def to_r4(composition: dict, context=None) -> list[dict]:
-    """Nothing: the reports list Evidence, which go to R5 stores only."""
+    """Nothing: the reports list Evidence, which go to R5 stores only; with ``context.results ==
+    "extensions"`` the R4 Composition (:mod:`.r4_results`)."""
+    if context is not None and context.results == "extensions":
+        return r4_results.composition(composition, context)
     return []

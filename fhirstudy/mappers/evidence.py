@@ -5,12 +5,13 @@ measures and outcome measures with their analyses (:mod:`.results_measures`), ad
 (:mod:`.results_groups`); the report Compositions listing them are :mod:`.composition`.
 
 R4 Evidence has no ``statistic`` (nor ``variableDefinition`` as R5 has it), so the R4
-down-conversion leaves results out (``push`` sends them to R5 stores only and says so).
+down-conversion leaves results out (``push`` sends them to R5 stores only and says so), unless
+asked to carry them in cross-version extensions (``push --r4-results=extensions``; :mod:`.r4_results`).
 """
 from __future__ import annotations
 
 from ..trial import Trial
-from . import results_groups
+from . import r4_results, results_groups
 from .results_flow_events import adverse_event_evidence, flow_evidence
 from .results_measures import baseline_evidence, outcome_evidence
 
@@ -29,5 +30,8 @@ def map_trial(trial: Trial) -> list[dict]:
 
 
 def to_r4(evidence: dict, context=None) -> list[dict]:
-    """Nothing: R4 Evidence cannot carry the statistics (results go to R5 stores only)."""
+    """Nothing: R4 Evidence cannot carry the statistics (results go to R5 stores only); with
+    ``context.results == "extensions"`` the R4 Evidence with them in cross-version extensions."""
+    if context is not None and context.results == "extensions":
+        return r4_results.evidence(evidence, context)
     return []

@@ -140,6 +140,18 @@ def enrollment_id(trial_id: str) -> str:
     return child_id(trial_id, "enrollment")
 
 
+def group_variable_id(group_id: str) -> str:
+    """The R4 EvidenceVariable standing for a result Group in R4 Evidence (which can reference
+    only EvidenceVariables): ``<trial>-result-group-1-variable``."""
+    return child_id(group_id, "variable")
+
+
+def results_population_id(trial_id: str) -> str:
+    """The R4 EvidenceVariable "participants of the study", for R4 Evidence with no population
+    variable when the trial has no eligibility EvidenceVariable: ``<trial>-results-population``."""
+    return child_id(trial_id, "results-population")
+
+
 def sponsor_id(trial_id: str) -> str:
     """The R4 sponsor Organization: ``<trial>-sponsor``."""
     return child_id(trial_id, "sponsor")

@@ -8,7 +8,9 @@ eligibility characteristics; ``comparisonGroup`` -> ``arm``; outcome measures ->
 principal investigator -> a Practitioner ``<trial>-principal-investigator``
 (``principalInvestigator``); sites stay Locations; what R4 has no element for (``label``, ``date``,
 ``descriptionSummary``, ``studyDesign``, ``associatedParty``, ``progressStatus``, ``recruitment``,
-``outcomeMeasure``, ...) goes into the cross-version extensions.
+``outcomeMeasure``, ...) goes into the cross-version extensions. A comparison group's
+``observedGroup`` (a result Group) is kept only when the results go too (``push
+--r4-results=extensions``): otherwise it would point at nothing.
 """
 from __future__ import annotations
 
@@ -106,7 +108,7 @@ def _party_extension(party: dict) -> dict | None:
         ("party", "Reference", party.get("party"))])
 
 
-def _study_extensions(study: dict) -> list[dict]:
+def _study_extensions(study: dict, with_results: bool = False) -> list[dict]:
     rs = "ResearchStudy"
     recruitment = study.get("recruitment") or {}
     extensions = [
@@ -131,7 +133,8 @@ def _study_extensions(study: dict) -> list[dict]:
             ("description", "Markdown", o.get("description")), ("reference", "Reference", o.get("reference"))])
           for o in study.get("outcomeMeasure", [])],
         *[complex_ext(extension_url(f"{rs}.comparisonGroup"), [
-            ("linkId", "Id", g.get("linkId")), ("name", "String", g.get("name"))])
+            ("linkId", "Id", g.get("linkId")), ("name", "String", g.get("name")),
+            ("observedGroup", "Reference", g.get("observedGroup") if with_results else None)])
           for g in study.get("comparisonGroup", [])],
     ]
     return [e for e in extensions if e]
@@ -149,9 +152,10 @@ def _objectives(study: dict) -> list[dict]:
     return [o for o in out if o]
 
 
-def research_study(study: dict, eligibility: dict | None) -> list[dict]:
+def research_study(study: dict, eligibility: dict | None, with_results: bool = False) -> list[dict]:
     """The R4 ResearchStudy and the resources it now references (enrollment Group, sponsor
-    Organization, principal investigator Practitioner)."""
+    Organization, principal investigator Practitioner); ``with_results`` when the result Groups
+    are converted too (comparison groups keep their ``observedGroup``)."""
     sid = study["id"]
     meta = study.get("meta")
     group = _group(study, eligibility, sid) if eligibility or study.get("recruitment") else None
@@ -162,7 +166,7 @@ def research_study(study: dict, eligibility: dict | None) -> list[dict]:
         "id": sid,
         "meta": meta,
         "contained": study.get("contained", []),
-        "extension": _study_extensions(study),
+        "extension": _study_extensions(study, with_results),
         "identifier": study.get("identifier", []),
         "title": study.get("title"),
         "protocol": study.get("protocol", []),
@@ -192,4 +196,4 @@ def to_r4(study: dict, context: R4Context) -> list[dict]:
     """The R4 ResearchStudy and the resources it now references (enrollment Group, sponsor
     Organization, principal investigator Practitioner), in that order."""
     eligibility = context.resolve(((study.get("recruitment") or {}).get("eligibility") or {}).get("reference"))
-    return research_study(study, eligibility)
+    return research_study(study, eligibility, context.results == "extensions")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..terminology import fold
 from ..trial import Trial
-from . import ids
+from . import ids, r4_results
 from .common import compact, concept, meta
 
 RESOURCE_TYPE = "Group"
@@ -118,5 +118,9 @@ def map_trial(trial: Trial) -> list[dict]:
 
 def to_r4(group: dict, context=None) -> list[dict]:
     """Nothing: results go to R5 stores only (R4 Evidence cannot carry statistics, so the groups
-    they are about stay out too; ``push`` says so per trial)."""
+    they are about stay out too; ``push`` says so per trial). With ``context.results ==
+    "extensions"``: the R4 Group and the EvidenceVariable R4 Evidence references it by
+    (:mod:`.r4_results`)."""
+    if context is not None and context.results == "extensions":
+        return r4_results.group(group, context)
     return []

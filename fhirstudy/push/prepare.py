@@ -1,7 +1,8 @@
-"""Preparing a trial for a store: down-converted to R4 when the store speaks R4, every resource
-with a business identifier (``urn:fhirstudy:resource-id|<stable id>`` where it has none; a
-``meta.tag`` for types with no identifier element), and the content hash the journal keeps.
-Pure functions: no HTTP."""
+"""Preparing a trial for a store: down-converted to R4 when the store speaks R4 (its results left
+out, or in cross-version extensions with ``r4_results="extensions"``), every resource with a
+business identifier (``urn:fhirstudy:resource-id|<stable id>`` where it has none; a ``meta.tag``
+for types with no identifier element, or only one, as R4 Composition), and the content hash the
+journal keeps. Pure functions: no HTTP."""
 from __future__ import annotations
 
 import hashlib
@@ -9,10 +10,12 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..mappers.r4 import to_r4
+from ..mappers.r4 import extension_url, to_r4
 
 RESOURCE_ID_SYSTEM = "urn:fhirstudy:resource-id"
 NO_IDENTIFIER = frozenset({"Provenance"})   # types with no identifier element (R4 and R5)
+ONE_IDENTIFIER = {"4.0": frozenset({"Composition"})}  # identifier 0..1 (not a list): tagged as well
+RESULT_TYPES = ("Group", "Evidence", "Composition")  # the R5 types of a trial's results (R5 has no other Group)
 
 
 @dataclass
@@ -33,7 +36,8 @@ def _escape(value: str) -> str:
 def business_identifier(resource: dict) -> dict | None:
     """The identifier a resource is matched by: the official one with a system, else the first with
     a system (the ResearchStudy's registry number; ``urn:fhirstudy:resource-id`` for the others)."""
-    with_system = [i for i in resource.get("identifier", []) if i.get("system") and i.get("value")]
+    held = resource.get("identifier", [])
+    with_system = [i for i in (held if isinstance(held, list) else [held]) if i.get("system") and i.get("value")]
     return next((i for i in with_system if i.get("use") == "official"), with_system[0] if with_system else None)
 
 
@@ -47,12 +51,13 @@ def criteria(resource: dict) -> str | None:
     return f"_tag={_escape(tag['system'])}|{_escape(tag['code'])}" if tag else None
 
 
-def with_identifiers(resources: list[dict]) -> list[dict]:
+def with_identifiers(resources: list[dict], fhir_version: str = "5.0") -> list[dict]:
     """The resources, each with a business identifier (added where it has none with a system; a
-    ``meta.tag`` for the types that have no identifier element)."""
+    ``meta.tag`` for the types that have no identifier element, or a single one, in ``fhir_version``)."""
+    tagged = NO_IDENTIFIER | ONE_IDENTIFIER.get(fhir_version, frozenset())
     out = []
     for r in resources:
-        if r["resourceType"] in NO_IDENTIFIER:
+        if r["resourceType"] in tagged and not business_identifier(r):
             r = dict(r)
             meta = dict(r.get("meta") or {})
             meta["tag"] = [*meta.get("tag", []), {"system": RESOURCE_ID_SYSTEM, "code": r["id"]}]
@@ -72,26 +77,43 @@ def content_hash(resources: list[dict], fhir_version: str) -> str:
     return digest.hexdigest()
 
 
-def prepare_trial(resources: list[dict], fhir_version: str, source: str | None = None) -> PreparedTrial:
-    """A trial's R5 resources (ResearchStudy first) made ready for a store of ``fhir_version``."""
+def prepare_trial(resources: list[dict], fhir_version: str, source: str | None = None,
+                  r4_results: str = "omit") -> PreparedTrial:
+    """A trial's R5 resources (ResearchStudy first) made ready for a store of ``fhir_version``;
+    ``r4_results`` says what an R4 store gets of the results ("omit", or "extensions")."""
     left_out: list[dict] = []
-    converted = (to_r4(resources, left_out) if fhir_version == "4.0"
-                 else orjson.loads(orjson.dumps(resources)))  # a deep copy
-    converted = with_identifiers(converted)
-    return PreparedTrial(converted[0]["id"], converted, content_hash(converted, fhir_version), source,
-                         left_out_note(left_out))
+    if fhir_version == "4.0":
+        converted = to_r4(resources, left_out, results=r4_results)
+        note = left_out_note(left_out) if r4_results == "omit" else extensions_note(resources)
+    else:
+        converted, note = orjson.loads(orjson.dumps(resources)), None  # a deep copy
+    converted = with_identifiers(converted, fhir_version)
+    return PreparedTrial(converted[0]["id"], converted, content_hash(converted, fhir_version), source, note)
+
+
+def _counted(resources: list[dict]) -> str:
+    counts: dict[str, int] = {}
+    for r in resources:
+        counts[r["resourceType"]] = counts.get(r["resourceType"], 0) + 1
+    return ", ".join(f"{n} {t}" for t, n in counts.items())
 
 
 def left_out_note(left_out: list[dict]) -> str | None:
     """What the R4 conversion left out, in words for the push report ("results not sent ...")."""
     if not left_out:
         return None
-    counts: dict[str, int] = {}
-    for r in left_out:
-        counts[r["resourceType"]] = counts.get(r["resourceType"], 0) + 1
-    what = ", ".join(f"{n} {t}" for t, n in counts.items())
-    return (f"results not sent ({what}): R4 Evidence cannot carry the statistics; push to an R5 store "
-            "for the trial's results")
+    return (f"results not sent ({_counted(left_out)}): R4 Evidence cannot carry the statistics; push to an "
+            "R5 store for the trial's results, or use --r4-results=extensions")
+
+
+def extensions_note(resources: list[dict]) -> str | None:
+    """What went to an R4 store in cross-version extensions, in words ("results sent as ..."); None
+    for a trial without results."""
+    results = [r for r in resources if r["resourceType"] in RESULT_TYPES]
+    if not results:
+        return None
+    return (f"results sent as R5 cross-version extensions ({_counted(results)}): the statistics are in "
+            f"Evidence.extension {extension_url('Evidence.statistic')}")
 
 
 def bundle_resources(bundle: dict) -> list[dict]:

@@ -5,7 +5,8 @@
 
 For each chunk of trials (a chunk never splits a trial):
 
-1. **prepare**: down-convert to R4 when the store speaks R4 (:mod:`fhirstudy.mappers.r4`); give
+1. **prepare**: down-convert to R4 when the store speaks R4 (:mod:`fhirstudy.mappers.r4`; the
+   results left out, or sent in cross-version extensions with ``r4_results="extensions"``); give
    every resource a business identifier (the ResearchStudy keeps its registry identifier; the
    resources that hang off it get ``urn:fhirstudy:resource-id|<stable id>``); hash the content.
    A trial whose hash the journal already holds for this store is not sent at all.
@@ -72,9 +73,10 @@ class Pusher:
                  dry_run: bool = False, chunk_trials: int = DEFAULT_CHUNK_TRIALS,
                  chunk_entries: int = DEFAULT_CHUNK_ENTRIES, conditional: bool | None = None,
                  client_ids: bool | None = None, on_trial: Callable[[TrialResult], None] | None = None,
-                 after_chunk: Callable[[list[TrialResult]], None] | None = None):
+                 after_chunk: Callable[[list[TrialResult]], None] | None = None, r4_results: str = "omit"):
         self.client = client
         self.fhir_version = fhir_version or client.fhir_version()
+        self.r4_results = r4_results  # what an R4 store gets of the results: "omit" or "extensions"
         self.journal = journal
         self.dry_run = dry_run
         self.chunk_trials = chunk_trials
@@ -86,7 +88,8 @@ class Pusher:
         self.on_trial = on_trial
         self.after_chunk = after_chunk
         self.report = PushReport(client.base_url, self.fhir_version, dry_run,
-                                 ids_kept=client_ids or not self.conditional)
+                                 ids_kept=client_ids or not self.conditional,
+                                 r4_results=r4_results if self.fhir_version == "4.0" else None)
         # whether the store answers searches inside a batch: None until tried, then what it did
         self.batch_search: bool | None = None
         self._lock = threading.Lock()
@@ -274,7 +277,7 @@ class Pusher:
         """Push every trial (its R5 resources, ResearchStudy first); the report. AuthenticationFailed
         stops the run at the first refusal (``self.report`` holds what was done and why it stopped)."""
         started = time.perf_counter()
-        prepared = (prepare_trial(t, self.fhir_version) for t in trials)
+        prepared = (prepare_trial(t, self.fhir_version, r4_results=self.r4_results) for t in trials)
         try:
             if jobs <= 1:
                 for chunk in self.chunks(prepared):

@@ -20,7 +20,7 @@ class TrialResult:
     status: int | None = None
     from_journal: bool = False
     source: str | None = None
-    note: str | None = None  # what was not sent and why (results to an R4 store)
+    note: str | None = None  # what was not sent and why, or how (results to an R4 store)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v not in (None, {}, False)}
@@ -38,6 +38,7 @@ class PushReport:
     transactions: int = 0
     ids_kept: bool = False              # the store took our ids (client ids) rather than picking its own
     stopped: str | None = None          # why the run stopped early (an authentication failure)
+    r4_results: str | None = None       # to an R4 store: "omit" (results left out) or "extensions"
 
     @property
     def counts(self) -> dict[str, int]:
@@ -57,5 +58,6 @@ class PushReport:
                 "counts": self.counts, "resources": self.resources, "transactions": self.transactions,
                 "seconds": round(self.seconds, 3), "idsKept": self.ids_kept,
                 **({"stopped": self.stopped} if self.stopped else {}),
+                **({"r4Results": self.r4_results} if self.r4_results else {}),
                 "resourcesPerSecond": round(sent / self.seconds, 1) if self.seconds else None,
                 "trials": [t.to_dict() for t in self.trials]}
