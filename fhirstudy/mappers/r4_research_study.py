@@ -161,6 +161,7 @@ def research_study(study: dict, eligibility: dict | None) -> list[dict]:
         "resourceType": "ResearchStudy",
         "id": sid,
         "meta": meta,
+        "text": study.get("text"),
         "contained": study.get("contained", []),
         "extension": _study_extensions(study),
         "identifier": study.get("identifier", []),

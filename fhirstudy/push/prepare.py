@@ -1,7 +1,8 @@
 """Preparing a trial for a store: down-converted to R4 when the store speaks R4, every resource
-with a business identifier (``urn:fhirstudy:resource-id|<stable id>`` where it has none; a
-``meta.tag`` for types with no identifier element), and the content hash the journal keeps.
-Pure functions: no HTTP."""
+with its narrative (the resources R4 adds get theirs here) or, asked so, with none
+(``push --no-narrative``), every resource with a business identifier
+(``urn:fhirstudy:resource-id|<stable id>`` where it has none; a ``meta.tag`` for types with no
+identifier element), and the content hash the journal keeps. Pure functions: no HTTP."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import orjson
 
 from ..mappers.r4 import to_r4
+from ..narrative import add_narratives, strip_narratives
 
 RESOURCE_ID_SYSTEM = "urn:fhirstudy:resource-id"
 NO_IDENTIFIER = frozenset({"Provenance"})   # types with no identifier element (R4 and R5)
@@ -72,11 +74,15 @@ def content_hash(resources: list[dict], fhir_version: str) -> str:
     return digest.hexdigest()
 
 
-def prepare_trial(resources: list[dict], fhir_version: str, source: str | None = None) -> PreparedTrial:
-    """A trial's R5 resources (ResearchStudy first) made ready for a store of ``fhir_version``."""
+def prepare_trial(resources: list[dict], fhir_version: str, source: str | None = None,
+                  narrative: bool = True) -> PreparedTrial:
+    """A trial's R5 resources (ResearchStudy first) made ready for a store of ``fhir_version``:
+    with ``narrative`` every resource has its ``text`` (those without one, such as what the R4
+    conversion adds or a store loaded before narratives, get it), without it none has one."""
     left_out: list[dict] = []
     converted = (to_r4(resources, left_out) if fhir_version == "4.0"
                  else orjson.loads(orjson.dumps(resources)))  # a deep copy
+    converted = add_narratives(converted, only_missing=True) if narrative else strip_narratives(converted)
     converted = with_identifiers(converted)
     return PreparedTrial(converted[0]["id"], converted, content_hash(converted, fhir_version), source,
                          left_out_note(left_out))
