@@ -9,13 +9,14 @@ running into its busy timeout.
 """
 from __future__ import annotations
 
+from .narrative import add_narratives
 from .terminology import condition_code_system, subtype_code_system
 
 
 def reference_resources() -> list[dict]:
     """Resources every fhirstudy store holds whatever was loaded: the condition and subtype
-    CodeSystems."""
-    return [condition_code_system(), subtype_code_system()]
+    CodeSystems, each with its narrative."""
+    return add_narratives([condition_code_system(), subtype_code_system()])
 
 
 def load_reference_resources(store) -> None:

@@ -1,4 +1,5 @@
-"""The conversion pipeline, one record at a time: source record -> Trial -> resources -> validation.
+"""The conversion pipeline, one record at a time: source record -> Trial -> resources -> narratives
+-> validation.
 
 ``convert(inputs)`` yields one ``Converted`` per source record: the validated transaction Bundle,
 or the problems that stopped it. Nothing here writes files or touches a database; the CLI and the
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from .errors import Problem, ValidationFailed
 from .mappers import map_trial
+from .narrative import add_bundle_narratives
 from .sources import FhirDocument, PendingRecord, RawRecord, Record, Skipped, iter_raw, load_record, read_pending
 from .sources._boundary import failure_reason
 from .validation import validate_bundle
@@ -89,7 +91,7 @@ def _convert(record: Record | RawRecord, encode: Encode | None) -> Converted:
     record = load_record(record)
     if record.trial is None:
         return Converted(record.file, record.record, None, record.problems, record.unmapped)
-    bundle = map_trial(record.trial)
+    bundle = add_bundle_narratives(map_trial(record.trial))  # every resource written has its text
     try:
         validate_bundle(bundle)
     except ValidationFailed as exc:

@@ -323,3 +323,30 @@ def test_killed_push_resumes_exactly_once(peer_r5, all_trials, tmp_path):
     client.close()
     assert Counter({t: len(v) for t, v in stored.items()}) == per_type
     assert all(r["meta"]["versionId"] == "1" for v in stored.values() for r in v), "nothing re-versioned"
+
+
+# ---------------------------------------------------------------------------------------------
+# narratives (#17): kept by default, left out with --no-narrative
+
+
+@pytest.mark.parametrize("peer", ["peer_r4", "peer_r5"])
+def test_cli_push_no_narrative_sends_no_text_and_the_default_keeps_it(peer, request, tmp_path):
+    target = request.getfixturevalue(peer)
+    target.wipe()
+    argv = ["push", str(sample_inputs()[0]), "-q", "--to", target.url, "--report", str(tmp_path / "r.json")]
+    client = FhirClient(target.url)
+    types = ["ResearchStudy", "PlanDefinition", "EvidenceVariable", "Location", "Provenance", "Group",
+             "Organization"]
+    try:
+        assert cli.main([*argv, "--no-narrative"]) == 0
+        stored = [r for rs in _everything(client, types).values() for r in rs]
+        assert len(stored) > 20 and not [r["id"] for r in stored if "text" in r]
+
+        assert cli.main(argv) == 0  # the default: every resource gets its text (an update)
+        assert json.loads((tmp_path / "r.json").read_text())["counts"]["updated"] == 5
+        stored = [r for rs in _everything(client, types).values() for r in rs]
+        assert stored and [r["id"] for r in stored if r.get("text", {}).get("status") != "generated"] == []
+        assert all(r["text"]["div"].startswith('<div xmlns="http://www.w3.org/1999/xhtml">') for r in stored)
+        assert {r["resourceType"] for r in stored} >= {"ResearchStudy", "Location", "Provenance"}
+    finally:
+        client.close()

@@ -53,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--private-key", metavar="KEY.pem", help="SMART Backend Services private key (RSA: RS384, EC: ES384)")
     p.add_argument("--token-url", metavar="URL", type=url, help="SMART Backend Services token endpoint")
     p.add_argument("--scope", default="system/*.write", help="SMART scope to ask for (default system/*.write)")
+    p.add_argument("--no-narrative", action="store_true",
+                   help="send resources without their generated text (for a store that does not want them)")
     p.add_argument("--dry-run", action="store_true", help="read the server and report what would change; write nothing")
     p.add_argument("--resume", metavar="JOURNAL", help="journal file (SQLite): skip what arrived, record what arrives")
     p.add_argument("--report", metavar="FILE", help="write the run's report as JSON")
@@ -117,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
                               file=sys.stderr)
 
                 pusher = Pusher(client, version, journal, dry_run=args.dry_run, on_trial=on_trial,
-                                chunk_trials=args.chunk, client_ids=PUSH_IDS[args.ids], r4_results=args.r4_results)
+                                chunk_trials=args.chunk, client_ids=PUSH_IDS[args.ids], r4_results=args.r4_results,
+                                narrative=not args.no_narrative)
                 pusher.run(trials, jobs=args.jobs)
         except AuthenticationFailed as exc:
             stopped = exc

@@ -203,6 +203,7 @@ def to_r4(ev: dict, context: R4Context | None = None) -> dict:
         "resourceType": "EvidenceVariable",
         "id": ev["id"],
         "meta": ev.get("meta"),
+        "text": ev.get("text"),
         "extension": [e for e in [ext(extension_url(f"{base}.actual"), "Boolean", ev.get("actual"))] if e],
         "identifier": ev.get("identifier", []),
         "title": ev.get("title"),

@@ -165,6 +165,7 @@ def research_study(study: dict, eligibility: dict | None, with_results: bool = F
         "resourceType": "ResearchStudy",
         "id": sid,
         "meta": meta,
+        "text": study.get("text"),
         "contained": study.get("contained", []),
         "extension": _study_extensions(study, with_results),
         "identifier": study.get("identifier", []),

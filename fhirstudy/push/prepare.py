@@ -1,8 +1,9 @@
 """Preparing a trial for a store: down-converted to R4 when the store speaks R4 (its results left
-out, or in cross-version extensions with ``r4_results="extensions"``), every resource with a
-business identifier (``urn:fhirstudy:resource-id|<stable id>`` where it has none; a ``meta.tag``
-for types with no identifier element, or only one, as R4 Composition), and the content hash the
-journal keeps. Pure functions: no HTTP."""
+out, or in cross-version extensions with ``r4_results="extensions"``), every resource with its
+narrative (the resources R4 adds get theirs here) or, asked so, with none (``push
+--no-narrative``), every resource with a business identifier (``urn:fhirstudy:resource-id|<stable
+id>`` where it has none; a ``meta.tag`` for types with no identifier element, or only one, as R4
+Composition), and the content hash the journal keeps. Pure functions: no HTTP."""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import orjson
 
 from ..mappers.r4 import extension_url, to_r4
+from ..narrative import add_narratives, strip_narratives
 
 RESOURCE_ID_SYSTEM = "urn:fhirstudy:resource-id"
 NO_IDENTIFIER = frozenset({"Provenance"})   # types with no identifier element (R4 and R5)
@@ -78,15 +80,18 @@ def content_hash(resources: list[dict], fhir_version: str) -> str:
 
 
 def prepare_trial(resources: list[dict], fhir_version: str, source: str | None = None,
-                  r4_results: str = "omit") -> PreparedTrial:
+                  r4_results: str = "omit", narrative: bool = True) -> PreparedTrial:
     """A trial's R5 resources (ResearchStudy first) made ready for a store of ``fhir_version``;
-    ``r4_results`` says what an R4 store gets of the results ("omit", or "extensions")."""
+    ``r4_results`` says what an R4 store gets of the results ("omit", or "extensions"); with
+    ``narrative`` every resource has its ``text`` (those without one, such as what the R4
+    conversion adds or a store loaded before narratives, get it), without it none has one."""
     left_out: list[dict] = []
     if fhir_version == "4.0":
         converted = to_r4(resources, left_out, results=r4_results)
         note = left_out_note(left_out) if r4_results == "omit" else extensions_note(resources)
     else:
         converted, note = orjson.loads(orjson.dumps(resources)), None  # a deep copy
+    converted = add_narratives(converted, only_missing=True) if narrative else strip_narratives(converted)
     converted = with_identifiers(converted, fhir_version)
     return PreparedTrial(converted[0]["id"], converted, content_hash(converted, fhir_version), source, note)
 

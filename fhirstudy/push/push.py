@@ -6,7 +6,8 @@
 For each chunk of trials (a chunk never splits a trial):
 
 1. **prepare**: down-convert to R4 when the store speaks R4 (:mod:`fhirstudy.mappers.r4`; the
-   results left out, or sent in cross-version extensions with ``r4_results="extensions"``); give
+   results left out, or sent in cross-version extensions with ``r4_results="extensions"``); keep
+   every resource's narrative (``text``; ``narrative=False``, ``push --no-narrative``, sends none); give
    every resource a business identifier (the ResearchStudy keeps its registry identifier; the
    resources that hang off it get ``urn:fhirstudy:resource-id|<stable id>``); hash the content.
    A trial whose hash the journal already holds for this store is not sent at all.
@@ -73,8 +74,10 @@ class Pusher:
                  dry_run: bool = False, chunk_trials: int = DEFAULT_CHUNK_TRIALS,
                  chunk_entries: int = DEFAULT_CHUNK_ENTRIES, conditional: bool | None = None,
                  client_ids: bool | None = None, on_trial: Callable[[TrialResult], None] | None = None,
-                 after_chunk: Callable[[list[TrialResult]], None] | None = None, r4_results: str = "omit"):
+                 after_chunk: Callable[[list[TrialResult]], None] | None = None, r4_results: str = "omit",
+                 narrative: bool = True):
         self.client = client
+        self.narrative = narrative  # False: send every resource without its text (push --no-narrative)
         self.fhir_version = fhir_version or client.fhir_version()
         self.r4_results = r4_results  # what an R4 store gets of the results: "omit" or "extensions"
         self.journal = journal
@@ -277,7 +280,8 @@ class Pusher:
         """Push every trial (its R5 resources, ResearchStudy first); the report. AuthenticationFailed
         stops the run at the first refusal (``self.report`` holds what was done and why it stopped)."""
         started = time.perf_counter()
-        prepared = (prepare_trial(t, self.fhir_version, r4_results=self.r4_results) for t in trials)
+        prepared = (prepare_trial(t, self.fhir_version, r4_results=self.r4_results, narrative=self.narrative)
+                    for t in trials)
         try:
             if jobs <= 1:
                 for chunk in self.chunks(prepared):
