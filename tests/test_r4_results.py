@@ -111,7 +111,7 @@ def test_every_r5_element_of_the_results_is_in_r4_or_recoverable(trials):
         for r5 in results:
             got = r4[(r5["resourceType"], r5["id"])]
             for key, value in r5.items():
-                if key in ("resourceType", "id", "meta") or key in same[r5["resourceType"]]:
+                if key in ("resourceType", "id", "meta", "text") or key in same[r5["resourceType"]]:
                     assert got.get(key) == value, (r5["id"], key)
                 elif key == "membership":
                     assert got["actual"] is (value == "enumerated")

@@ -33,7 +33,7 @@ EVIDENCE_SAME = ("url", "identifier", "version", "name", "title", "status", "dat
                  "publisher", "contact", "author", "editor", "reviewer", "endorser", "copyright",
                  "approvalDate", "lastReviewDate", "effectivePeriod")
 COMPOSITION_SAME = ("status", "type", "category", "encounter", "date", "author", "title", "custodian", "section")
-HEAD = ("resourceType", "id", "meta", "contained")
+HEAD = ("resourceType", "id", "meta", "text", "contained")  # R4 has text (the narrative) as R5 does
 EXPOSURE_ROLES = ("exposure", "referenceExposure")
 
 
@@ -51,7 +51,7 @@ def _carry(resource: dict, same: tuple[str, ...], handled: tuple[str, ...]) -> t
 
 
 def _head(resource: dict) -> dict:
-    return {k: resource[k] for k in ("resourceType", "id", "meta") if k in resource}
+    return {k: resource[k] for k in ("resourceType", "id", "meta", "text") if k in resource}
 
 
 def group_variable(group: dict) -> dict:

@@ -92,7 +92,9 @@ def evidence(e: dict, context) -> str:
 
 def composition(c: dict, context) -> str:
     """A report: its title, type, status, date and subject, then its sections (entries counted)."""
-    subject = "; ".join(s.get("display") or s.get("reference", "") for s in c.get("subject", ()))
+    subjects = c.get("subject") or ()
+    subjects = [subjects] if isinstance(subjects, dict) else subjects  # R4: one Reference
+    subject = "; ".join(s.get("display") or s.get("reference", "") for s in subjects)
     sections = []
     for s in c.get("section", ())[:MAX_SECTIONS]:
         n = len(s.get("entry", ()))
