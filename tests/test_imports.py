@@ -40,6 +40,7 @@ MAY_IMPORT = {
     "matching": FOUNDATION | {"search"},
     "export": FOUNDATION | {"search", "store", "service"},
     "server": FOUNDATION | {"search", "store", "service", "validation", "matching", "export"},
+    "pages": FOUNDATION | {"search", "store", "service", "validation", "matching", "export", "server"},
     "push": FOUNDATION | {"trial", "mappers", "eligibility", "search", "store", "service"},
     "pipeline": FOUNDATION | {"trial", "sources", "mappers", "eligibility", "validation"},
     "importer": FOUNDATION | {"trial", "sources", "search", "store", "service", "validation", "server"},
@@ -54,6 +55,7 @@ LIBRARIES_KEPT_OUT = {
     "trial": NO_WEB | NO_SQL, "sources": NO_WEB | NO_SQL, "mappers": NO_WEB | NO_SQL,
     "validation": NO_WEB | NO_SQL, "eligibility": NO_WEB | NO_SQL, "search": NO_WEB | NO_SQL,
     "matching": NO_WEB | NO_SQL,
+    "pages": NO_SQL,
     "config": NO_WEB | NO_SQL,
     "store": NO_WEB, "service": NO_WEB, "export": NO_WEB, "ctgov": NO_WEB - {"requests"},
 }

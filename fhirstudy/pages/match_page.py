@@ -1,0 +1,2 @@
+"""stub"""
+FORM_TYPES = ()
