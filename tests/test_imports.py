@@ -55,7 +55,6 @@ LIBRARIES_KEPT_OUT = {
     "trial": NO_WEB | NO_SQL, "sources": NO_WEB | NO_SQL, "mappers": NO_WEB | NO_SQL,
     "validation": NO_WEB | NO_SQL, "eligibility": NO_WEB | NO_SQL, "search": NO_WEB | NO_SQL,
     "matching": NO_WEB | NO_SQL,
-    "pages": NO_SQL,
     "config": NO_WEB | NO_SQL,
     "store": NO_WEB, "service": NO_WEB, "export": NO_WEB, "ctgov": NO_WEB - {"requests"},
 }
