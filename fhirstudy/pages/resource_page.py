@@ -7,7 +7,7 @@ import orjson
 from flask import Response, render_template, request
 
 from fhirstudy.errors import NotFound
-from fhirstudy.pages.search_page import _relative
+from fhirstudy.pages.search_page import relative_link
 from fhirstudy.server.capability import capability_statement
 from fhirstudy.server.routes import base_url, get_service, get_store
 
@@ -48,7 +48,7 @@ def render_search(rtype: str) -> Response:
         matches.append({"url": f"/{resource.get('resourceType')}/{resource.get('id')}", "mode": entry["search"]["mode"],
                         "label": label if isinstance(label, str) else resource.get("id", ""),
                         "type": resource.get("resourceType", "")})
-    links = {link["relation"]: _relative(link["url"], []) for link in bundle.get("link") or []}
+    links = {link["relation"]: relative_link(link["url"], []) for link in bundle.get("link") or []}
     return Response(render_template("resource_search.html", rtype=rtype, total=bundle.get("total"), matches=matches,
-                                    links=links, json_url=_relative(links.get("self", ""), [("_format", "json")])),
+                                    links=links, json_url=relative_link(links.get("self", ""), [("_format", "json")])),
                     mimetype="text/html")

@@ -85,9 +85,9 @@ def render_search() -> Response:
                 "phase": present.phase(s), "status": present.recruitment_status(s), "sponsor": present.sponsor(s),
                 "sites": len(s.get("site") or []), "nearest": nearest.get(s["id"])} for s in studies]
     keep_format = [("_format", v) for k, v in args if k == "_format"]
-    links = {link["relation"]: _relative(link["url"], keep_format) for link in bundle.get("link") or []}
+    links = {link["relation"]: relative_link(link["url"], keep_format) for link in bundle.get("link") or []}
     return _page(form=_form(args), results={"total": bundle.get("total"), "studies": results, "links": links,
-                                            "near": near, "json": _relative(links.get("self", ""), [("_format", "json")])})
+                                            "near": near, "json": relative_link(links.get("self", ""), [("_format", "json")])})
 
 
 def _page(form: dict, results: dict | None, error: str | None = None, status: int = 200) -> Response:
@@ -165,7 +165,7 @@ def _nearest_sites(studies: list[dict], near: dict) -> dict[str, dict]:
     return out
 
 
-def _relative(url: str, extra: list[tuple[str, str]]) -> str:
+def relative_link(url: str, extra: list[tuple[str, str]]) -> str:
     """A link of the searchset as a path and query on this server (``extra`` parameters added)."""
     if not url:
         return ""
