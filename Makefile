@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 DB     ?= sqlite:///$(CURDIR)/fhirstudy.db
 PEER_DIR ?= $(CURDIR)/../shared/peer-fhir
 
-.PHONY: run test fuzz install install-test load serve bench clean
+.PHONY: run test fuzz install install-test load serve bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,16 @@ run: install
 ## make test: install with the test extra, then the whole suite (SQLite, PostgreSQL, real HTTP, peer validator),
 ## in TEST_WORKERS processes (pytest-xdist; each starts its own PostgreSQL and peer server)
 TEST_WORKERS ?= 2
-test: install-test
+test: install-test chromium
 	FHIRSTUDY_PEER_DIR='$(PEER_DIR)' $(BIN)/python -m pytest -n $(TEST_WORKERS)
+
+## the browser tests drive Debian's chromium (never `playwright install`): installed when missing
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium || echo "could not install chromium: the browser tests will skip"; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get install -y chromium || echo "could not install chromium: the browser tests will skip"; \
+	  else echo "/usr/bin/chromium is missing and neither root nor sudo is here: install chromium (apt-get install chromium), or the browser tests skip"; fi; \
+	fi
 
 ## make fuzz: the property-based fuzz test run long (random, shrinking failures), on SQLite and PostgreSQL
 FUZZ_EXAMPLES ?= 20000

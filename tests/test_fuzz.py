@@ -6,7 +6,8 @@ mutated resources, batch and transaction Bundles, each with and without the writ
 answer must hold these properties:
 
 - the status is below 500, and no body carries a traceback;
-- every 4xx/5xx body is a JSON OperationOutcome whose issues all have a severity and a code;
+- every 4xx/5xx body is a JSON OperationOutcome whose issues all have a severity and a code (a
+  request that asks for HTML gets it as a page, fhirstudy.pages, saying what went wrong);
   so is the outcome of every failed entry of a batch-response, whose status is below 500 too;
 - a refused request (4xx) leaves the store as it was (write generation and history count);
 - a request without the write token never changes the store, whatever it asks.
@@ -172,7 +173,10 @@ def check(target: Target, request: Request) -> None:
         where += f"\nserver logged: {record.getMessage()}\n{logging.Formatter().formatException(record.exc_info) if record.exc_info else ''}"
     assert status < 500, f"server error{where}"
     assert b"Traceback (most recent call last)" not in body, f"a traceback in the body{where}"
-    if status >= 400 and request.method != "HEAD":
+    page = {k.lower(): v for k, v in headers.items()}.get("content-type", "").startswith("text/html")
+    if status >= 400 and request.method != "HEAD" and page:   # asked for HTML: the outcome as a page
+        assert b'role="alert"' in body, f"an error page that does not say what went wrong{where}"
+    elif status >= 400 and request.method != "HEAD":
         _assert_outcome(body, where)
     if status >= 400:
         assert after == before, f"a refused request changed the store {before} -> {after}{where}"

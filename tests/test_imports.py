@@ -41,6 +41,7 @@ MAY_IMPORT = {
     "matching": FOUNDATION | {"search"},
     "export": FOUNDATION | {"search", "store", "service"},
     "server": FOUNDATION | {"search", "store", "service", "validation", "matching", "export"},
+    "pages": FOUNDATION | {"search", "store", "service", "validation", "matching", "export", "server"},
     "push": FOUNDATION | {"trial", "mappers", "eligibility", "narrative", "search", "store", "service"},
     "pipeline": FOUNDATION | {"trial", "sources", "mappers", "eligibility", "narrative", "validation"},
     "importer": FOUNDATION | {"trial", "sources", "search", "store", "service", "validation", "server"},

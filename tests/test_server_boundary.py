@@ -286,7 +286,7 @@ REQUESTS = [
     ("DELETE", "/Location/" + "a" * 65, {}, 400, "not a FHIR id"),
     ("GET", "/Location/loc-1?_format=text/turtle", {}, 406, "_format"),
     ("GET", "/_history?_format=%FF", {}, 406, "_format"),
-    ("GET", "/Location/loc-1", {"Accept": "text/html"}, 406, "text/html"),
+    ("GET", "/Location/loc-1", {"Accept": "image/png"}, 406, "image/png"),   # text/html is a page (test_pages)
     ("POST", "/Location", {"If-None-Exist": "&&=%%%"}, 400, ""),
     ("POST", "/Location", {"If-None-Exist": "bogus-param=1"}, 400, "bogus-param"),
     ("PATCH", "/Location/loc-1", {}, 405, "not allowed"),

@@ -19,7 +19,9 @@ Blueprints: ``routes`` (metadata, read, search), ``history`` (history, vread; 30
 and ``write`` (create, update, delete, conditional ones, transaction/batch, ``$validate``), and
 ``operations`` (``ResearchStudy/$match``, the OperationDefinitions), and ``bulk`` (Bulk Data
 ``$export``: kick-off, status, files; its jobs kept in the database, :mod:`fhirstudy.export`).
-The ``EXPORT_*`` keys are described in :mod:`fhirstudy.server.bulk`.
+The ``EXPORT_*`` keys are described in :mod:`fhirstudy.server.bulk`.  The web pages
+(:mod:`fhirstudy.pages`: the same searches and reads as HTML, for a request that asks for HTML)
+are registered last.
 """
 from __future__ import annotations
 
@@ -49,6 +51,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(history.bp)
     app.register_blueprint(write.bp)
     history.init_app(app)
+    from fhirstudy import pages   # downstream of the server: imported here only (pages use its helpers)
+
+    pages.init_app(app)
     return app
 
 
