@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from _peer_fixtures import PEER_DIR, all_trials  # noqa: F401
+from _references import references
 from fhirstudy.mappers.r4 import extension_url, to_r4
 from fhirstudy.terminology import CONDITION_ANCESTOR_URL
 
@@ -37,25 +38,13 @@ def test_status_from_progress_state(state, status):
     assert to_r4([study])[0]["status"] == status
 
 
-def _refs(node):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == "reference" and isinstance(v, str):
-                yield v
-            else:
-                yield from _refs(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _refs(v)
-
-
 def test_r4_shape_is_faithful(all_trials):
     for trial in all_trials:
         r4 = to_r4(trial)
         study = r4[0]
         assert study["status"] in R4_STATUSES
         keys = {f"{r['resourceType']}/{r['id']}" for r in r4}
-        for ref in _refs(r4):  # every literal reference points inside the trial (or at a contained one)
+        for ref in references(r4):  # every literal reference points inside the trial (or at a contained one)
             assert ref.startswith("#") or ref in keys, ref
         r5 = trial[0]
         ext = {e["url"] for e in study.get("extension", [])}

@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 
 from _peer_fixtures import peer_r4  # noqa: F401
+from _references import references
 from conftest import SAMPLES
 from fhirstudy import cli, mappings
 from fhirstudy.mappers import ids
@@ -58,18 +59,6 @@ def recovered(resource: dict, element: str) -> list:
     """Every value of R5 ``<Type>.<element>`` carried in the resource's cross-version extensions."""
     path = f"{resource['resourceType']}.{element}"
     return [decode(path, e) for e in resource.get("extension", []) if e["url"] == extension_url(path)]
-
-
-def _refs(node):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == "reference" and isinstance(v, str):
-                yield v
-            else:
-                yield from _refs(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _refs(v)
 
 
 ELEMENT_CASES = [  # (R5 path, value, the cross-version extension)
@@ -127,7 +116,7 @@ def test_r4_evidence_references_r4_evidence_variables(trials):
     for resources in trials.values():
         r4 = to_r4(resources, results="extensions")
         held = {f"{r['resourceType']}/{r['id']}": r for r in r4}
-        for ref in _refs(r4):
+        for ref in references(r4):
             assert ref.startswith("#") or ref in held, ref
         for ev in (r for r in r4 if r["resourceType"] == "Evidence"):
             for ref in [ev["exposureBackground"], *ev.get("exposureVariant", []), *ev.get("outcome", [])]:
