@@ -82,6 +82,12 @@ def test_convert_and_serve_from_the_wheel(installed, tmp_path):
                 time.sleep(0.2)
         assert response.status == 200
         assert orjson.loads(response.read())["total"] == len(bundles)
+        for path, kind in (("/", "text/html"), ("/_pages/static/pages.css", "text/css")):  # the pages' package data
+            conn.request("GET", path, headers={"Accept": "text/html,*/*;q=0.8"})
+            page = conn.getresponse()
+            body = page.read()
+            assert page.status == 200 and page.getheader("Content-Type", "").startswith(kind), (path, page.status)
+            assert body.strip(), path
         conn.close()
     finally:
         server.terminate()
