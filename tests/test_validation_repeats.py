@@ -1,6 +1,7 @@
 """The verdict cache of ``fhirstudy.validation.repeats`` never says "clean" of a document the exact
-checks would fault: every break of a name, of the structure or of the Python types is caught, a
-random mutation never slips through, and the names it sets aside are typed as the models type them.
+checks would fault: every break of a value, of the structure or of the Python types is caught, a
+random mutation never slips through, the values it sets aside are typed as the models type them,
+and documents that differ only in their values share one verdict.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from conftest import SAMPLES
 from fhirstudy.errors import ValidationFailed
 from fhirstudy.limits import MAX_JSON_DEPTH
 from fhirstudy.pipeline import convert
-from fhirstudy.validation import checks, repeats, validate_bundle, validate_resource
+from fhirstudy.validation import checks, repeats, shapes, validate_bundle, validate_resource
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,6 +101,24 @@ BROKEN = [
     ("an entry resource nested too deep", lambda b: _first(b, "Location").update(
         extension=[_deep(MAX_JSON_DEPTH // 2 - 2)])),
     ("status not in the value set", lambda b: _first(b, "Location").update(status="bogus")),
+    ("a bound code of a Bundle entry changed", lambda b: b["entry"][1]["request"].update(method="FETCH")),
+    ("a date that is no day of the calendar", lambda b: _first(b, "ResearchStudy")["period"].update(start="2023-02-30")),
+    ("a date of the wrong form", lambda b: _first(b, "ResearchStudy")["period"].update(start="June 2004")),
+    ("a count below zero", lambda b: _first(b, "ResearchStudy")["recruitment"].update(actualNumber=-1)),
+    ("a count as a fraction", lambda b: _first(b, "ResearchStudy")["recruitment"].update(actualNumber=1.5)),
+    ("a count as text", lambda b: _first(b, "ResearchStudy")["recruitment"].update(actualNumber="31")),
+    ("a count as a boolean", lambda b: _first(b, "ResearchStudy")["recruitment"].update(actualNumber=True)),
+    ("a count beyond 32 bits", lambda b: _first(b, "ResearchStudy")["recruitment"].update(actualNumber=2 ** 40)),
+    ("a title as a number", lambda b: _first(b, "ResearchStudy").update(title=5)),
+    ("a title as a list", lambda b: _first(b, "ResearchStudy").update(title=["x"])),
+    ("an empty title", lambda b: _first(b, "ResearchStudy").update(title="")),
+    ("a title with a control character", lambda b: _first(b, "ResearchStudy").update(title="a\x0bb")),
+    ("a latitude of infinity", lambda b: _first(b, "Location").update(
+        position={"latitude": float("inf"), "longitude": 2.0})),
+    ("a narrative without its div", lambda b: _first(b, "ResearchStudy")["text"].pop("div")),
+    ("a narrative status not in the value set", lambda b: _first(b, "ResearchStudy")["text"].update(status="made")),
+    ("a contained resource with a bad id", lambda b: _first(b, "ResearchStudy").update(
+        contained=[{"resourceType": "Practitioner", "id": "a b", "name": [{"text": "x"}]}])),
 ]
 
 
@@ -115,6 +134,20 @@ def test_a_broken_document_is_never_called_clean(sample, name, change):
     with pytest.raises(ValidationFailed) as info:
         validate_bundle(broken)
     assert [(i.field, i.reason) for i in info.value.issues] == [(i.field, i.reason) for i in exact]
+
+
+def test_objects_json_cannot_hold_get_no_fast_verdict(sample):
+    """A key that is not a string, a str subclass: the exact checks see Python objects, so no
+    shape stands for them."""
+    study = copy.deepcopy(_first(sample, "ResearchStudy"))
+    fast = repeats.Repeats(repeats.VerdictCache())
+    assert fast.resource_is_clean(study)
+    for change in ({"period": {**study["period"], 1: "x"}}, {"title": _Text("x")}, {"period": _Mapping(study["period"])}):
+        assert not fast.resource_is_clean({**study, **change}), change
+
+
+class _Mapping(dict):
+    pass
 
 
 def test_a_broken_resource_on_its_own_is_never_called_clean(sample):
@@ -183,20 +216,46 @@ def _model_field(path: str):
         model = _unwrap(field.annotation).get_model_klass()
 
 
-def test_the_names_set_aside_are_typed_as_the_models_type_them():
-    rules = repeats._name_rules()
-    assert rules and set(rules) == set(repeats.NAMES)
+def test_the_values_set_aside_are_checked_as_the_models_type_them():
+    """Each primitive element's rule checks values with the model field's own type, and its
+    placeholder passes both the walk and the model; bound elements and booleans keep their values."""
+    checked = 0
     for path, element in checks._elements().items():
-        name = path.rsplit(".", 1)[1]
-        if name not in rules or "contentReference" in element:
+        types = element.get("types") or []
+        if "contentReference" in element or len(types) != 1 or not checks._is_primitive(types[0]):
             continue
-        type_code = element["types"][0]
-        if type_code not in rules[name][0]:
-            continue  # an object or a number there: the placeholder string is refused
+        ctx, key = path.rsplit(".", 1)
+        rule = shapes._primitive(ctx, key, path, types[0])
+        if path in checks._bindings() or types[0] == "boolean":
+            assert rule.placeholder is None, path
+            continue
+        if rule.placeholder is None:
+            continue
         annotation = _unwrap(_model_field(path).annotation)
-        # each value of the name is checked as every one of these types (BackboneElement.id is an
-        # id in the definitions and a string in the models: both are checked)
-        assert annotation in {repeats._PYDANTIC_TYPES[t] for t in rules[name][0]}, f"{path}: {annotation}"
+        assert shapes._field_annotation(ctx, key) == annotation, path
+        walker = checks._Walker()
+        walker.value(rule.placeholder, path, types[0], path)
+        assert walker.issues == [], path
+        checked += 1
+    assert checked > 200
+
+
+def test_documents_that_differ_only_in_values_share_one_verdict(bundles):
+    """The point of shapes: a trial like another, with other titles, dates, counts and names,
+    is validated from the cache (no new shape), and still exactly."""
+    bundle = max(bundles, key=lambda b: len(b["entry"]))
+    cache = repeats.VerdictCache()
+    fast = repeats.Repeats(cache)
+    assert fast.bundle_is_clean(bundle)
+    misses = cache.misses
+    changed = copy.deepcopy(bundle)
+    study = _first(changed, "ResearchStudy")
+    study.update(title="Another title", date="2021-03-04", period={"start": "2019-01", "end": "2022-12-31"})
+    study["recruitment"]["actualNumber"] = 7
+    study["text"]["div"] = '<div xmlns="http://www.w3.org/1999/xhtml"><p>Another title</p></div>'
+    assert checks.bundle_issues(changed) == []
+    assert fast.bundle_is_clean(changed)
+    assert cache.misses == misses, "a change of values alone made a new shape"
 
 
 @pytest.mark.parametrize("value", ["", " ", "a b", "abc", "abc\n", "é", "1", "a" * 64, "a" * 65, "2024-01", "x\x00"])

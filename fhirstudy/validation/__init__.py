@@ -9,8 +9,8 @@ required bindings, references inside a Bundle, the nesting depth and forbidden c
 (:mod:`.checks` says each).
 
 Every document is checked; what repeats is checked once: :mod:`.repeats` keeps the verdict of
-each distinct resource (its JSON with ids and references set aside, those checked one by one) per
-process, and answers only "clean" from it; anything else is checked again by :mod:`.checks`, so a
+each distinct shape (the resource with its primitive values set aside by :mod:`.shapes`, those
+checked in one batch per element type) per process, and answers only "clean" from it; anything else is checked again by :mod:`.checks`, so a
 document that fails gets exactly its problems. ``validate_resource`` and ``validate_bundle``
 collect every issue into one ``ValidationFailed``.
 
