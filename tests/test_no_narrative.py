@@ -1,6 +1,7 @@
 """``--no-narrative`` where fhirstudy writes converted trials: ``convert`` writes no resource ``text``
-(in one process and in worker processes, where the option has to travel), ``load`` stores none;
-without the flag every resource has one. Validation still runs on what is written."""
+(in one process and in worker processes, where the option has to travel), ``load`` stores none,
+``fetch`` writes none; without the flag every resource has one. (``sync --push-to``'s is in
+test_ctgov_sync.py.)"""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import orjson
 import pytest
 
 from conftest import SAMPLES, SEEDS
+from ctgov_standin import Registry, serve
 from fhirstudy.cli import EXIT_OK, main
 from fhirstudy.store import open_store
 
@@ -54,7 +56,19 @@ def test_load_no_narrative_stores_converted_trials_without_text(tmp_path, capsys
     assert [r["id"] for r in studies + sites if "text" in r] == []
 
 
-@pytest.mark.parametrize("command", ["convert", "load", "push", "sync"])
+def test_fetch_no_narrative_writes_no_text(tmp_path, capsys):
+    with serve(Registry.replicated(40, seed=3)) as api:
+        for flags, name in (([], "plain"), (["--no-narrative", "--jobs", "2"], "bare")):
+            code = main(["fetch", "--api", api, "--interval", "0.001", "--term", "study", "-q",
+                         "-o", str(tmp_path / f"{name}.ndjson"), *flags])
+            assert code == EXIT_OK, capsys.readouterr().err
+    plain, bare = ([e["resource"] for line in (tmp_path / f"{n}.ndjson").read_text().splitlines()
+                    for e in json.loads(line)["entry"]] for n in ("plain", "bare"))
+    assert len(plain) > 40 and all("text" in r for r in plain)
+    assert bare == [{k: v for k, v in r.items() if k != "text"} for r in plain]
+
+
+@pytest.mark.parametrize("command", ["convert", "load", "fetch", "push", "sync"])
 def test_help_says_what_no_narrative_does(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])

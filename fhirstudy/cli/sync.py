@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.show_status:
         return _show_status(args)
     if args.no_narrative and not args.push_to:
-        raise UsageError("--no-narrative is what --push-to sends: give --push-to too")
+        raise UsageError("--no-narrative says what --push-to sends: give --push-to too")
     queries = _queries(args)
     store = open_db(args.db)
     client = client_from(args)
