@@ -8,7 +8,8 @@ loader consume the stream.
 With ``jobs`` > 1 this process only cuts the input into records (``PendingRecord``: a line, an
 XML record's bytes, a CSV row) and hands chunks of them to worker processes, which read, check,
 map, validate and (given ``encode``) serialise each record; results come back in input order, as
-bytes when they were encoded, so little but bytes crosses between processes.
+bytes when they were encoded, so little but bytes crosses between processes. The options a worker
+needs (``encode``, ``narrative``) travel with each chunk, as arguments of :func:`_convert_chunk`.
 """
 from __future__ import annotations
 
@@ -65,9 +66,9 @@ Encode = Callable[[dict], bytes]  # a Bundle -> the bytes an output writes (a mo
 
 
 def convert_record(record: Record | RawRecord | PendingRecord | Skipped | FhirDocument,
-                   encode: Encode | None = None) -> Converted | FhirDocument:
+                   encode: Encode | None = None, narrative: bool = True) -> Converted | FhirDocument:
     """Read (a PendingRecord), check (schema), map and validate one record, and with ``encode``
-    serialise its Bundle. Never raises: whatever goes wrong inside one record (a bug, a value no
+    serialise its Bundle; ``narrative=False`` leaves every resource without its ``text``. Never raises: whatever goes wrong inside one record (a bug, a value no
     rule foresaw) is that record's error Problem, so the other records still convert, in this
     process or a worker.  A FHIR document (read with ``fhir=True``) is passed on as it is: it is
     validated where it is written, like every write."""
@@ -79,7 +80,7 @@ def convert_record(record: Record | RawRecord | PendingRecord | Skipped | FhirDo
     if isinstance(record, PendingRecord):
         record, ends_file = read_pending(record)
     try:
-        converted = _convert(record, encode)
+        converted = _convert(record, encode, narrative)
     except Exception as exc:  # noqa: BLE001 - the boundary of one record: nothing may escape it
         problems = [*record.problems, Problem(failure_reason(exc))]
         converted = Converted(record.file, record.record, None, tuple(
@@ -87,11 +88,13 @@ def convert_record(record: Record | RawRecord | PendingRecord | Skipped | FhirDo
     return dataclasses.replace(converted, ends_file=True) if ends_file else converted
 
 
-def _convert(record: Record | RawRecord, encode: Encode | None) -> Converted:
+def _convert(record: Record | RawRecord, encode: Encode | None, narrative: bool = True) -> Converted:
     record = load_record(record)
     if record.trial is None:
         return Converted(record.file, record.record, None, record.problems, record.unmapped)
-    bundle = add_bundle_narratives(map_trial(record.trial))  # every resource written has its text
+    bundle = map_trial(record.trial)
+    if narrative:  # every resource written has its text, unless asked for none (convert --no-narrative)
+        bundle = add_bundle_narratives(bundle)
     try:
         validate_bundle(bundle)
     except ValidationFailed as exc:
@@ -105,7 +108,8 @@ def _convert(record: Record | RawRecord, encode: Encode | None) -> Converted:
 
 
 def convert(inputs: Iterable[str | Path], format: str | None = None, jobs: int = 1,
-            unmapped: bool = True, fhir: bool = False, encode: Encode | None = None) -> Iterator[Converted | FhirDocument]:
+            unmapped: bool = True, fhir: bool = False, encode: Encode | None = None,
+            narrative: bool = True) -> Iterator[Converted | FhirDocument]:
     """Convert every record of the inputs (files or folders), in order, streaming.
 
     The input is cut into records in this process (one pass, bounded memory); with ``jobs`` > 1
@@ -114,28 +118,31 @@ def convert(inputs: Iterable[str | Path], format: str | None = None, jobs: int =
     listing of source fields not mapped. ``fhir=True`` passes the documents of FHIR JSON files on
     as ``FhirDocument`` (``load``). With ``encode`` (e.g. an output's ``encode``) each converted
     record carries its Bundle as those bytes (``Converted.encoded``) instead of the dict.
+    ``narrative=False`` writes the resources without their generated ``text``.
     """
     return convert_records(iter_raw(inputs, format=format, unmapped=unmapped, fhir=fhir, deferred=True), jobs,
-                           encode)
+                           encode, narrative)
 
 
 def convert_records(records: Iterable[Record | RawRecord | PendingRecord | Skipped | FhirDocument],
-                    jobs: int = 1, encode: Encode | None = None) -> Iterator[Converted | FhirDocument]:
+                    jobs: int = 1, encode: Encode | None = None,
+                    narrative: bool = True) -> Iterator[Converted | FhirDocument]:
     """Convert records read elsewhere (``fhirstudy.ctgov`` reads them from the API), in order,
     streaming, in ``jobs`` processes as :func:`convert` does."""
-    return _until_files_end(_converted(records, jobs, encode))
+    return _until_files_end(_converted(records, jobs, encode, narrative))
 
 
-def _converted(records: Iterable, jobs: int, encode: Encode | None) -> Iterator[Converted | FhirDocument]:
+def _converted(records: Iterable, jobs: int, encode: Encode | None,
+               narrative: bool = True) -> Iterator[Converted | FhirDocument]:
     if jobs <= 1:
-        yield from (convert_record(r, encode) for r in records)
+        yield from (convert_record(r, encode, narrative) for r in records)
         return
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     with ctx.Pool(jobs) as pool:
         # Pool.imap would read the whole input ahead; a window of chunks in flight bounds memory.
         pending: deque = deque()
         for chunk in _chunks(records, CHUNK):
-            pending.append(pool.apply_async(_convert_chunk, (chunk, encode)))
+            pending.append(pool.apply_async(_convert_chunk, (chunk, encode, narrative)))
             if len(pending) >= jobs * IN_FLIGHT:
                 yield from pending.popleft().get()
         while pending:
@@ -169,5 +176,5 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
 
 
 def _convert_chunk(records: list[Record | RawRecord | PendingRecord | Skipped | FhirDocument],
-                   encode: Encode | None = None) -> list[Converted | FhirDocument]:
-    return [convert_record(r, encode) for r in records]
+                   encode: Encode | None = None, narrative: bool = True) -> list[Converted | FhirDocument]:
+    return [convert_record(r, encode, narrative) for r in records]

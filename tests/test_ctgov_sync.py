@@ -15,7 +15,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from _peer_fixtures import peer_r4, peer_r5  # noqa: F401
+from _peer_fixtures import own_server, peer_r4, peer_r5  # noqa: F401
 from ctgov_standin import Registry, serve
 from fhirstudy.cli import EXIT_OK, EXIT_USAGE, main
 from fhirstudy.store import open_store
@@ -222,6 +222,43 @@ def test_sync_pushes_only_the_trials_that_changed(registry, tmp_path, capsys, re
     try:
         [study] = client.search("ResearchStudy", {"identifier": f"https://clinicaltrials.gov|{wanted[0]}"})
         assert study["title"] == "Pushed title"
+        assert study["text"]["status"] == "generated"  # the defaults: narratives kept, R4 results omitted
         assert len(client.search("ResearchStudy", {"_count": "500"})) == len(wanted)
+        if target.fhir_version == "4.0":
+            assert client.search("Evidence", {"_count": "10"}) == []
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("peer", ["own_server", "peer_r4"])
+def test_sync_pushes_as_push_does_with_no_narrative_and_r4_results(registry, tmp_path, capsys, request, peer):
+    """``sync --push-to`` takes push's ``--no-narrative`` and ``--r4-results``, meaning the same."""
+    from fhirstudy.push import FhirClient
+
+    target = request.getfixturevalue(peer)
+    target.wipe()
+    wanted = sorted(n for n in registry.ids() if _matches(registry.get(n)))
+    with serve(registry) as api:
+        code, err, report = _sync(capsys, tmp_path, "--api", api, "--condition", CONDITION, "-q",
+                                  "--db", f"sqlite:///{tmp_path / 'n.db'}", "--journal", str(tmp_path / "j.sqlite"),
+                                  "--push-to", target.url, *(["--token", target.token] if target.token else []),
+                                  "--no-narrative", "--r4-results", "extensions")
+    assert code == EXIT_OK, err
+    assert report["queries"][0]["pushed"][target.url]["created"] == len(wanted)
+    client = FhirClient(target.url, token=target.token)
+    try:
+        studies = client.search("ResearchStudy", {"_count": "500"})
+        sites = client.search("Location", {"_count": "500"})
+        evidence = client.search("Evidence", {"_count": "500"})
+    finally:
+        client.close()
+    assert len(studies) == len(wanted) and sites and evidence  # the replicated sample has results
+    assert [r["id"] for r in studies + sites + evidence if "text" in r] == []
+    if target.fhir_version == "4.0":  # sent in the R5 cross-version extensions
+        assert b"http://hl7.org/fhir/5.0/StructureDefinition/extension-" in orjson.dumps(evidence)
+
+
+def test_no_narrative_without_push_to_is_a_usage_error(tmp_path):
+    done = subprocess.run([*FHIRSTUDY, "sync", "--condition", "x", "--no-narrative",
+                           "--db", f"sqlite:///{tmp_path / 'u.db'}"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == EXIT_USAGE and "--push-to" in done.stderr and "Traceback" not in done.stderr

@@ -32,6 +32,12 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
                    help=f"map and validate in N processes (default 1, at most {MAX_JOBS})")
 
 
+def add_no_narrative(p: argparse.ArgumentParser, help: str) -> None:
+    """The --no-narrative flag (``args.no_narrative``): resources without the ``text`` fhirstudy
+    generates, for a store that does not want them; ``help`` says it for the command."""
+    p.add_argument("--no-narrative", action="store_true", help=help)
+
+
 def add_db(p: argparse.ArgumentParser, what: str = "database URL") -> None:
     """The --db URL argument."""
     p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"{what} (default {DEFAULT_DB})")

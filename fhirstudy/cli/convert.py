@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fhirstudy.cli.arguments import add_inputs
+from fhirstudy.cli.arguments import add_inputs, add_no_narrative
 from fhirstudy.cli.exits import EXIT_FAILED, EXIT_OK
 from fhirstudy.cli.progress import progress, report
 from fhirstudy.cli.summary import new_counts, record_failed, report_bytes, skipped_text
@@ -21,16 +21,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="a folder for <ResearchStudy id>.json files; NAME.ndjson for one Bundle a line in a "
                         "file; NAME.json for one transaction Bundle holding every trial; - for NDJSON on stdout")
+    add_no_narrative(p, "write the resources without their generated text (for a store that does not want them; "
+                        "validation still runs on what is written)")
     p.add_argument("--report", metavar="FILE",
                    help="write a JSON report: counts, every source field not mapped (with counts), skipped files")
 
 
 def convert_stream(args: argparse.Namespace, label: str, counts: dict | None = None, fhir: bool = False,
-                   encode=None):
+                   encode=None, narrative: bool = True):
     """Yield converted records, reporting problems as they come; returns counts through a dict.
     With ``fhir=True`` (``load``) the documents of FHIR JSON files are yielded too, as
     ``fhirstudy.sources.FhirDocument``: their problems and counts are the caller's. With
-    ``encode`` (an output's) the Bundles come as the bytes to write (``item.encoded``).
+    ``encode`` (an output's) the Bundles come as the bytes to write (``item.encoded``);
+    ``narrative=False`` (``--no-narrative``) converts without the resources' generated ``text``.
 
     Files of a folder that are not records are counted in ``counts["skipped"]`` and not yielded.
     A second record of the same trial (the same ResearchStudy id) in one run is an error: the
@@ -44,7 +47,8 @@ def convert_stream(args: argparse.Namespace, label: str, counts: dict | None = N
     def stream():
         with progress(label) as tick:
             for item in convert(args.inputs, format=args.format, jobs=args.jobs,
-                                unmapped=bool(getattr(args, "report", None)), fhir=fhir, encode=encode):
+                                unmapped=bool(getattr(args, "report", None)), fhir=fhir, encode=encode,
+                                narrative=narrative):
                 if isinstance(item, FhirDocument):
                     tick()
                     yield item
@@ -90,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     except OutputError:
         output.close(commit=False)
         raise
-    stream, counts = convert_stream(args, "converting", encode=output.encode)
+    stream, counts = convert_stream(args, "converting", encode=output.encode, narrative=not args.no_narrative)
     done = stopped = False
     try:
         for item in stream:

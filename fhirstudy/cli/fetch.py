@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from fhirstudy.cli.arguments import count, jobs, seconds
+from fhirstudy.cli.arguments import add_no_narrative, count, jobs, seconds
 from fhirstudy.cli.exits import EXIT_FAILED, EXIT_OK, UsageError
 from fhirstudy.cli.progress import Bar, report
 
@@ -82,6 +82,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                            "NAME.ndjson, NAME.json or - for stdout)")
     out.add_argument("--db", metavar="URL", help="store the trials in this database")
     p.add_argument("--limit", type=count("--limit", 1, 10 ** 9), metavar="N", help="stop after N studies")
+    add_no_narrative(p, "write or store the resources without their generated text (for a store that does not "
+                        "want them)")
     p.add_argument("--report", metavar="FILE", help="write the run's report as JSON")
 
 
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                         if args.limit and number >= args.limit:
                             return
 
-            for item in convert_records(records(), args.jobs):
+            for item in convert_records(records(), args.jobs, narrative=not args.no_narrative):
                 for problem in item.problems:
                     if not (problem.severity == "warning" and args.quiet):
                         report(problem)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fhirstudy.cli.arguments import add_db, add_inputs
+from fhirstudy.cli.arguments import add_db, add_inputs, add_no_narrative
 from fhirstudy.cli.convert import convert_stream
 from fhirstudy.cli.exits import EXIT_FAILED, EXIT_OK, UsageError
 from fhirstudy.cli.progress import report
@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``load``."""
     add_inputs(p)
     add_db(p)
+    add_no_narrative(p, "store the resources converted from records without their generated text (FHIR input "
+                        "is stored as it is, its text checked)")
 
 
 def open_db(url: str):
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     fhir = Importer(store, lambda p: None if p.severity == "warning" and args.quiet else report(p),
                     max_refused=MAX_STORE_FAILURES_IN_A_ROW)
     try:
-        stream, counts = convert_stream(args, "loading", counts, fhir=True)
+        stream, counts = convert_stream(args, "loading", counts, fhir=True, narrative=not args.no_narrative)
         for item in stream:
             if isinstance(item, FhirDocument):
                 fhir.add(item)

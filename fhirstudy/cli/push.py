@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from fhirstudy import config
-from fhirstudy.cli.arguments import add_db, count, seconds, url
+from fhirstudy.cli.arguments import add_db, add_no_narrative, count, seconds, url
 from fhirstudy.cli.convert import convert_stream
 from fhirstudy.cli.exits import EXIT_FAILED, EXIT_OK
 from fhirstudy.cli.progress import progress
@@ -29,7 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``push``."""
     from fhirstudy.push.client import (DEFAULT_CONNECT_RETRIES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
                                        DEFAULT_RETRIES)
-    from fhirstudy.mappers.r4_base import RESULTS_MODES
     from fhirstudy.push.push import DEFAULT_CHUNK_TRIALS
     from fhirstudy.sources import FORMATS
 
@@ -43,18 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the FHIR server's base URL (http:// or https://)")
     p.add_argument("--fhir-version", choices=("auto", "4.0", "5.0"), default="auto",
                    help="the FHIR version to send (default auto: the server's /metadata fhirVersion)")
-    p.add_argument("--r4-results", choices=RESULTS_MODES, default="omit",
-                   help="what an R4 store gets of the trial results: omit (default: R4 Evidence has no "
-                        "statistics, so Group, Evidence and Composition go to R5 stores only) or extensions "
-                        "(sent, what R4 lacks in the R5 cross-version extensions)")
     p.add_argument("--token", metavar="T", default=config.value("PUSH_TOKEN"),
                    help="bearer token (default $FHIRSTUDY_PUSH_TOKEN)")
     p.add_argument("--client-id", metavar="ID", help="SMART Backend Services client id")
     p.add_argument("--private-key", metavar="KEY.pem", help="SMART Backend Services private key (RSA: RS384, EC: ES384)")
     p.add_argument("--token-url", metavar="URL", type=url, help="SMART Backend Services token endpoint")
     p.add_argument("--scope", default="system/*.write", help="SMART scope to ask for (default system/*.write)")
-    p.add_argument("--no-narrative", action="store_true",
-                   help="send resources without their generated text (for a store that does not want them)")
+    add_sending_choices(p)
     p.add_argument("--dry-run", action="store_true", help="read the server and report what would change; write nothing")
     p.add_argument("--resume", metavar="JOURNAL", help="journal file (SQLite): skip what arrived, record what arrives")
     p.add_argument("--report", metavar="FILE", help="write the run's report as JSON")
@@ -77,6 +71,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"tries again when no connection can be made (default {DEFAULT_CONNECT_RETRIES})")
     p.add_argument("--retries", type=count("--retries", 0, PUSH_MAX_RETRIES), default=DEFAULT_RETRIES,
                    metavar="N", help=f"tries again after a dropped answer or 429/502/503/504 (default {DEFAULT_RETRIES})")
+
+
+def add_sending_choices(p: argparse.ArgumentParser) -> None:
+    """What a store is sent of each trial: ``--r4-results`` and ``--no-narrative`` (``push``, and
+    ``sync --push-to``, which pushes the same way); read back by :func:`sending_choices`."""
+    from fhirstudy.mappers.r4_base import RESULTS_MODES
+
+    p.add_argument("--r4-results", choices=RESULTS_MODES, default="omit",
+                   help="what an R4 store gets of the trial results: omit (default: R4 Evidence has no "
+                        "statistics, so Group, Evidence and Composition go to R5 stores only) or extensions "
+                        "(sent, what R4 lacks in the R5 cross-version extensions)")
+    add_no_narrative(p, "send resources without their generated text (for a store that does not want them)")
+
+
+def sending_choices(args: argparse.Namespace) -> dict:
+    """The :class:`~fhirstudy.push.push.Pusher` arguments :func:`add_sending_choices` gave."""
+    return {"r4_results": args.r4_results, "narrative": not args.no_narrative}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             if args.from_db:
                 trials = stored_trials_at(args.db)
             else:
-                stream, counts = convert_stream(args, "converting")
+                stream, counts = convert_stream(args, "converting", narrative=not args.no_narrative)
                 trials = ([e["resource"] for e in item.bundle["entry"]] for item in stream if item.ok)
             with progress(f"pushing to {args.to}") as tick:
                 def on_trial(result) -> None:
@@ -119,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
                               file=sys.stderr)
 
                 pusher = Pusher(client, version, journal, dry_run=args.dry_run, on_trial=on_trial,
-                                chunk_trials=args.chunk, client_ids=PUSH_IDS[args.ids], r4_results=args.r4_results,
-                                narrative=not args.no_narrative)
+                                chunk_trials=args.chunk, client_ids=PUSH_IDS[args.ids], **sending_choices(args))
                 pusher.run(trials, jobs=args.jobs)
         except AuthenticationFailed as exc:
             stopped = exc

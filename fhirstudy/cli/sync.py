@@ -14,6 +14,7 @@ from fhirstudy.cli.arguments import add_db, count, url
 from fhirstudy.cli.exits import EXIT_FAILED, EXIT_OK, UsageError
 from fhirstudy.cli.fetch import add_query_arguments, client_from, query_from
 from fhirstudy.cli.progress import Bar, report
+from fhirstudy.cli.push import add_sending_choices, sending_choices
 
 NAME = "sync"
 HELP = "keep a store in step with ClinicalTrials.gov (nightly), and push what changed"
@@ -35,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--push-to", action="append", default=[], type=url, metavar="URL",
                    help="push what changed to this FHIR server (R4 or R5); may be given more than once")
     p.add_argument("--token", metavar="T", help="bearer token for --push-to (default $FHIRSTUDY_PUSH_TOKEN)")
+    add_sending_choices(p)  # as push has them: what each --push-to store gets
     p.add_argument("--journal", metavar="FILE", help="the push journal (SQLite; default fhirstudy-push-journal.sqlite "
                                                      "beside a SQLite --db, else in the current folder)")
     p.add_argument("--report", metavar="FILE", help="write the run's report as JSON")
@@ -47,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.show_status:
         return _show_status(args)
+    if args.no_narrative and not args.push_to:
+        raise UsageError("--no-narrative says what --push-to sends: give --push-to too")
     queries = _queries(args)
     store = open_db(args.db)
     client = client_from(args)
@@ -116,12 +120,12 @@ def _pushers(args, store):
     path = args.journal or _default_journal(args.db)
     journal = Journal(path)
     token = args.token or config.value("PUSH_TOKEN")
-    pushers = {}
+    pushers, choices = {}, sending_choices(args)
     for target in args.push_to:
         def push(study_ids, target=target):
             client = FhirClient(target, token=token)
             try:
-                pusher = Pusher(client, journal=journal)
+                pusher = Pusher(client, journal=journal, **choices)
                 pusher.run(stored_trials(store, ids=study_ids))
                 arrived = [r.trial for r in pusher.report.trials if r.outcome != "failed"]
                 for r in pusher.report.trials:

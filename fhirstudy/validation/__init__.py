@@ -6,7 +6,10 @@ walk driven by the official definitions (``mappings/fhir-r5-elements.json`` and
 ``mappings/fhir-r5-required-bindings.json``, extracted from hl7.fhir.r5.core) that checks strict
 JSON types, array versus single value, the patterns of id, code, date and dateTime, codes of
 required bindings, references inside a Bundle, the nesting depth and forbidden characters
-(:mod:`.checks` says each).
+(:mod:`.checks` says each). A resource validated on its own (what a client writes: the server's
+create, update, Bundle entries, ``$validate``, ``load`` of FHIR input) also has each narrative
+checked against FHIR's rules (:mod:`.narrative`); the converter's Bundles skip that, as
+what fhirstudy generates keeps them by construction.
 
 Every document is checked; what repeats is checked once: :mod:`.repeats` keeps the verdict of
 each distinct shape (the resource with its primitive values set aside by :mod:`.shapes`, those

@@ -10,7 +10,11 @@ walk driven by the official definitions (``mappings/fhir-r5-elements.json`` and
 - codes of required bindings (the value set's codes, expanded from the official CodeSystems);
 - references: in a Bundle, every relative ``Type/id`` or ``urn:uuid`` reference resolves to an entry;
 - the JSON as text, first and without recursion: at most ``fhirstudy.limits.MAX_JSON_DEPTH`` levels
-  of nesting, and no character FHIR strings forbid (below U+0020 except tab, CR, LF) anywhere.
+  of nesting, and no character FHIR strings forbid (below U+0020 except tab, CR, LF) anywhere;
+- for one resource on its own (what a client writes), every ``Narrative.div`` the walk meets (the
+  resource's ``text``, a contained resource's, a Composition section's) against FHIR's narrative
+  rules (:mod:`.narrative`: txt-1, txt-2, no script). Bundles, which only the converter validates,
+  skip it: what fhirstudy generates keeps those rules by construction.
 
 ``resource_issues`` and ``bundle_issues`` collect every issue (the package's ``validate_resource``
 and ``validate_bundle`` raise them as one ``ValidationFailed``); ``entry_resource_issues`` is what
@@ -27,6 +31,7 @@ from pydantic import ValidationError as PydanticError
 from ..errors import InvalidRequest, Problem
 from ..limits import MAX_JSON_DEPTH, check_depth
 from ..terminology import load_mapping
+from .narrative import div_problems
 
 _STR = (str,)
 _PRIMITIVE_JSON: dict[str, tuple[type, ...]] = {
@@ -115,6 +120,7 @@ class _Walker:
     def __init__(self) -> None:
         self.issues: list[Problem] = []
         self.references: list[tuple[str, str]] = []  # (reference, location)
+        self.narratives: list[tuple[str, str]] = []  # (a Narrative.div's XHTML, location)
 
     def fail(self, where: str, reason: str) -> None:
         self.issues.append(Problem(reason=reason, field=where))
@@ -183,6 +189,8 @@ class _Walker:
         if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
             self.fail(where, f"expected {type_code} as JSON {allowed[0].__name__}, found {type(value).__name__}")
             return
+        if type_code == "xhtml":
+            self.narratives.append((value, where))
         pattern = _PATTERNS.get(type_code)
         if pattern is not None and not pattern.match(value):
             self.fail(where, f"'{value}' is not a valid {type_code}")
@@ -265,8 +273,15 @@ def _check(resource: dict, where: str) -> _Walker:
 
 
 def resource_issues(resource: object) -> list[Problem]:
-    """Every issue of one resource on its own (references are not resolved)."""
-    return _check(resource, resource.get("resourceType", "resource") if isinstance(resource, dict) else "resource").issues
+    """Every issue of one resource on its own (references are not resolved), its narratives' too."""
+    walker = _check(resource, resource.get("resourceType", "resource") if isinstance(resource, dict) else "resource")
+    return walker.issues + narrative_issues(walker.narratives)
+
+
+def narrative_issues(narratives: list[tuple[str, str]]) -> list[Problem]:
+    """What breaks FHIR's narrative rules in each ``(div, where)``, placed at its ``where``
+    (``ResearchStudy.text.div``)."""
+    return [Problem(reason=reason, field=where) for div, where in narratives for reason in div_problems(div)]
 
 
 ENTRY_RESOURCE_DEPTH = 3  # a Bundle's entry resource sits 3 levels down: Bundle, entry array, entry
