@@ -66,6 +66,13 @@ class Expression:
     # a chain of element names (or a union of them) walked straight on the JSON: same answer
     _fast: FastPath | None = field(default=None, compare=False)
 
+    @property
+    def roots(self) -> tuple[str, ...] | None:
+        """The top-level elements the expression can reach: a resource with none of them gives
+        nothing (None: cannot tell, or one may be a choice element found under a typed name)."""
+        roots = self._roots
+        return None if roots is None or roots[-1] == _CHOICE else roots
+
     def evaluate(self, resource: dict) -> list[Item]:
         """The items the expression selects from ``resource`` (a FHIR JSON dict)."""
         roots = self._roots

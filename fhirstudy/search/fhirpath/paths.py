@@ -1,6 +1,7 @@
 """The fast path of the commonest expressions: plain chains of element names
-(``ResearchStudy.condition``, ``Resource.meta.source``, ``Location.address.city``) and unions of
-them (``Location.name | Location.alias``), walked over the JSON directly.
+(``ResearchStudy.condition``, ``Resource.meta.source``, ``Location.address.city``), possibly
+filtered by an element's text (``EvidenceVariable.relatedArtifact.where(type='composed-of').resource``),
+and unions of them (``Location.name | Location.alias``), walked over the JSON directly.
 
 Most search parameters are such chains, and a load evaluates every one of them on every resource
 it stores; the general evaluator (closures, an :class:`Item` for every node on the way) costs
@@ -20,7 +21,9 @@ from fhirstudy.search.fhirpath.elements import ANY_RESOURCE, child_path_and_type
 from fhirstudy.search.fhirpath.evaluate import distinct
 from fhirstudy.search.fhirpath.nodes import Item
 
-_CHAIN = re.compile(r"([A-Z][A-Za-z0-9]*)((?:\.[a-z][A-Za-z0-9]*)+)")
+_NAME = r"[a-z][A-Za-z0-9]*"
+_STEP = re.compile(rf"\.(?:where\(\s*({_NAME})\s*=\s*'([^'\\]*)'\s*\)|({_NAME})(?![\w(]))")
+_HEAD = re.compile(r"[A-Z][A-Za-z0-9]*")
 
 
 class FastPath:
@@ -52,17 +55,27 @@ def fast_path(text: str) -> FastPath | None:
     branches = [branch.strip() for branch in text.split("|")]
     chains = []
     for branch in branches:
-        match = _CHAIN.fullmatch(branch)
-        if match is None:
+        head = _HEAD.match(branch)
+        if head is None:
             return None
-        chains.append((match.group(1), *match.group(2)[1:].split(".")))
+        steps, position = [], head.end()
+        while position < len(branch):
+            step = _STEP.match(branch, position)
+            if step is None:
+                return None
+            # a name, or (name, text): where(name = 'text')
+            steps.append(step.group(3) or (step.group(1), step.group(2)))
+            position = step.end()
+        if not steps or isinstance(steps[0], tuple):
+            return None
+        chains.append((head.group(), *steps))
     return FastPath(chains)
 
 
 def _plans(chains: list[tuple[str, ...]], rtype) -> list | None:
     """Per chain on a resource of ``rtype``: its steps (name, whether an absent name could be a
-    choice element), and the path and type of what it selects; None when a chain does not start
-    at the resource."""
+    choice element, and for a ``where`` the text the name must hold), and the path and type of
+    what it selects; None when a chain does not start at the resource."""
     plans = []
     for head, *names in chains:
         if not isinstance(rtype, str) or (head != rtype and head not in ANY_RESOURCE):
@@ -70,7 +83,10 @@ def _plans(chains: list[tuple[str, ...]], rtype) -> list | None:
         parent = Item(None, rtype, rtype)
         steps = []
         for name in names:
-            steps.append((name, may_be_choice(parent.path or parent.type, name)))
+            if isinstance(name, tuple):  # where(name = 'text'): the items stay what they are
+                steps.append((name[0], may_be_choice(parent.path or parent.type, name[0]), name[1]))
+                continue
+            steps.append((name, may_be_choice(parent.path or parent.type, name), None))
             path, type_name = child_path_and_type(parent, name)
             parent = Item(None, type_name, path)
         plans.append((tuple(steps), parent.path, parent.type))
@@ -81,8 +97,25 @@ def _walk(resource: dict, steps: tuple) -> list | None:
     """The JSON values at the end of ``steps`` (lists flattened, None dropped, as the general
     evaluator's children); None when a step is absent where it could be a choice element."""
     values = [resource]
-    for name, may_choose in steps:
+    for name, may_choose, text in steps:
         out = []
+        if text is not None:  # where(name = 'text'): the values whose one ``name`` is ``text``
+            for value in values:
+                if not isinstance(value, dict):
+                    continue
+                if name not in value:
+                    if may_choose:
+                        return None
+                    continue
+                found = value[name]
+                found = [f for f in found if f is not None] if isinstance(found, list) else \
+                    ([] if found is None else [found])
+                if len(found) == 1 and found[0] == text:
+                    out.append(value)
+            if not out:
+                return []
+            values = out
+            continue
         for value in values:
             if not isinstance(value, dict):
                 continue
