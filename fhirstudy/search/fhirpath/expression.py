@@ -75,14 +75,14 @@ class Expression:
 
     def evaluate(self, resource: dict) -> list[Item]:
         """The items the expression selects from ``resource`` (a FHIR JSON dict)."""
+        if self._fast is not None:  # first: its walk ends at once on a resource without the roots
+            found = self._fast.evaluate(resource)
+            if found is not None:
+                return found
         roots = self._roots
         if roots is not None and not any(name in resource for name in roots) and not (
                 roots[-1] == _CHOICE and any(key.startswith(roots[:-1]) for key in resource)):
             return []
-        if self._fast is not None:
-            found = self._fast.evaluate(resource)
-            if found is not None:
-                return found
         root = Item(resource, resource.get("resourceType"), resource.get("resourceType"))
         return [item for item in self._evaluator([root], root) if not isinstance(item.value, Resolved)]
 

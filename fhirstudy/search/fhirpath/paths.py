@@ -24,6 +24,7 @@ from fhirstudy.search.fhirpath.nodes import Item
 _NAME = r"[a-z][A-Za-z0-9]*"
 _STEP = re.compile(rf"\.(?:where\(\s*({_NAME})\s*=\s*'([^'\\]*)'\s*\)|({_NAME})(?![\w(]))")
 _HEAD = re.compile(r"[A-Z][A-Za-z0-9]*")
+_MAX_PLANS = 256  # resource types remembered per expression (a client may send any type name)
 
 
 class FastPath:
@@ -38,7 +39,9 @@ class FastPath:
         rtype = resource.get("resourceType")
         plans = self._plans.get(rtype, False)
         if plans is False:
-            plans = self._plans[rtype] = _plans(self.chains, rtype)
+            plans = _plans(self.chains, rtype)
+            if len(self._plans) < _MAX_PLANS:
+                self._plans[rtype] = plans
         if plans is None:
             return None
         found: list[Item] = []
