@@ -64,8 +64,10 @@ _HIGH_MS = date(9999, 12, 31).toordinal() * _MS_PER_DAY - 1  # HIGH_INSTANT
 _MAX_OFFSET_MINUTES = 14 * 60  # time zones run from -14:00 to +14:00
 # Texts whose columns are remembered (dates, tokens, strings: the same status, system, profile
 # and date come back in every resource of a trial and across trials, and a load computes the
-# rows of each again); bounded, so a load's memory stays flat.
+# rows of each again): at most VALUE_CACHE_SIZE of them, none longer than CACHED_TEXT_LENGTH (a
+# long text seldom comes back), so a load's memory stays flat (a few MB).
 VALUE_CACHE_SIZE = 8192
+CACHED_TEXT_LENGTH = 256
 # C0 control characters FHIR strings may not hold (tab, line feed and carriage return they may);
 # PostgreSQL cannot store NUL in text at all.
 _FORBIDDEN_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -135,7 +137,7 @@ def date_range(text: str) -> tuple[str, str]:
     """
     if not isinstance(text, str):
         raise BadValue(f"not a FHIR date: {text!r}")
-    return _date_range(text)
+    return _date_range(text) if len(text) <= CACHED_TEXT_LENGTH else _date_range.__wrapped__(text)
 
 
 @lru_cache(maxsize=VALUE_CACHE_SIZE)
@@ -240,10 +242,14 @@ def _token_rows(item: Item) -> Iterable[dict]:
 
 
 def _token(system: Any, code: Any, text: Any = None) -> dict | None:
-    if (system is None or type(system) is str) and (code is None or type(code) is str) \
-            and (text is None or type(text) is str):
+    if _cached(system) and _cached(code) and _cached(text):
         return dict(zip(("system", "code", "text"), _token_texts(system, code, text)))
     return _token_columns(system, code, text)
+
+
+def _cached(value: Any) -> bool:
+    """Whether the columns computed from ``value`` are remembered (:data:`VALUE_CACHE_SIZE`)."""
+    return value is None or (type(value) is str and len(value) <= CACHED_TEXT_LENGTH)
 
 
 @lru_cache(maxsize=VALUE_CACHE_SIZE)
@@ -282,7 +288,8 @@ def string_row(text: str) -> dict:
     """The columns of a string index row for ``text``: ``value`` (normalised, cut to
     STRING_INDEX_LENGTH), ``full`` (the normalised text up to STRING_KEEP_LENGTH characters, only
     when ``value`` was cut) and ``exact`` (as written, when at most STRING_KEEP_LENGTH long)."""
-    return dict(zip(("value", "full", "exact"), _string_texts(text)))
+    texts = _string_texts(text) if len(text) <= CACHED_TEXT_LENGTH else _string_texts.__wrapped__(text)
+    return dict(zip(("value", "full", "exact"), texts))
 
 
 @lru_cache(maxsize=VALUE_CACHE_SIZE)
