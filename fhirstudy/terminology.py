@@ -64,7 +64,10 @@ def normalize_text(text: str) -> str:
         return text.lower()
     step = unicodedata.normalize("NFD", text).casefold()
     step = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", step).casefold())
-    return "".join(c for c in step if not unicodedata.combining(c))
+    marks = [c for c in set(step) if unicodedata.combining(c)]  # each distinct character asked once
+    if not marks:
+        return step
+    return step.translate(dict.fromkeys(map(ord, marks)))
 
 
 def fold(text: str) -> str:

@@ -34,6 +34,7 @@ import math
 import re
 from datetime import date, datetime, timezone
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Iterable
 
 from fhirstudy.search.fhirpath import Item
@@ -61,6 +62,12 @@ _MS_PER_DAY = 86_400_000
 _LOW_MS = 0  # LOW_INSTANT in milliseconds from 0001-01-01T00:00:00.000
 _HIGH_MS = date(9999, 12, 31).toordinal() * _MS_PER_DAY - 1  # HIGH_INSTANT
 _MAX_OFFSET_MINUTES = 14 * 60  # time zones run from -14:00 to +14:00
+# Texts whose columns are remembered (dates, tokens, strings: the same status, system, profile
+# and date come back in every resource of a trial and across trials, and a load computes the
+# rows of each again): at most VALUE_CACHE_SIZE of them, none longer than CACHED_TEXT_LENGTH (a
+# long text seldom comes back), so a load's memory stays flat (a few MB).
+VALUE_CACHE_SIZE = 8192
+CACHED_TEXT_LENGTH = 256
 # C0 control characters FHIR strings may not hold (tab, line feed and carriage return they may);
 # PostgreSQL cannot store NUL in text at all.
 _FORBIDDEN_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -128,7 +135,14 @@ def date_range(text: str) -> tuple[str, str]:
     0001 to 9999: ``0001-01-01T00:00+05:00``, ``9999-12-31T23:59:59-12:00``) is clamped to
     LOW_INSTANT..HIGH_INSTANT.  Raises :class:`BadValue` for anything else, and nothing but that.
     """
-    match = _DATE_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not isinstance(text, str):
+        raise BadValue(f"not a FHIR date: {text!r}")
+    return _date_range(text) if len(text) <= CACHED_TEXT_LENGTH else _date_range.__wrapped__(text)
+
+
+@lru_cache(maxsize=VALUE_CACHE_SIZE)
+def _date_range(text: str) -> tuple[str, str]:
+    match = _DATE_RE.fullmatch(text.strip())
     if not match:
         raise BadValue(f"not a FHIR date: {text!r}")
     part = match.groupdict()
@@ -228,6 +242,22 @@ def _token_rows(item: Item) -> Iterable[dict]:
 
 
 def _token(system: Any, code: Any, text: Any = None) -> dict | None:
+    if _cached(system) and _cached(code) and _cached(text):
+        return dict(zip(("system", "code", "text"), _token_texts(system, code, text)))
+    return _token_columns(system, code, text)
+
+
+def _cached(value: Any) -> bool:
+    """Whether the columns computed from ``value`` are remembered (:data:`VALUE_CACHE_SIZE`)."""
+    return value is None or (type(value) is str and len(value) <= CACHED_TEXT_LENGTH)
+
+
+@lru_cache(maxsize=VALUE_CACHE_SIZE)
+def _token_texts(system: str | None, code: str | None, text: str | None) -> tuple:
+    return tuple(_token_columns(system, code, text).values())
+
+
+def _token_columns(system: Any, code: Any, text: Any) -> dict:
     system = clean(str(system)) if system not in (None, "") else None
     code = clean(str(code)) if code not in (None, "") else None
     text = clean(text) if isinstance(text, str) and text else None
@@ -258,11 +288,16 @@ def string_row(text: str) -> dict:
     """The columns of a string index row for ``text``: ``value`` (normalised, cut to
     STRING_INDEX_LENGTH), ``full`` (the normalised text up to STRING_KEEP_LENGTH characters, only
     when ``value`` was cut) and ``exact`` (as written, when at most STRING_KEEP_LENGTH long)."""
+    texts = _string_texts(text) if len(text) <= CACHED_TEXT_LENGTH else _string_texts.__wrapped__(text)
+    return dict(zip(("value", "full", "exact"), texts))
+
+
+@lru_cache(maxsize=VALUE_CACHE_SIZE)
+def _string_texts(text: str) -> tuple:
     text = clean(text)
     full = normalized_prefix(text, STRING_KEEP_LENGTH)
     value = full[:STRING_INDEX_LENGTH]
-    return {"value": value, "full": full if len(full) > len(value) else None,
-            "exact": text if len(text) <= STRING_KEEP_LENGTH else None}
+    return value, full if len(full) > len(value) else None, text if len(text) <= STRING_KEEP_LENGTH else None
 
 
 def _reference_rows(item: Item) -> Iterable[dict]:

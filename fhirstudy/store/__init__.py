@@ -3,9 +3,9 @@
 The room: :class:`Repository` (``repository.py``, the protocol every caller relies on) and its
 one implementation :class:`SqlStore` (``sql.py``) on SQLite or PostgreSQL, split into rooms:
 ``schema`` (tables, layout check), ``engine`` (engines, the database-error boundary),
-``indexing`` (index rows, one ``Indexer`` per store), ``writes`` (``Tx``), ``reads``,
-``compiler`` (criteria -> SQL), ``paging`` (keyset, both ways), ``includes``, plus ``state``,
-``reindex``, ``guards``, ``timeout`` and ``urls``.  It may import ``fhirstudy.errors`` and
+``indexing`` (index rows, one ``Indexer`` per store), ``writes`` (``Tx``), ``inserts`` (rows
+straight through the driver), ``reads``, ``compiler`` (criteria -> SQL), ``paging`` (keyset,
+both ways), ``includes``, plus ``state``, ``reindex``, ``guards``, ``timeout`` and ``urls``.  It may import ``fhirstudy.errors`` and
 ``fhirstudy.search`` (the registry, the parsed query, index-row computation) and SQLAlchemy;
 never sources, mappers, the server, push or the CLI (``tests/test_imports.py``).
 

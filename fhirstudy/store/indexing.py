@@ -94,6 +94,7 @@ class Indexer:
         self.registry = registry
         self._by_type: dict[str, IndexedParams] = {}  # this registry's, filled as types are seen
         self._dependents: list[Dependent] | None = None
+        self._selectors: dict[tuple[str, bool], _Selector] = {}  # (type, with linked ones) -> prepare's
 
     def params(self, rtype: str) -> IndexedParams:
         """The parameters of ``rtype`` that get index rows (all but ``_id``)."""
@@ -151,8 +152,12 @@ class Indexer:
                              for via in {p.via for p in params.linked}
                              for item in self.registry.get(r["resourceType"], via).evaluate(r)
                              if isinstance(item.value, dict))
-                chosen = params.static + params.linked if linked else params.static
-                rows = rows_with_pids(r, chosen + ([params.source] if params.source else []), params.pids)
+                selector = self._selectors.get((r["resourceType"], linked))
+                if selector is None:
+                    chosen = params.static + params.linked if linked else params.static
+                    selector = self._selectors.setdefault(
+                        (r["resourceType"], linked), _Selector(chosen + ([params.source] if params.source else [])))
+                rows = rows_with_pids(r, selector.select(r), params.pids)
                 prepared.append(Prepared(r, content_hash(r), rows, linked, _pop_source(rows, params)))
         return prepared
 
@@ -178,6 +183,32 @@ class Indexer:
             for kind, extra in self.linked_rows(doc, lookup).items():
                 rows.setdefault(kind, []).extend(extra)
         return rows
+
+
+class _Selector:
+    """Which of a list of parameters can give rows for a resource, found from its top-level
+    elements (:attr:`~fhirstudy.search.fhirpath.Expression.roots`): most parameters of a type
+    reach elements a given resource does not have, and asking each costs more than the walk."""
+
+    def __init__(self, params: list[SearchParam]):
+        self.params = params
+        self._always: list[int] = []  # positions of the parameters whose roots cannot be told
+        self._by_root: dict[str, list[int]] = {}
+        for position, param in enumerate(params):
+            roots = param.expression.roots
+            if roots is None:
+                self._always.append(position)
+            for name in roots or ():
+                self._by_root.setdefault(name, []).append(position)
+
+    def select(self, doc: dict) -> list[SearchParam]:
+        """The parameters that may select something from ``doc``, in their order."""
+        found = set(self._always)
+        by_root = self._by_root
+        for key in doc:
+            if key in by_root:
+                found.update(by_root[key])
+        return [self.params[position] for position in sorted(found)]
 
 
 def _pop_source(rows: dict[str, list[dict]], params: IndexedParams) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import date
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Iterable
 
@@ -42,7 +43,14 @@ _MS_PER_DAY = 86_400_000
 def instant_ms(text: str) -> int:
     """Milliseconds from 0001-01-01T00:00:00.000 to ``text``, an instant as the store writes it
     (``YYYY-MM-DDTHH:MM:SS.mmmZ``, UTC; the date columns' form without the ``Z`` too)."""
-    match = _INSTANT.fullmatch(text) if isinstance(text, str) else None
+    if not isinstance(text, str):
+        raise StoreError(f"not an instant the store writes (YYYY-MM-DDTHH:MM:SS.mmmZ): {text!r}")
+    return _instant_ms(text) if len(text) <= 32 else _instant_ms.__wrapped__(text)  # longer: never one
+
+
+@lru_cache(maxsize=8192)  # a load turns the same dates into numbers over and over
+def _instant_ms(text: str) -> int:
+    match = _INSTANT.fullmatch(text)
     if match is None:
         raise StoreError(f"not an instant the store writes (YYYY-MM-DDTHH:MM:SS.mmmZ): {text!r}")
     year, month, day, hour, minute, second, milli = map(int, match.groups())

@@ -1,11 +1,11 @@
-"""The write path: :class:`Tx`, one database transaction's reads and writes, and the inserts.
+"""The write path: :class:`Tx`, one database transaction's reads and writes.
 
 A version is written as its ``resource`` row (inserted or updated), its history row and its index
 rows, always in one transaction; the bytes of the version it supersedes move from ``resource``
 into that version's history row (the JSON of a version is stored once).  Rows are read with
 ``SELECT ... FOR UPDATE`` in a fixed order (no deadlock between two writers of the same
-resources); index rows go in straight through the driver (COPY on PostgreSQL, executemany on
-SQLite), since a load writes them by the hundred thousand.
+resources); new resources, history and index rows go in straight through the driver
+(:mod:`fhirstudy.store.inserts`), since a load writes them by the ten and hundred thousand.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from typing import Iterable
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
 from fhirstudy.search.index import split_reference
 from fhirstudy.search.query import SearchQuery
@@ -24,9 +23,22 @@ from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks
 from fhirstudy.store.guards import check_integer, check_key
 from fhirstudy.store.indexing import Indexer, Prepared, content_hash
+from fhirstudy.store.inserts import RESOURCE_COLUMNS, insert_index_rows, insert_resources, insert_rows
 from fhirstudy.store.reads import head as _head, read_entry as _read_entry
 from fhirstudy.store.repository import Head, StoredResource, WriteResult
 from fhirstudy.store.schema import INDEX_TABLES, history, instant_ms, resource
+
+# The statements a write runs per resource type of every batch, built once (building one costs
+# more than SQLite's work on it): the current rows of ids (locked), and the resources whose
+# reference parameter ``via`` points at ids of a type.
+_KNOWN = (sa.select(resource.c.pk, resource.c.type, resource.c.id, resource.c.version, resource.c.last_updated,
+                    resource.c.deleted, resource.c.content)
+          .where(resource.c.type == sa.bindparam("rtype"), resource.c.id.in_(sa.bindparam("ids", expanding=True)))
+          .order_by(resource.c.id).with_for_update())
+_REFERENCE = INDEX_TABLES["reference"]
+_POINTING_AT = sa.select(_REFERENCE.c.resource_pk).where(
+    _REFERENCE.c.pid == sa.bindparam("via"), terms.equals(_REFERENCE.c.target_type, sa.bindparam("rtype")),
+    terms.one_of(_REFERENCE.c.target_id, sa.bindparam("ids", expanding=True)))
 
 
 class Tx:
@@ -150,18 +162,13 @@ class Tx:
             by_type.setdefault(rtype, []).append(rid)
         for rtype in sorted(by_type):
             for chunk in chunks(sorted(by_type[rtype])):
-                rows = self.conn.execute(
-                    sa.select(resource.c.pk, resource.c.type, resource.c.id, resource.c.version,
-                              resource.c.last_updated, resource.c.deleted, resource.c.content)
-                    .where(resource.c.type == rtype, resource.c.id.in_(chunk))
-                    .order_by(resource.c.id).with_for_update())
-                for row in rows:
+                for row in self.conn.execute(_KNOWN, {"rtype": rtype, "ids": chunk}):
                     known[(rtype, row.id)] = row._asdict()
         return known
 
     def _write(self, rows: list[dict], versions: list[dict]) -> None:
         conn = self.conn
-        columns = ("type", "id", "version", "last_updated", "deleted", "content", "source")
+        columns = RESOURCE_COLUMNS
         named = terms.term_ids(conn, {row["source"] for row in rows if row["source"] is not None})
         for row in rows:
             row["source"] = named.get(row["source"])
@@ -177,10 +184,7 @@ class Tx:
                 .values({c: sa.bindparam(f"b_{c}") for c in columns}),
                 [{"b_pk": u["pk"], **{f"b_{c}": u[c] for c in columns}} for u in updates])
         if inserts:
-            pks = conn.execute(
-                sa.insert(resource).returning(resource.c.pk, sort_by_parameter_order=True),
-                [{c: row[c] for c in columns} for row in inserts]).scalars().all()
-            for row, pk in zip(inserts, pks):
+            for row, pk in zip(inserts, insert_resources(conn, inserts)):
                 row["pk"] = pk
         pending: dict[str, list[dict]] = {kind: [] for kind in INDEX_TABLES}
         for row in rows:
@@ -192,7 +196,8 @@ class Tx:
                     pending[kind].append({**r, "resource_pk": pk})
         insert_index_rows(conn, pending)
         pks = {(row["type"], row["id"]): row["pk"] for row in rows}
-        insert_rows(conn, history, [{**v, "resource_pk": pks[v["key"]], "last_updated": instant_ms(v["last_updated"])}
+        ms = {when: instant_ms(when) for when in {v["last_updated"] for v in versions}}
+        insert_rows(conn, history, [{**v, "resource_pk": pks[v["key"]], "last_updated": ms[v["last_updated"]]}
                                     for v in versions])  # straight through the driver: as the column keeps it
         self._link(rows)
 
@@ -229,7 +234,6 @@ class Tx:
     def _pointing_at(self, dependent, keys: list[tuple[str, str]]) -> set[int]:
         """Primary keys of resources of ``dependent.rtype`` whose reference parameter
         ``dependent.via`` points at one of ``keys``."""
-        table = INDEX_TABLES["reference"]
         by_type: dict[str, list[str]] = {}
         for rtype, rid in keys:
             if not dependent.targets or rtype in dependent.targets:
@@ -237,10 +241,8 @@ class Tx:
         found: set[int] = set()
         for rtype, ids in by_type.items():
             for chunk in chunks(sorted(ids)):
-                found.update(self.conn.execute(
-                    sa.select(table.c.resource_pk).where(table.c.pid == dependent.via,
-                                                         terms.equals(table.c.target_type, rtype),
-                                                         terms.one_of(table.c.target_id, chunk))).scalars())
+                found.update(self.conn.execute(_POINTING_AT, {"via": dependent.via, "rtype": rtype,
+                                                              "ids": chunk}).scalars())
         return found
 
     def _lookup(self, batch: dict[tuple[str, str], dict]):
@@ -269,45 +271,6 @@ def _keep_superseded(conn: sa.Connection, states: list[dict]) -> None:
                                      history.c.version == sa.bindparam("b_version"))
             .values(content=sa.bindparam("b_content")),
             [{"b_pk": s["pk"], "b_version": s["version"], "b_content": s["content"]} for s in states])
-
-
-def insert_index_rows(conn: sa.Connection, pending: dict[str, list[dict]]) -> None:
-    """Insert index rows (by table kind, texts as computed) with their texts as term ids.  Every
-    row of a resource's parameter is inserted by one call, after those it had were deleted: on
-    SQLite ``seq`` numbers them (the key of :func:`~fhirstudy.store.schema._index_table`)."""
-    terms.encode(conn, pending)
-    numbered = conn.dialect.name == "sqlite"
-    for kind, index in pending.items():
-        if numbered:
-            counts: dict[tuple[int, int], int] = {}
-            for row in index:
-                key = (row["resource_pk"], row["pid"])
-                row["seq"] = counts[key] = counts.get(key, -1) + 1
-        insert_rows(conn, INDEX_TABLES[kind], index)
-
-
-def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
-    """Insert ``rows`` (dicts by column name) straight through the driver (COPY on PostgreSQL,
-    executemany on SQLite): index rows come by the hundred thousand when loading, and a
-    statement per row costs more than the database's own work."""
-    if not rows:
-        return
-    columns = [c.name for c in table.columns if c is not table.autoincrement_column]  # the database numbers rows
-    quote = conn.dialect.identifier_preparer.quote
-    names = ", ".join(quote(c) for c in columns)
-    if conn.dialect.name == "postgresql":  # COPY: one stream instead of a statement per row
-        sql = f"COPY {quote(table.name)} ({names}) FROM STDIN"
-        dbapi = conn.dialect.loaded_dbapi
-        try:
-            with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
-                for row in rows:
-                    copy.write_row([row.get(c) for c in columns])
-        except dbapi.Error as exc:
-            raise sa_exc.DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
-        return
-    sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({', '.join(['?'] * len(columns))})"
-    for chunk in chunks(rows, 5000):
-        conn.exec_driver_sql(sql, [tuple(row.get(c) for c in columns) for row in chunk])
 
 
 def with_meta(resource: dict, version: int, last_updated: str) -> dict:

@@ -19,6 +19,7 @@ Each evaluated item is a :class:`Item` holding the JSON value and its FHIR type 
     elements.py    element definitions: child types, choice-element names (data, loaded once)
     parser.py      tokenizer and parser: text -> evaluator closure
     evaluate.py    the evaluation steps the closures call
+    paths.py       the fast path of plain chains (most search parameters), same answers
     expression.py  Expression, compile_expression, split_union, first_step
 
 May import: ``fhirstudy.mappings`` (the element definitions) and the standard library; nothing of

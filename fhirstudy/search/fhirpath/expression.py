@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fhirstudy.search.fhirpath.elements import ANY_RESOURCE, may_be_choice
 from fhirstudy.search.fhirpath.nodes import Evaluator, Item, Resolved
 from fhirstudy.search.fhirpath.parser import Parser
+from fhirstudy.search.fhirpath.paths import FastPath, fast_path
 
 
 def split_union(expression: str) -> list[str]:
@@ -62,9 +63,22 @@ class Expression:
     # the top-level elements the expression can reach (None: cannot tell); a resource without
     # any of them gives nothing, and is not walked
     _roots: tuple[str, ...] | None = None
+    # a chain of element names (or a union of them) walked straight on the JSON: same answer
+    _fast: FastPath | None = field(default=None, compare=False)
+
+    @property
+    def roots(self) -> tuple[str, ...] | None:
+        """The top-level elements the expression can reach: a resource with none of them gives
+        nothing (None: cannot tell, or one may be a choice element found under a typed name)."""
+        roots = self._roots
+        return None if roots is None or roots[-1] == _CHOICE else roots
 
     def evaluate(self, resource: dict) -> list[Item]:
         """The items the expression selects from ``resource`` (a FHIR JSON dict)."""
+        if self._fast is not None:  # first: its walk ends at once on a resource without the roots
+            found = self._fast.evaluate(resource)
+            if found is not None:
+                return found
         roots = self._roots
         if roots is not None and not any(name in resource for name in roots) and not (
                 roots[-1] == _CHOICE and any(key.startswith(roots[:-1]) for key in resource)):
@@ -79,7 +93,7 @@ class Expression:
 
 def compile_expression(text: str) -> Expression:
     """Compile ``text``; raises :class:`UnsupportedExpression` for FHIRPath outside the subset."""
-    return Expression(text, Parser(text).parse(), _top_elements(text))
+    return Expression(text, Parser(text).parse(), _top_elements(text), fast_path(text))
 
 
 _BRANCH_HEAD = re.compile(r"^\(*\s*([A-Z][A-Za-z]*)\s*\)*\s*\.\s*([a-z][A-Za-z0-9]*)\b")
