@@ -153,7 +153,9 @@ class _Mapping(dict):
 def test_a_broken_resource_on_its_own_is_never_called_clean(sample):
     location = _first(sample, "Location")
     validate_resource(location)
-    for bad in ({**location, "id": "a b"}, {**location, "meta": {"source": "x\x00"}}, {**location, "mode": "x"}):
+    script = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml"><script>x</script></div>'}
+    for bad in ({**location, "id": "a b"}, {**location, "meta": {"source": "x\x00"}}, {**location, "mode": "x"},
+                {**location, "text": script}):
         assert checks.resource_issues(bad)
         assert not repeats.Repeats(repeats.VerdictCache()).resource_is_clean(bad)
         with pytest.raises(ValidationFailed):

@@ -25,6 +25,7 @@ from collections import OrderedDict
 import orjson
 
 from .checks import entry_resource_issues, is_external, resource_issues
+from .narrative import div_problems
 from .shapes import Values, shape
 
 CACHE_BYTES = 24 << 20  # shape bytes kept per process (the verdicts of tens of thousands of shapes)
@@ -74,9 +75,11 @@ class Repeats:
         self.cache = cache or VerdictCache()
 
     def resource_is_clean(self, resource: object) -> bool:
-        """True when ``resource`` on its own (references not resolved) passes every check."""
+        """True when ``resource`` on its own (references not resolved) passes every check, its
+        narratives' rules too (:func:`.checks.resource_issues` checks them there)."""
         values = Values()
-        return self._shape_is_clean(resource, False, values) and values.valid()
+        return (self._shape_is_clean(resource, False, values) and values.valid()
+                and not any(div_problems(div) for div in values.of_type("xhtml")))
 
     def bundle_is_clean(self, bundle: object) -> bool:
         """True when the Bundle, every entry's resource and the Bundle's internal references pass

@@ -37,7 +37,7 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticError
 
 from .checks import _COMPLEX_CONTAINERS, _FORBIDDEN_CHARACTERS, _PRIMITIVE_JSON, _Walker
-from .checks import _bindings, _element, _elements, _is_primitive, strings_are_valid
+from .checks import _bindings, _element, _elements, _is_primitive, narrative_issues, strings_are_valid
 
 # Candidate placeholders by JSON kind, tried in order: the first both checks of an element accept.
 _STRING_CANDIDATES = ("x", "1", "2000", "2000-01-01T00:00:00Z", "00:00:00", "urn:oid:1.2",
@@ -69,6 +69,10 @@ class Values:
     def __init__(self) -> None:
         self.by_rule: defaultdict[Primitive, list] = defaultdict(list)
         self.references: list[str] = []
+
+    def of_type(self, type_code: str) -> list:
+        """The values set aside of elements of ``type_code`` (``xhtml``: every narrative's div)."""
+        return [v for rule, found in self.by_rule.items() if rule.type_code == type_code for v in found]
 
     def valid(self) -> bool:
         """Whether every value set aside passes the checks of its element (see the module)."""
@@ -247,7 +251,7 @@ def _primitive(ctx: str, key: str, path: str, type_code: str) -> Primitive:
     for candidate in (_STRING_CANDIDATES if json_types == (str,) else _NUMBER_CANDIDATES):
         walker = _Walker()
         walker.value(candidate, path, type_code, "x")
-        if walker.issues:
+        if walker.issues or narrative_issues(walker.narratives):  # a div must be one a client may write
             continue
         try:
             adapter.validate_python([candidate])
