@@ -36,6 +36,7 @@ from fhir.resources import get_fhir_model_class
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticError
 
+from ..limits import MAX_JSON_DEPTH
 from .checks import _COMPLEX_CONTAINERS, _FORBIDDEN_CHARACTERS, _PRIMITIVE_JSON, _Walker
 from .checks import _bindings, _element, _elements, _is_primitive, narrative_issues, strings_are_valid
 
@@ -124,7 +125,7 @@ def shape(document: object, values: Values) -> dict | None:
 _SCALARS = (str, int, bool, type(None))
 
 
-def _plain(value: object) -> object:
+def _plain(value: object, depth: int = 0) -> object:
     """``value`` when it is plain JSON (see :func:`shape`); raises _NotPlain when it is not."""
     kind = type(value)
     if kind in _SCALARS:
@@ -133,20 +134,25 @@ def _plain(value: object) -> object:
         if not math.isfinite(value):
             raise _NotPlain
         return value
+    if depth > MAX_JSON_DEPTH:
+        raise _NotPlain
     if kind is list:
         for item in value:
-            _plain(item)
+            _plain(item, depth + 1)
         return value
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlain
-            _plain(item)
+            _plain(item, depth + 1)
         return value
     raise _NotPlain
 
 
-def _complex(node: dict, ctx: str, values: Values, literal: bool) -> dict:
+def _complex(node: dict, ctx: str, values: Values, literal: bool, depth: int = 1) -> dict:
+    if depth > MAX_JSON_DEPTH:
+        raise _NotPlain  # too deep to walk: the exact checks say so without recursion
+    depth += 1
     plans = _plans(ctx)
     by_rule = values.by_rule
     out = {}
@@ -161,7 +167,7 @@ def _complex(node: dict, ctx: str, values: Values, literal: bool) -> dict:
             rule = plan[1]
             placeholder = rule.placeholder
             if literal or placeholder is None:
-                out[key] = _plain(value)
+                out[key] = _plain(value, depth)
             elif type(value) is list:
                 json_types = rule.json_types
                 items = []
@@ -170,13 +176,13 @@ def _complex(node: dict, ctx: str, values: Values, literal: bool) -> dict:
                         by_rule[rule].append(item)
                         items.append(placeholder)
                     else:
-                        items.append(_plain(item))
+                        items.append(_plain(item, depth))
                 out[key] = items
             elif type(value) in rule.json_types:
                 by_rule[rule].append(value)
                 out[key] = placeholder
             else:
-                out[key] = _plain(value)
+                out[key] = _plain(value, depth)
         elif kind is _COMPLEX:
             _, child, bound, reference = plan
             inner = literal or bound
@@ -184,35 +190,35 @@ def _complex(node: dict, ctx: str, values: Values, literal: bool) -> dict:
                 items = []
                 for item in value:
                     if type(item) is dict and item:
-                        items.append(_complex(item, child, values, inner))
+                        items.append(_complex(item, child, values, inner, depth))
                         if reference and type(item.get("reference")) is str:
                             values.references.append(item["reference"])
                     else:
-                        items.append(_plain(item))  # the shape's check faults it as the walk would
+                        items.append(_plain(item, depth))  # the shape's check faults it as the walk would
                 out[key] = items
             elif type(value) is dict and value:
-                out[key] = _complex(value, child, values, inner)
+                out[key] = _complex(value, child, values, inner, depth)
                 if reference and type(value.get("reference")) is str:
                     values.references.append(value["reference"])
             else:
-                out[key] = _plain(value)
+                out[key] = _plain(value, depth)
         elif kind is _KEEP[0]:
-            out[key] = _plain(value)
+            out[key] = _plain(value, depth)
         elif type(value) is list:
-            out[key] = [_resource(item, values, literal) for item in value]
+            out[key] = [_resource(item, values, literal, depth) for item in value]
         else:
-            out[key] = _resource(value, values, literal)
+            out[key] = _resource(value, values, literal, depth)
     return out
 
 
-def _resource(value: object, values: Values, literal: bool) -> object:
+def _resource(value: object, values: Values, literal: bool, depth: int) -> object:
     """The shape of a resource inside a resource (``contained``, an entry's resource)."""
     if type(value) is not dict:
-        return _plain(value)
+        return _plain(value, depth)
     rtype = value.get("resourceType")
     if type(rtype) is not str or f"{rtype}.id" not in _elements():
-        return _plain(value)  # the walk does not look inside: its exact check on the shape judges it
-    return _complex(value, rtype, values, literal)
+        return _plain(value, depth)  # the walk does not look inside: its exact check on the shape judges it
+    return _complex(value, rtype, values, literal, depth)
 
 
 @lru_cache(maxsize=None)
