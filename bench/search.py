@@ -2,6 +2,7 @@
 generated studies, on SQLite and PostgreSQL, next to a baseline measured in the same run.
 
     python bench/search.py [--studies 100000] [--db sqlite postgresql] [--seconds 10] [--connections 16]
+    python bench/search.py --studies 100000 --db sqlite --keep bench100k.db   # keep it for bench/pages.py
 
 1. Studies are generated from the converted seeds and ClinicalTrials.gov samples (each trial's whole
    transaction Bundle: study, protocol, eligibility and outcome EvidenceVariables, sites,
@@ -292,7 +293,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--threads", type=int, default=32, help="threads per worker (fhirstudy serve --threads)")
     parser.add_argument("--url", help="serve this already loaded database instead of generating one")
+    parser.add_argument("--keep", type=Path, metavar="FILE",
+                        help="write the SQLite database to FILE and keep it (for bench/pages.py, bench/match.py --url)")
     args = parser.parse_args()
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"--keep {args.keep}: the file exists (a benchmark loads into a new database)")
     if args.url:
         _bench_search(args.url, args.url, args)
         return
@@ -303,7 +308,7 @@ def main() -> None:
         for kind in args.db:
             server = None
             if kind == "sqlite":
-                path = work / "bench.db"
+                path = args.keep.resolve() if args.keep else work / "bench.db"
                 url = f"sqlite:///{path}"
             else:
                 server = _postgres()

@@ -175,3 +175,21 @@ def test_load_of_fhir_input_refuses_such_a_narrative_and_stores_the_rest(tmp_pat
         assert store.read("ResearchStudy", "bad") is None
     finally:
         store.close()
+
+
+def test_validate_of_a_bundle_checks_every_narrative_in_it(tmp_path, capsys):
+    """``fhirstudy validate`` of a Bundle (a file from anywhere) checks its entries' narratives as a
+    write would; a Bundle fhirstudy converted passes as it is."""
+    converted = next(c for c in convert([SEEDS], unmapped=False) if c.ok).bundle
+    good = tmp_path / "good.json"
+    good.write_bytes(orjson.dumps(converted))
+    assert main(["validate", str(good)]) == 0
+    broken = json.loads(good.read_text())
+    broken["entry"][1]["resource"]["text"]["div"] = REFUSED[5][1]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(broken))
+    capsys.readouterr()
+    assert main(["validate", str(good), str(bad)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "<script> is not allowed" in err and str(bad) in err and "Traceback" not in err
+    assert "valid 1, invalid 1" in err

@@ -76,8 +76,10 @@ def _validate_file(name: str) -> Iterator[bool]:
     for record, line in lines:
         try:
             doc = orjson.loads(line)
-            (validate_bundle if isinstance(doc, dict) and doc.get("resourceType") == "Bundle"
-             else validate_resource)(doc)
+            if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
+                validate_bundle(doc, narratives=True)  # a Bundle from anywhere: its narratives too
+            else:
+                validate_resource(doc)
         except orjson.JSONDecodeError as exc:
             report(Problem(reason=f"not JSON: {exc}", file=name, record=record))
             yield False

@@ -8,8 +8,9 @@ JSON types, array versus single value, the patterns of id, code, date and dateTi
 required bindings, references inside a Bundle, the nesting depth and forbidden characters
 (:mod:`.checks` says each). A resource validated on its own (what a client writes: the server's
 create, update, Bundle entries, ``$validate``, ``load`` of FHIR input) also has each narrative
-checked against FHIR's rules (:mod:`.narrative`); the converter's Bundles skip that, as
-what fhirstudy generates keeps them by construction.
+checked against FHIR's rules (:mod:`.narrative`), and so does a Bundle given
+``narratives=True`` (``fhirstudy validate``); the converter's Bundles skip that, as what fhirstudy
+generates keeps them by construction.
 
 Every document is checked; what repeats is checked once: :mod:`.repeats` keeps the verdict of
 each distinct shape (the resource with its primitive values set aside by :mod:`.shapes`, those
@@ -38,14 +39,16 @@ def validate_resource(resource: dict) -> None:
         raise ValidationFailed(issues)
 
 
-def validate_bundle(bundle: dict) -> None:
-    """Validate a Bundle and every resource in it, and resolve its internal references.
+def validate_bundle(bundle: dict, narratives: bool = False) -> None:
+    """Validate a Bundle and every resource in it, and resolve its internal references; with
+    ``narratives`` (a Bundle from outside: ``fhirstudy validate``), check every narrative's XHTML
+    against FHIR's rules too.
 
     Relative references (``Type/id``) must match an entry's resource, ``urn:uuid:`` references an
     entry's fullUrl; absolute http(s) references point outside and are not followed.
     """
-    if _REPEATS.bundle_is_clean(bundle):
+    if _REPEATS.bundle_is_clean(bundle, narratives):
         return
-    issues = bundle_issues(bundle)
+    issues = bundle_issues(bundle, narratives)
     if issues:
         raise ValidationFailed(issues)

@@ -13,8 +13,9 @@ walk driven by the official definitions (``mappings/fhir-r5-elements.json`` and
   of nesting, and no character FHIR strings forbid (below U+0020 except tab, CR, LF) anywhere;
 - for one resource on its own (what a client writes), every ``Narrative.div`` the walk meets (the
   resource's ``text``, a contained resource's, a Composition section's) against FHIR's narrative
-  rules (:mod:`.narrative`: txt-1, txt-2, no script). Bundles, which only the converter validates,
-  skip it: what fhirstudy generates keeps those rules by construction.
+  rules (:mod:`.narrative`: txt-1, txt-2, no script); for a Bundle only when asked
+  (``narratives=True``: ``fhirstudy validate``), since the converter's Bundles keep those rules by
+  construction.
 
 ``resource_issues`` and ``bundle_issues`` collect every issue (the package's ``validate_resource``
 and ``validate_bundle`` raise them as one ``ValidationFailed``); ``entry_resource_issues`` is what
@@ -301,8 +302,9 @@ def entry_resource_issues(resource: dict) -> tuple[list[Problem], list[tuple[str
     return walker.issues, walker.references
 
 
-def bundle_issues(bundle: object) -> list[Problem]:
-    """Every issue of a Bundle and every resource in it, and of its internal references.
+def bundle_issues(bundle: object, narratives: bool = False) -> list[Problem]:
+    """Every issue of a Bundle and every resource in it, and of its internal references; with
+    ``narratives``, every ``Narrative.div`` in it against FHIR's narrative rules too.
 
     Relative references (``Type/id``) must match an entry's resource, ``urn:uuid:`` references an
     entry's fullUrl; absolute http(s) references point outside and are not followed.
@@ -319,7 +321,7 @@ def bundle_issues(bundle: object) -> list[Problem]:
     for ref, where in walker.references:
         if ref not in local and not is_external(ref):
             walker.fail(where, f"reference '{ref}' does not resolve to an entry of the bundle")
-    return walker.issues
+    return walker.issues + (narrative_issues(walker.narratives) if narratives else [])
 
 
 def is_external(reference: str) -> bool:

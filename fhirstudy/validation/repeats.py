@@ -81,9 +81,9 @@ class Repeats:
         return (self._shape_is_clean(resource, False, values) and values.valid()
                 and not any(div_problems(div) for div in values.of_type("xhtml")))
 
-    def bundle_is_clean(self, bundle: object) -> bool:
+    def bundle_is_clean(self, bundle: object, narratives: bool = False) -> bool:
         """True when the Bundle, every entry's resource and the Bundle's internal references pass
-        every check: the skeleton (the Bundle without its entries' resources) and each resource
+        every check (with ``narratives``, every narrative's rules too): the skeleton (the Bundle without its entries' resources) and each resource
         are documents of their own, their values checked together, their references resolved
         against the entries."""
         if type(bundle) is not dict:
@@ -100,6 +100,8 @@ class Repeats:
         if not all(self._shape_is_clean(e["resource"], True, values) for e in entries):
             return False
         if not values.valid():
+            return False
+        if narratives and any(div_problems(div) for div in values.of_type("xhtml")):
             return False
         if not values.references:
             return True
