@@ -7,8 +7,7 @@ The page's URL is the FHIR search URL. The form's fields are named after the sea
 into its code (other text: ``condition:text``) and a ZIP code or city with a radius into
 ``site.near=lat|lng|radius|mi``, and redirects to ``/ResearchStudy?...``. Parameters the form has
 no field for stay in the URL (hidden fields) and are listed above the results. With a place, each
-result shows its nearest site within the radius (one ``Location?near=...&_has:ResearchStudy:site:_id=...``
-search for the page).
+result shows its nearest site within the radius (the page's studies' sites read by id and measured).
 """
 from __future__ import annotations
 
@@ -19,12 +18,12 @@ from flask import Response, redirect, render_template, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from fhirstudy.errors import FhirError
-from fhirstudy.limits import MAX_OR_VALUES
 from fhirstudy.pages import bp, present
 from fhirstudy.pages.negotiation import wants_html
 from fhirstudy.search import geo
 from fhirstudy.search.places import place_position
-from fhirstudy.server.routes import base_url, get_service
+from fhirstudy.search.values import BadValue, near_value
+from fhirstudy.server.routes import base_url, get_service, get_store
 
 PAGE_COUNT = "20"
 COUNTS = ("10", "20", "50", "100")
@@ -33,6 +32,7 @@ FIELDS = ("condition", "condition:text", "recruitment-status", "phase", "eligibl
           "biomarker", "site.near", "_count", "_format")
 NEAR_PARAMETERS = ("site.near", "site:Location.near")
 MILE_KM = 1.609344
+READ_CHUNK = 500  # Location ids per read
 
 
 @bp.get("/")
@@ -138,25 +138,31 @@ def _near(criteria: list[tuple[str, str]]) -> dict | None:
 
 
 def _nearest_sites(studies: list[dict], near: dict) -> dict[str, dict]:
-    """Each study's nearest site within the search's radius: name, place and distance."""
-    service, found = get_service(), {}
-    ids = [s["id"] for s in studies]
-    for start in range(0, len(ids), MAX_OR_VALUES):
-        query = service.parse("Location", [("near", near["value"]), ("_count", "500"), ("_total", "none"),
-                                           ("_has:ResearchStudy:site:_id", ",".join(ids[start:start + MAX_OR_VALUES]))])
-        for stored in service.search(query).entries:
-            found[stored.id] = orjson.loads(stored.json)
+    """Each study's nearest site within the search's radius: name, place and distance. The page's
+    studies name their sites, so those are read by id and measured here (a ``Location?near=``
+    search would first find every site within the radius: 1.7 s at 100,000 studies)."""
+    try:
+        wanted = near_value(near["value"])
+    except BadValue:
+        return {}
+    refs = {s["id"]: [(r.get("reference") or "").removeprefix("Location/") for r in s.get("site") or []
+                      if isinstance(r, dict)] for s in studies}
+    ids = sorted({rid for found in refs.values() for rid in found if rid})
+    store, sites = get_store(), {}
+    for start in range(0, len(ids), READ_CHUNK):
+        for rid, stored in store.read_many("Location", ids[start:start + READ_CHUNK]).items():
+            sites[rid] = orjson.loads(stored.json)
     out = {}
     for study in studies:
         best = None
-        for ref in study.get("site") or []:
-            site = found.get((ref.get("reference") or "").removeprefix("Location/"))
-            position = (site or {}).get("position") or {}
-            if "latitude" not in position or "longitude" not in position:
+        for rid in refs[study["id"]]:
+            position = (sites.get(rid) or {}).get("position") or {}
+            try:
+                km = geo.great_circle_km(wanted.center, geo.position(position["latitude"], position["longitude"]))
+            except (KeyError, geo.PositionError):
                 continue
-            km = geo.great_circle_km(near["point"], geo.position(position["latitude"], position["longitude"]))
-            if best is None or km < best[0]:
-                best = (km, site)
+            if km <= wanted.km and (best is None or km < best[0]):
+                best = (km, sites[rid])
         if best:
             km, site = best
             distance = km / MILE_KM if near["unit"] == "mi" else km

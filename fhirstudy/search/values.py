@@ -211,6 +211,11 @@ def _number_value(raw: str, modifier: str | None) -> RangeValue:
     return RangeValue(prefix, value - half, value + half, value)
 
 
+def near_value(raw: str) -> NearValue:
+    """What ``near=raw`` asks for: the point and the distance in km (BadValue when it is not one)."""
+    return _near_value(raw, None)
+
+
 def _near_value(raw: str, modifier: str | None) -> NearValue:
     """``[latitude]|[longitude]|[distance]|[units]``: distance and units may be left out
     (DEFAULT_NEAR_KM; km)."""
