@@ -111,7 +111,10 @@ def _chained_rows(rtype: str, clause: Clause) -> sa.Select:
     for inner in clause.chain:
         ttype = inner.param.resource_type
         target = resource.alias()
-        ids = sa.select(target.c.id).where(target.c.type == ttype, target.c.deleted.is_(False),
+        # index rows carry their type (``pid``): matching on ``type`` too would make SQLite scan
+        # every resource of the type (every Location) instead of looking the matches up by key
+        typed = [] if _narrows(inner) else [target.c.type == ttype]
+        ids = sa.select(target.c.id).where(*typed, target.c.deleted.is_(False),
                                            _clause_condition(ttype, inner, target.c.pk))
         targets.append(sa.and_(terms.equals(ref.c.target_type, ttype), terms.one_of(ref.c.target_id, ids)))
     return sa.select(ref.c.resource_pk).where(ref.c.pid == param_id(rtype, clause.param.code), sa.or_(*targets))

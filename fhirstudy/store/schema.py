@@ -32,8 +32,9 @@ _ID = sa.String(64)
 # Indexed text columns compare byte-wise on both backends, so range scans mean "starts with".
 _SORTABLE = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
 # 1: rtype/param strings in index rows, JSON in resource and history alike; 2: no number ranges;
-# 3: no positions; 4: uncompressed JSON, hex content hashes
-SCHEMA_VERSION = 5
+# 3: no positions; 4: uncompressed JSON, hex content hashes; 5: the position index without the
+# unit vectors (upgraded in place: :data:`UPGRADES`)
+SCHEMA_VERSION = 6
 
 metadata = sa.MetaData()
 _INSTANT = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{3})Z?")
@@ -211,7 +212,10 @@ INDEX_TABLES = MappingProxyType({
     # ``near``: a position in degrees (the bounding box looks it up) and its unit vector (the exact test)
     "special": _index_table(
         "idx_position", sa.Column("latitude", sa.Float), sa.Column("longitude", sa.Float), sa.Column("x", sa.Float),
-        sa.Column("y", sa.Float), sa.Column("z", sa.Float), indexes=[("latitude", "longitude")]),
+        sa.Column("y", sa.Float), sa.Column("z", sa.Float),
+        # the unit vectors in the index too: the exact test reads no table row (at 100,000 studies,
+        # 5,648 sites near Boston cost 200 ms of row lookups, 17 ms without)
+        indexes=[("latitude", "longitude", "x", "y", "z")]),
     "composite": _index_table(
         "idx_composite", sa.Column("grp", sa.Integer, nullable=False), sa.Column("comp", sa.Integer, nullable=False),
         sa.Column("system", _TID), sa.Column("code", _TID), sa.Column("text", _TID),
@@ -253,8 +257,22 @@ def create_tables(engine: sa.Engine) -> None:
             conn.execute(sa.insert(schema).values(version=SCHEMA_VERSION))
 
 
+def _upgrade_5(conn: sa.Connection) -> None:
+    """Layout 5 to 6: the position index with the unit vectors (the same rows, read without the table)."""
+    position = INDEX_TABLES["special"]
+    (index,) = (i for i in position.indexes if i.name == "ix_idx_position_0")
+    conn.execute(sa.text("DROP INDEX IF EXISTS ix_idx_position_0"))
+    index.create(conn)
+
+
+# Layouts that are brought up to date in place when a store opens them (by the version they
+# are at): changes that only add or rebuild indexes, never ones that change what rows hold.
+UPGRADES = MappingProxyType({5: _upgrade_5})
+
+
 def check_layout(engine: sa.Engine) -> None:
-    """Refuse a database whose tables another layout made (it would be searched wrongly)."""
+    """Upgrade a database of an older layout that :data:`UPGRADES` knows how to bring up to date;
+    refuse one whose tables another layout made (it would be searched wrongly)."""
     inspector = sa.inspect(engine)
     if not inspector.has_table(resource.name):
         return
@@ -262,6 +280,13 @@ def check_layout(engine: sa.Engine) -> None:
     if inspector.has_table(schema.name):
         with engine.connect() as conn:
             version = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar() or 1
+    while version in UPGRADES:
+        with engine.begin() as conn:  # read again inside: another process may have upgraded it meanwhile
+            version = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
+            if version in UPGRADES:
+                UPGRADES[version](conn)
+                version += 1
+                conn.execute(sa.insert(schema).values(version=version))
     if version != SCHEMA_VERSION:
         raise StoreError(
             f"the database at {engine.url.render_as_string(hide_password=True)} was made by "
