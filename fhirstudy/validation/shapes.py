@@ -98,8 +98,8 @@ class Values:
         return True
 
 
-_KEEP = ("keep",)  # a plan: the value stays as it is
 _PRIMITIVE, _RESOURCE, _COMPLEX = "primitive", "resource", "complex"
+_KEEP = ("keep",)  # a plan: the value stays as it is
 
 
 class _NotPlain(Exception):
@@ -150,6 +150,8 @@ def _plain(value: object, depth: int = 0) -> object:
 
 
 def _complex(node: dict, ctx: str, values: Values, literal: bool, depth: int = 1) -> dict:
+    # The hottest loop of conversion (every element of every resource): plans are flat tuples
+    # read by position, scalars kept without a call, a placeholder set aside without a lookup.
     if depth > MAX_JSON_DEPTH:
         raise _NotPlain  # too deep to walk: the exact checks say so without recursion
     depth += 1
@@ -157,19 +159,20 @@ def _complex(node: dict, ctx: str, values: Values, literal: bool, depth: int = 1
     by_rule = values.by_rule
     out = {}
     for key, value in node.items():
-        plan = plans.get(key)
-        if plan is None:
+        try:
+            plan = plans[key]
+        except KeyError:
             if type(key) is not str:
-                raise _NotPlain
+                raise _NotPlain from None
             plan = plans[key] = _plan(ctx, key)
         kind = plan[0]
-        if kind is _PRIMITIVE:
-            rule = plan[1]
-            placeholder = rule.placeholder
-            if literal or placeholder is None:
-                out[key] = _plain(value, depth)
-            elif type(value) is list:
-                json_types = rule.json_types
+        kind_of_value = type(value)
+        if kind is _PRIMITIVE and not literal:
+            _, rule, placeholder, json_types = plan
+            if kind_of_value in json_types:
+                by_rule[rule].append(value)
+                out[key] = placeholder
+            elif kind_of_value is list:
                 items = []
                 for item in value:
                     if type(item) in json_types:
@@ -178,15 +181,16 @@ def _complex(node: dict, ctx: str, values: Values, literal: bool, depth: int = 1
                     else:
                         items.append(_plain(item, depth))
                 out[key] = items
-            elif type(value) in rule.json_types:
-                by_rule[rule].append(value)
-                out[key] = placeholder
             else:
                 out[key] = _plain(value, depth)
         elif kind is _COMPLEX:
             _, child, bound, reference = plan
             inner = literal or bound
-            if type(value) is list:
+            if kind_of_value is dict and value:
+                out[key] = _complex(value, child, values, inner, depth)
+                if reference and type(value.get("reference")) is str:
+                    values.references.append(value["reference"])
+            elif kind_of_value is list:
                 items = []
                 for item in value:
                     if type(item) is dict and item:
@@ -196,18 +200,17 @@ def _complex(node: dict, ctx: str, values: Values, literal: bool, depth: int = 1
                     else:
                         items.append(_plain(item, depth))  # the shape's check faults it as the walk would
                 out[key] = items
-            elif type(value) is dict and value:
-                out[key] = _complex(value, child, values, inner, depth)
-                if reference and type(value.get("reference")) is str:
-                    values.references.append(value["reference"])
             else:
                 out[key] = _plain(value, depth)
-        elif kind is _KEEP[0]:
-            out[key] = _plain(value, depth)
-        elif type(value) is list:
-            out[key] = [_resource(item, values, literal, depth) for item in value]
+        elif kind is _RESOURCE:
+            if kind_of_value is list:
+                out[key] = [_resource(item, values, literal, depth) for item in value]
+            else:
+                out[key] = _resource(value, values, literal, depth)
+        elif kind_of_value in _SCALARS:  # kept as it is (_KEEP, or a primitive inside a bound element)
+            out[key] = value
         else:
-            out[key] = _resource(value, values, literal, depth)
+            out[key] = _plain(value, depth)
     return out
 
 
@@ -230,7 +233,8 @@ def _plans(ctx: str) -> dict[str, tuple]:
 def _plan(ctx: str, key: str) -> tuple:
     """What the walk does with ``key`` in ``ctx``: ``_KEEP`` (the value stays as it is: unknown
     there, a primitive extension, of several types), ``(_PRIMITIVE, Primitive)``,
-    ``(_RESOURCE,)`` or ``(_COMPLEX, child context, bound, is a Reference)``."""
+    ``(_PRIMITIVE, Primitive, its placeholder, its JSON types)`` (a primitive without a placeholder
+    is kept), ``(_RESOURCE,)`` or ``(_COMPLEX, child context, bound, is a Reference)``."""
     found = _element(ctx, key) if key[:1] != "_" else None
     if found is None:
         return _KEEP
@@ -238,7 +242,8 @@ def _plan(ctx: str, key: str) -> tuple:
     if type_code == "":
         return _KEEP
     if _is_primitive(type_code):
-        return _PRIMITIVE, _primitive(ctx, key, path, type_code)
+        rule = _primitive(ctx, key, path, type_code)
+        return _KEEP if rule.placeholder is None else (_PRIMITIVE, rule, rule.placeholder, rule.json_types)
     if type_code == "Resource":
         return (_RESOURCE,)
     if type_code in _COMPLEX_CONTAINERS or "." in type_code:
