@@ -75,8 +75,10 @@ class Values:
         """The values set aside of elements of ``type_code`` (``xhtml``: every narrative's div)."""
         return [v for rule, found in self.by_rule.items() if rule.type_code == type_code for v in found]
 
-    def valid(self) -> bool:
-        """Whether every value set aside passes the checks of its element (see the module)."""
+    def valid(self, accepted: AcceptedValues | None = None) -> bool:
+        """Whether every value set aside passes the checks of its element (see the module).
+        ``accepted``: values that passed before, not checked again (exact: every check of a
+        value depends on the value and its batch's rule alone)."""
         batches: dict[tuple[str, int], tuple[Primitive, list]] = {}
         for rule, found in self.by_rule.items():  # one batch per element type and model type
             key = (rule.type_code, id(rule.adapter))
@@ -84,7 +86,14 @@ class Values:
                 batches[key][1].extend(found)
             else:
                 batches[key] = (rule, list(found))
-        for rule, values in batches.values():
+        for key, (rule, values) in batches.items():
+            known = accepted.of(key) if accepted is not None else None
+            if rule.json_types != (int, float):  # str or int alone: equal values are the same value
+                values = list(dict.fromkeys(values))
+            if known:  # a float is never looked up: 1.0 == 1 (an int of another batch rule's past)
+                values = [v for v in values if type(v) is float or v not in known]
+                if not values:
+                    continue
             if rule.json_types == (str,):
                 if not strings_are_valid(values, rule.type_code) or _FORBIDDEN_CHARACTERS.search("\n".join(values)):
                     return False
@@ -95,7 +104,41 @@ class Values:
                 rule.adapter.validate_python(values)
             except PydanticError:
                 return False
+            if known is not None:
+                accepted.add(known, values)
         return True
+
+
+class AcceptedValues:
+    """Values that passed every check of their batch (element type, model type), by batch: the
+    memo of a pure function, so what it holds never changes a verdict. Only short strings and
+    ints are kept (names, codes, counts recur across trials; a narrative does not), at most
+    ``max_values`` in all (then it starts again)."""
+
+    MAX_LENGTH = 128
+
+    def __init__(self, max_values: int = 100_000):
+        self.max_values = max_values
+        self.count = 0
+        self._by_batch: dict[tuple[str, int], set] = {}
+
+    def of(self, key: tuple[str, int]) -> set:
+        """The values accepted of one batch (a set to pass back to :meth:`add`)."""
+        found = self._by_batch.get(key)
+        if found is None:
+            found = self._by_batch[key] = set()
+        return found
+
+    def add(self, known: set, values: list) -> None:
+        """Remember ``values``, which passed every check of the batch whose set is ``known``."""
+        limit = self.MAX_LENGTH
+        before = len(known)
+        known.update(v for v in values if type(v) is int or type(v) is str and len(v) <= limit)
+        self.count += len(known) - before
+        if self.count > self.max_values:
+            for kept in self._by_batch.values():
+                kept.clear()
+            self.count = 0
 
 
 _PRIMITIVE, _RESOURCE, _COMPLEX = "primitive", "resource", "complex"
