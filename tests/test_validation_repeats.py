@@ -280,3 +280,33 @@ def test_the_verdict_cache_keeps_to_its_budget(bundles):
         fast.bundle_is_clean(bundle)
         assert cache.size <= 20_000
     assert cache.misses > 0
+
+
+def test_a_value_accepted_before_is_accepted_only_for_its_own_rule(sample):
+    """The memo of accepted values is per batch rule: a name with a space, accepted as a string,
+    is still no id; a count accepted as an unsignedInt, 0, is still no positiveInt."""
+    fast = repeats.Repeats(repeats.VerdictCache())
+    assert fast.bundle_is_clean(sample)
+    assert fast.bundle_is_clean(sample)  # the second time from the memo
+    name = _first(sample, "Location")["name"]
+    assert " " in name and len(name) <= shapes.AcceptedValues.MAX_LENGTH
+    broken = copy.deepcopy(sample)
+    _first(broken, "Location")["meta"]["versionId"] = name  # an id
+    assert checks.bundle_issues(broken)
+    assert not fast.bundle_is_clean(broken)
+    group = {"resourceType": "Group", "id": "g", "membership": "definitional", "type": "person", "quantity": 0}
+    assert fast.resource_is_clean(group)
+    assert fast.resource_is_clean(group)
+    location = {"resourceType": "Location", "id": "l",
+                "contact": [{"telecom": [{"system": "phone", "value": "1", "rank": 0}]}]}  # rank: a positiveInt
+    assert checks.resource_issues(location)
+    assert not fast.resource_is_clean(location)
+
+
+def test_the_accepted_values_keep_to_their_budget(bundles):
+    cache = repeats.VerdictCache()
+    cache.accepted = shapes.AcceptedValues(max_values=500)
+    fast = repeats.Repeats(cache)
+    for bundle in bundles:
+        assert fast.bundle_is_clean(bundle)
+        assert cache.accepted.count <= 500

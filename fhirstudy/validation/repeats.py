@@ -26,7 +26,7 @@ import orjson
 
 from .checks import entry_resource_issues, is_external, resource_issues
 from .narrative import div_problems
-from .shapes import Values, shape
+from .shapes import AcceptedValues, Values, shape
 
 CACHE_BYTES = 24 << 20  # shape bytes kept per process (the verdicts of tens of thousands of shapes)
 _DUMPS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -41,6 +41,7 @@ class VerdictCache:
         self.size = 0
         self._items: OrderedDict[tuple[bytes, bool], bool] = OrderedDict()
         self.hits = self.misses = 0
+        self.accepted = AcceptedValues()  # the values set aside that passed their checks
 
     def verdict(self, shape: bytes, entry: bool) -> bool:
         """Whether the shape is clean (as an entry's resource, or as a document on its own)."""
@@ -78,7 +79,7 @@ class Repeats:
         """True when ``resource`` on its own (references not resolved) passes every check, its
         narratives' rules too (:func:`.checks.resource_issues` checks them there)."""
         values = Values()
-        return (self._shape_is_clean(resource, False, values) and values.valid()
+        return (self._shape_is_clean(resource, False, values) and values.valid(self.cache.accepted)
                 and not any(div_problems(div) for div in values.of_type("xhtml")))
 
     def bundle_is_clean(self, bundle: object, narratives: bool = False) -> bool:
@@ -99,7 +100,7 @@ class Repeats:
             return False
         if not all(self._shape_is_clean(e["resource"], True, values) for e in entries):
             return False
-        if not values.valid():
+        if not values.valid(self.cache.accepted):
             return False
         if narratives and any(div_problems(div) for div in values.of_type("xhtml")):
             return False

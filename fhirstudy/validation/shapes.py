@@ -75,8 +75,10 @@ class Values:
         """The values set aside of elements of ``type_code`` (``xhtml``: every narrative's div)."""
         return [v for rule, found in self.by_rule.items() if rule.type_code == type_code for v in found]
 
-    def valid(self) -> bool:
-        """Whether every value set aside passes the checks of its element (see the module)."""
+    def valid(self, accepted: AcceptedValues | None = None) -> bool:
+        """Whether every value set aside passes the checks of its element (see the module).
+        ``accepted``: values that passed before, not checked again (exact: every check of a
+        value depends on the value and its batch's rule alone)."""
         batches: dict[tuple[str, int], tuple[Primitive, list]] = {}
         for rule, found in self.by_rule.items():  # one batch per element type and model type
             key = (rule.type_code, id(rule.adapter))
@@ -84,7 +86,14 @@ class Values:
                 batches[key][1].extend(found)
             else:
                 batches[key] = (rule, list(found))
-        for rule, values in batches.values():
+        for key, (rule, values) in batches.items():
+            known = accepted.of(key) if accepted is not None else None
+            if rule.json_types != (int, float):  # str or int alone: equal values are the same value
+                values = list(dict.fromkeys(values))
+            if known:  # a float is never looked up: 1.0 == 1 (an int of another batch rule's past)
+                values = [v for v in values if type(v) is float or v not in known]
+                if not values:
+                    continue
             if rule.json_types == (str,):
                 if not strings_are_valid(values, rule.type_code) or _FORBIDDEN_CHARACTERS.search("\n".join(values)):
                     return False
@@ -95,11 +104,45 @@ class Values:
                 rule.adapter.validate_python(values)
             except PydanticError:
                 return False
+            if known is not None:
+                accepted.add(known, values)
         return True
 
 
-_KEEP = ("keep",)  # a plan: the value stays as it is
+class AcceptedValues:
+    """Values that passed every check of their batch (element type, model type), by batch: the
+    memo of a pure function, so what it holds never changes a verdict. Only short strings and
+    ints are kept (names, codes, counts recur across trials; a narrative does not), at most
+    ``max_values`` in all (then it starts again)."""
+
+    MAX_LENGTH = 128
+
+    def __init__(self, max_values: int = 100_000):
+        self.max_values = max_values
+        self.count = 0
+        self._by_batch: dict[tuple[str, int], set] = {}
+
+    def of(self, key: tuple[str, int]) -> set:
+        """The values accepted of one batch (a set to pass back to :meth:`add`)."""
+        found = self._by_batch.get(key)
+        if found is None:
+            found = self._by_batch[key] = set()
+        return found
+
+    def add(self, known: set, values: list) -> None:
+        """Remember ``values``, which passed every check of the batch whose set is ``known``."""
+        limit = self.MAX_LENGTH
+        before = len(known)
+        known.update(v for v in values if type(v) is int or type(v) is str and len(v) <= limit)
+        self.count += len(known) - before
+        if self.count > self.max_values:
+            for kept in self._by_batch.values():
+                kept.clear()
+            self.count = 0
+
+
 _PRIMITIVE, _RESOURCE, _COMPLEX = "primitive", "resource", "complex"
+_KEEP = ("keep",)  # a plan: the value stays as it is
 
 
 class _NotPlain(Exception):
@@ -150,6 +193,8 @@ def _plain(value: object, depth: int = 0) -> object:
 
 
 def _complex(node: dict, ctx: str, values: Values, literal: bool, depth: int = 1) -> dict:
+    # The hottest loop of conversion (every element of every resource): plans are flat tuples
+    # read by position, scalars kept without a call, a placeholder set aside without a lookup.
     if depth > MAX_JSON_DEPTH:
         raise _NotPlain  # too deep to walk: the exact checks say so without recursion
     depth += 1
@@ -157,19 +202,20 @@ def _complex(node: dict, ctx: str, values: Values, literal: bool, depth: int = 1
     by_rule = values.by_rule
     out = {}
     for key, value in node.items():
-        plan = plans.get(key)
-        if plan is None:
+        try:
+            plan = plans[key]
+        except KeyError:
             if type(key) is not str:
-                raise _NotPlain
+                raise _NotPlain from None
             plan = plans[key] = _plan(ctx, key)
         kind = plan[0]
-        if kind is _PRIMITIVE:
-            rule = plan[1]
-            placeholder = rule.placeholder
-            if literal or placeholder is None:
-                out[key] = _plain(value, depth)
-            elif type(value) is list:
-                json_types = rule.json_types
+        kind_of_value = type(value)
+        if kind is _PRIMITIVE and not literal:
+            _, rule, placeholder, json_types = plan
+            if kind_of_value in json_types:
+                by_rule[rule].append(value)
+                out[key] = placeholder
+            elif kind_of_value is list:
                 items = []
                 for item in value:
                     if type(item) in json_types:
@@ -178,15 +224,16 @@ def _complex(node: dict, ctx: str, values: Values, literal: bool, depth: int = 1
                     else:
                         items.append(_plain(item, depth))
                 out[key] = items
-            elif type(value) in rule.json_types:
-                by_rule[rule].append(value)
-                out[key] = placeholder
             else:
                 out[key] = _plain(value, depth)
         elif kind is _COMPLEX:
             _, child, bound, reference = plan
             inner = literal or bound
-            if type(value) is list:
+            if kind_of_value is dict and value:
+                out[key] = _complex(value, child, values, inner, depth)
+                if reference and type(value.get("reference")) is str:
+                    values.references.append(value["reference"])
+            elif kind_of_value is list:
                 items = []
                 for item in value:
                     if type(item) is dict and item:
@@ -196,18 +243,17 @@ def _complex(node: dict, ctx: str, values: Values, literal: bool, depth: int = 1
                     else:
                         items.append(_plain(item, depth))  # the shape's check faults it as the walk would
                 out[key] = items
-            elif type(value) is dict and value:
-                out[key] = _complex(value, child, values, inner, depth)
-                if reference and type(value.get("reference")) is str:
-                    values.references.append(value["reference"])
             else:
                 out[key] = _plain(value, depth)
-        elif kind is _KEEP[0]:
-            out[key] = _plain(value, depth)
-        elif type(value) is list:
-            out[key] = [_resource(item, values, literal, depth) for item in value]
+        elif kind is _RESOURCE:
+            if kind_of_value is list:
+                out[key] = [_resource(item, values, literal, depth) for item in value]
+            else:
+                out[key] = _resource(value, values, literal, depth)
+        elif kind_of_value in _SCALARS:  # kept as it is (_KEEP, or a primitive inside a bound element)
+            out[key] = value
         else:
-            out[key] = _resource(value, values, literal, depth)
+            out[key] = _plain(value, depth)
     return out
 
 
@@ -230,7 +276,8 @@ def _plans(ctx: str) -> dict[str, tuple]:
 def _plan(ctx: str, key: str) -> tuple:
     """What the walk does with ``key`` in ``ctx``: ``_KEEP`` (the value stays as it is: unknown
     there, a primitive extension, of several types), ``(_PRIMITIVE, Primitive)``,
-    ``(_RESOURCE,)`` or ``(_COMPLEX, child context, bound, is a Reference)``."""
+    ``(_PRIMITIVE, Primitive, its placeholder, its JSON types)`` (a primitive without a placeholder
+    is kept), ``(_RESOURCE,)`` or ``(_COMPLEX, child context, bound, is a Reference)``."""
     found = _element(ctx, key) if key[:1] != "_" else None
     if found is None:
         return _KEEP
@@ -238,7 +285,8 @@ def _plan(ctx: str, key: str) -> tuple:
     if type_code == "":
         return _KEEP
     if _is_primitive(type_code):
-        return _PRIMITIVE, _primitive(ctx, key, path, type_code)
+        rule = _primitive(ctx, key, path, type_code)
+        return _KEEP if rule.placeholder is None else (_PRIMITIVE, rule, rule.placeholder, rule.json_types)
     if type_code == "Resource":
         return (_RESOURCE,)
     if type_code in _COMPLEX_CONTAINERS or "." in type_code:
