@@ -176,8 +176,11 @@ def test_a_chain_names_each_type_that_serves_the_parameter():
     assert sorted(c.param.resource_type for c in clause.chain) == ["Location", "Organization"]
     typed = parse_search("ResearchStudy", [("site:Location.address-city", "Boston")], load_registry()).clauses[0]
     assert [c.param.resource_type for c in typed.chain] == ["Location"] and typed.modifier == "Location"
-    near = parse_search("ResearchStudy", [("site.near", "42|-71|5|km")], load_registry()).clauses[0]
-    assert [c.param.resource_type for c in near.chain] == ["Location"]  # only Location has near
+    missing = parse_search("ResearchStudy", [("site.near:missing", "true")], load_registry()).clauses[0]
+    assert [c.param.resource_type for c in missing.chain] == ["Location"]  # only Location has near
+    for name in ("site.near", "site:Location.near"):  # answered from the study's own rows (site-near)
+        near = parse_search("ResearchStudy", [(name, "42|-71|5|km")], load_registry()).clauses[0]
+        assert (near.param.code, near.chain) == ("site-near", ())
 
 
 # --- near on the databases ----------------------------------------------------------------------
@@ -242,14 +245,18 @@ def _plan(store, rtype: str, *pairs: tuple[str, str]) -> str:
 
 def test_near_reads_the_index_alone_and_a_chain_looks_sites_up_by_key(tmp_path):
     """At 100,000 studies, 5,648 sites near Boston: the exact test on the index's unit vectors (no
-    table row read: 200 ms to 17 ms), and the chain from studies looks each site up by primary key
-    (matching on its type too scanned every Location: 1 s)."""
+    table row read: 200 ms to 17 ms); ``site.near`` from the studies' own position rows alone
+    (``site-near``; through the sites it took 2 s); another chain looks each site up by primary key
+    (matching on its type too scanned every Location)."""
     store = open_store(f"sqlite:///{tmp_path / 'plan.db'}", clock=fixed_clock)
     store.put_many(_resources())
     plan = _plan(store, "Location", ("near", "42.3626|-71.0695|310|km"))
     assert "USING COVERING INDEX ix_idx_position_0" in plan, plan
     plan = _plan(store, "ResearchStudy", ("site.near", "42.3626|-71.0695|310|km"))
-    assert "USING COVERING INDEX ix_idx_position_0" in plan and "USING INTEGER PRIMARY KEY" in plan, plan
+    assert "USING COVERING INDEX ix_idx_position_0" in plan, plan
+    assert "idx_reference" not in plan and "resource" not in plan, plan
+    plan = _plan(store, "ResearchStudy", ("site.address-city", "Boston"))
+    assert "USING INTEGER PRIMARY KEY" in plan, plan
     assert "ix_resource_type" not in plan and "SCAN resource" not in plan, plan
     store.close()
 
@@ -313,6 +320,50 @@ def test_a_chain_sees_the_site_as_it_is_now(store):
     store.delete("Location", "mayo")
     store.delete("Location", "msk")
     assert _ids(store, "ResearchStudy", ("site.address-country", "US")) == ["rs-boston", "rs-pacific"]
+
+
+def _chained_ids(store, *pairs: tuple[str, str]) -> list[str]:
+    """The studies the chain itself finds (a registry without ``site-near``, which answers it)."""
+    from fhirstudy.search.registry import Registry, read_definitions
+
+    registry = Registry([d for d in read_definitions() if d["code"] != "site-near"])
+    query = parse_search("ResearchStudy", list(pairs) + [("_count", "100")], registry)
+    assert query.clauses[0].chain, "the chain itself"
+    return sorted(e.id for e in store.search(query).entries)
+
+
+SITE_NEAR = ["42.3626|-71.0695|5|km", "42.3626|-71.0695|310|km", "40.7644|-73.9565|10|km", "-18.1416|178.4419|1200|km",
+             "0|0|30000|km", "48.8738|2.3688|5|km", "44.0225|-92.4668|1|km,-13.8333|-171.7667|1|km"]
+
+
+def test_site_near_answers_the_chain_as_the_chain_does_as_sites_change(store):
+    """``site.near`` from the studies' own rows (``site-near``) finds what the chain through every
+    site finds: after a site moves, a site is deleted, a study changes its sites, and a study is
+    stored before its sites."""
+    def same() -> None:
+        for value in SITE_NEAR:
+            assert _ids(store, "ResearchStudy", ("site.near", value)) == _chained_ids(store, ("site.near", value)), value
+            assert _ids(store, "ResearchStudy", ("site-near", value)) == _ids(store, "ResearchStudy", ("site.near", value))
+
+    same()
+    assert _ids(store, "ResearchStudy", ("site.near", "42.3626|-71.0695|5|km")) == ["rs-boston"]
+    store.put_many([{**_location("msk"), "position": {"latitude": 42.36, "longitude": -71.07}}])  # moved to Boston
+    assert _ids(store, "ResearchStudy", ("site.near", "42.3626|-71.0695|5|km")) == ["rs-boston", "rs-east"]
+    same()
+    store.delete("Location", "mgh")
+    store.delete("Location", "dfci")
+    assert _ids(store, "ResearchStudy", ("site.near", "42.3626|-71.0695|5|km")) == ["rs-east"]
+    same()
+    store.put_many([{"resourceType": "ResearchStudy", "id": "rs-east", "status": "completed",
+                     "site": [{"reference": "Location/paris"}]}])
+    assert _ids(store, "ResearchStudy", ("site.near", "42.3626|-71.0695|5|km")) == []
+    same()
+    store.put_many([{"resourceType": "ResearchStudy", "id": "rs-later", "status": "active",
+                     "site": [{"reference": "Location/later"}]}])  # its site comes in a later write
+    assert _ids(store, "ResearchStudy", ("site.near", "35.0|139.0|5|km")) == []
+    store.put_many([{"resourceType": "Location", "id": "later", "position": {"latitude": 35.0, "longitude": 139.0}}])
+    assert _ids(store, "ResearchStudy", ("site.near", "35.0|139.0|5|km")) == ["rs-later"]
+    same()
 
 
 HAS_CASES = [

@@ -164,7 +164,7 @@ def parse_search(resource_type: str, args: Iterable[tuple[str, str]], registry: 
                                      expression=name)
             query.clauses.append(chained)
             query.echo.append((name, raw))
-            values += max(max(1, len(c.values)) * max(1, len(c.param.components)) for c in chained.chain)
+            values += max(max(1, len(c.values)) * max(1, len(c.param.components)) for c in chained.chain or [chained])
             if values > MAX_SEARCH_VALUES:
                 raise InvalidRequest(f"A search takes at most {MAX_SEARCH_VALUES} values in all its search "
                                      f"parameters together; this one has more", expression=name)
@@ -229,6 +229,9 @@ def _chain(resource_type: str, name: str, raw: str, registry: Registry) -> tuple
     if not inner:
         where = target or " or ".join(param.target) or "any type"
         return None, f"{where} has no search parameter {tail!r}"
+    answer = None if inner_modifier else registry.answering(resource_type, f"{code}.{inner_code}")
+    if answer is not None and all(c.param.type == answer.type for c in inner):
+        return Clause(answer, None, inner[0].values), ""  # from the resource's own rows (registry.ANSWERS_CHAIN)
     return Clause(param, target or None, (), chain=tuple(inner)), ""
 
 

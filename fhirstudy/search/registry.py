@@ -38,13 +38,17 @@ MODIFIERS = {
 }
 PREFIXED_TYPES = ("date", "number")
 # Special parameters the index answers, by expression: ``near`` on a position (search.geo).
-SPECIAL_EXPRESSIONS = ("Location.position",)
+SPECIAL_EXPRESSIONS = ("Location.position", "ResearchStudy.site.resolve().position")
 # Codes whose definition asks for matching we do not do (the generic string search would lie).
 UNSERVED_CODES = {"phonetic": "phonetic matching is not implemented"}
 _ANY_RESOURCE = ("Resource", "DomainResource")
 # An extension of fhirstudy's own SearchParameters: true when a resource without any value of the
 # parameter admits every value (``eligible-age=67`` finds a study without an age limit).
 ABSENT_ADMITS = "https://fhirstudy.org/fhir/StructureDefinition/searchparameter-absent-admits"
+# Another: the chain (``site.near``) a parameter answers from the searched resource's own index
+# rows, kept up to date through ``via`` (what HAPI FHIR calls an uplifted refchain): a chain
+# otherwise looks up every target that matches, then every resource pointing at one.
+ANSWERS_CHAIN = "https://fhirstudy.org/fhir/StructureDefinition/searchparameter-answers-chain"
 # The parts of complex datatypes a string parameter searches (HumanName, Address, Annotation...),
 # in the order their index rows number them (``part`` 1 on; 0: a plain string).
 STRING_PARTS = ("text", "family", "given", "prefix", "suffix", "line", "city", "district", "state",
@@ -85,6 +89,7 @@ class SearchParam:
     # parameter's code and the part's number (STRING_PARTS); its rows are that parameter's rows
     # of that part
     part_of: tuple[str, int] | None = None
+    answers_chain: str | None = None  # ``reference.code`` (ANSWERS_CHAIN), served through ``via``
 
     def evaluate(self, resource: dict) -> list[Item]:
         """The items of ``resource`` this parameter indexes."""
@@ -182,6 +187,8 @@ class Registry:
             absent_admits=any(e.get("url") == ABSENT_ADMITS and e.get("valueBoolean") is True
                               for e in definition.get("extension") or []),
             below=tuple(self._below.get(f"{resource_type}.{code}", ())) if definition["type"] == "token" else (),
+            answers_chain=next((e.get("valueString") for e in definition.get("extension") or []
+                                if e.get("url") == ANSWERS_CHAIN), None),
         )
 
     def _components(self, definition: dict) -> tuple[Component, ...]:
@@ -209,6 +216,12 @@ class Registry:
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         """The parameter ``code`` of ``resource_type``, or None when not served."""
         return self.params(resource_type).get(code)
+
+    def answering(self, resource_type: str, chain: str) -> SearchParam | None:
+        """The linked parameter of ``resource_type`` that answers the chain ``reference.code``
+        (ANSWERS_CHAIN) through that reference, or None."""
+        return next((p for p in self.params(resource_type).values()
+                     if p.answers_chain == chain and p.via == chain.partition(".")[0]), None)
 
     def definition(self, url: str) -> dict | None:
         """The definition (a SearchParameter resource, or the package's extract) at ``url``."""
