@@ -259,7 +259,11 @@ def test_sync_pushes_as_push_does_with_no_narrative_and_r4_results(registry, tmp
         assert b"http://hl7.org/fhir/5.0/StructureDefinition/extension-" in orjson.dumps(evidence)
 
 
-def test_no_narrative_without_push_to_is_a_usage_error(tmp_path):
-    done = subprocess.run([*FHIRSTUDY, "sync", "--condition", "x", "--no-narrative",
+@pytest.mark.parametrize("option", [["--no-narrative"], ["--r4-results", "omit"], ["--r4-results", "extensions"]])
+def test_push_options_without_push_to_are_a_usage_error(tmp_path, option):
+    """What --push-to sends means nothing without it: a usage error naming the option, not ignored."""
+    done = subprocess.run([*FHIRSTUDY, "sync", "--condition", "x", *option,
                            "--db", f"sqlite:///{tmp_path / 'u.db'}"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == EXIT_USAGE and "--push-to" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == EXIT_USAGE and "Traceback" not in done.stderr
+    assert f"{option[0]} says what --push-to sends: give --push-to too" in done.stderr
+    assert not (tmp_path / "u.db").exists()

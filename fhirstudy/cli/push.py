@@ -78,7 +78,7 @@ def add_sending_choices(p: argparse.ArgumentParser) -> None:
     ``sync --push-to``, which pushes the same way); read back by :func:`sending_choices`."""
     from fhirstudy.mappers.r4_base import RESULTS_MODES
 
-    p.add_argument("--r4-results", choices=RESULTS_MODES, default="omit",
+    p.add_argument("--r4-results", choices=RESULTS_MODES, default=None,  # None: omit, and not given
                    help="what an R4 store gets of the trial results: omit (default: R4 Evidence has no "
                         "statistics, so Group, Evidence and Composition go to R5 stores only) or extensions "
                         "(sent, what R4 lacks in the R5 cross-version extensions)")
@@ -87,7 +87,7 @@ def add_sending_choices(p: argparse.ArgumentParser) -> None:
 
 def sending_choices(args: argparse.Namespace) -> dict:
     """The :class:`~fhirstudy.push.push.Pusher` arguments :func:`add_sending_choices` gave."""
-    return {"r4_results": args.r4_results, "narrative": not args.no_narrative}
+    return {"r4_results": args.r4_results or "omit", "narrative": not args.no_narrative}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.show_status:
         return _show_status(args)
-    if args.no_narrative and not args.push_to:
-        raise UsageError("--no-narrative says what --push-to sends: give --push-to too")
+    for given, option in ((args.no_narrative, "--no-narrative"), (args.r4_results, "--r4-results")):
+        if given and not args.push_to:
+            raise UsageError(f"{option} says what --push-to sends: give --push-to too")
     queries = _queries(args)
     store = open_db(args.db)
     client = client_from(args)
