@@ -126,12 +126,13 @@ def _rebuild(store: SqlStore, conn: sa.Connection, pks: list[int]) -> None:
     for chunk in chunks(pks):
         rows = conn.execute(sa.select(resource.c.pk, resource.c.deleted, resource.c.content)
                             .where(resource.c.pk.in_(chunk)).order_by(resource.c.pk).with_for_update())
-        for pk, deleted, content in rows:
-            if deleted:
-                continue
-            doc = orjson.loads(store.codec.decode(content))
+        docs = [(pk, orjson.loads(store.codec.decode(content))) for pk, deleted, content in rows if not deleted]
+        # what linked parameters walk into is mostly in the same chunk (a trial's resources are
+        # stored together): read from the store only what is not, and each of those once
+        known = {(doc["resourceType"], doc["id"]): doc for _, doc in docs}
+        for pk, doc in docs:
             sources[pk] = store.indexer.source_of(doc)
-            for kind, index in store.index_rows_of(doc).items():
+            for kind, index in store.index_rows_of(doc, known).items():
                 pending[kind].extend({**r, "resource_pk": pk} for r in index)
         for table in INDEX_TABLES.values():
             conn.execute(sa.delete(table).where(table.c.resource_pk.in_(chunk)))

@@ -184,15 +184,21 @@ class SqlStore:
         the index rows that do not depend on the moment of the write (see :meth:`Tx.put_prepared`)."""
         return self.indexer.prepare(resources)
 
-    def index_rows_of(self, doc: dict) -> dict[str, list[dict]]:
+    def index_rows_of(self, doc: dict, known: dict | None = None) -> dict[str, list[dict]]:
         """Every index row of the stored resource ``doc`` (pid set, no ``resource_pk``); linked
-        parameters read the resources it points at from the store."""
+        parameters read the resources it points at from ``known`` (by type and id: the stored
+        resources the caller holds, and what was read before, None for one not stored), else
+        from the store, and keep what they read in ``known``."""
+        known = {} if known is None else known
+
         def lookup(reference: str) -> dict | None:
             rtype, rid = split_reference(reference)
             if rtype is None or reference.startswith(("http://", "https://", "urn:")):
                 return None
-            entry = self.read_entry(rtype, rid)
-            return orjson.loads(entry.json) if entry else None
+            if (rtype, rid) not in known:
+                entry = self.read_entry(rtype, rid)
+                known[rtype, rid] = orjson.loads(entry.json) if entry else None
+            return known[rtype, rid]
         return self.indexer.all_rows(doc, lookup)
 
     # -- reading ------------------------------------------------------------------------------
