@@ -40,9 +40,13 @@ def _source(p: Provenance) -> str:
     return f"{SOURCE_BASE}:{p.format}:{quote(name)}#{p.record}"
 
 
+_EMPTIABLE = (list, dict, str)  # the kinds whose empty value compact drops (with None)
+
+
 def compact(d: dict) -> dict:
     """Drop keys whose value is None, an empty list or an empty dict (FHIR forbids empty values)."""
-    return {k: v for k, v in d.items() if v is not None and v != [] and v != {} and v != ""}
+    # A true value is kept at the first test; a false one is dropped unless it is a 0 or False.
+    return {k: v for k, v in d.items() if v or v is not None and not isinstance(v, _EMPTIABLE)}
 
 
 GENERATOR = f"fhirstudy {__version__}"

@@ -95,11 +95,14 @@ def _statistics(measure, group_id: str, module_denoms=()) -> list[dict]:
     unit = measure.unit_of_measure
     out = []
     for klass in measure.classes:
+        counted = None  # the class's denominator of the group, found at its first value
         for category in klass.categories:
             for m in category.measurements:
                 if m.group_id != group_id:
                     continue
-                participants, others = _denominator((klass.denoms, measure.denoms, module_denoms), group_id)
+                if counted is None:
+                    counted = _denominator((klass.denoms, measure.denoms, module_denoms), group_id)
+                participants, others = counted
                 value = quantity(m.value, unit)
                 out.append(compact({
                     "description": f"Value: {m.value}" if m.value and value is None else None,

@@ -29,11 +29,15 @@ DIFFERENCES = ("Mean Difference (Final Values)", "Mean Difference (Net)", "Media
 def number(text: str | None) -> tuple[int | float | None, str | None]:
     """The number a result text states and its comparator: ``"12"`` -> (12, None), ``"<0.0001"``
     -> (0.0001, "<"), ``"NA"`` -> (None, None)."""
-    match = _NUMBER.match(text or "")
+    if not text:
+        return None, None
+    if text.isdecimal():  # digits alone (what \d matches: Unicode category Nd), the common case
+        return int(text), None
+    match = _NUMBER.match(text)
     if not match:
         return None, None
     raw = match.group(2)
-    value: int | float = float(raw) if any(c in raw for c in ".eE") else int(raw)
+    value: int | float = float(raw) if "." in raw or "e" in raw or "E" in raw else int(raw)
     comparator = match.group(1)
     return value, _COMPARATORS.get(comparator, comparator)
 
@@ -74,6 +78,7 @@ def whole(text: str | None) -> int | None:
     return value if isinstance(value, int) and value >= 0 and comparator is None else None
 
 
+@lru_cache(maxsize=4096)
 def label(section: str, name: str | None) -> str | None:
     """The registry's display text of an API v2 name (``MEAN`` -> "Mean"), from the legacy table,
     else the name as written."""
@@ -127,6 +132,24 @@ def dispersion(kind: str | None, param_type: str | None, spread: str | None, low
     limits; none for ``NA`` or when no number is given."""
     if not kind or kind == "NA":
         return []
+    text, level, key = _dispersion_kind(kind, param_type, section)
+    spread_q, low_q, high_q = quantity(spread, unit), quantity(low, unit), quantity(high, unit)
+    estimate = compact({
+        "type": _estimate_type(key, text) if key else concept(text=text),
+        "quantity": spread_q,
+        "level": level,
+        "range": compact({"low": low_q, "high": high_q}) or None,
+        "note": [{"text": f"{name}: {value}"} for name, value, found in (
+            ("Spread", spread, spread_q), ("Lower limit", low, low_q), ("Upper limit", high, high_q))
+            if value and found is None],  # a text that is no number
+    })
+    return [estimate] if len(estimate) > 1 else []
+
+
+@lru_cache(maxsize=1024)
+def _dispersion_kind(kind: str, param_type: str | None, section: str) -> tuple[str | None, float | None, str | None]:
+    """A dispersion type's display text, confidence level and attributeEstimateType key (the
+    same for every measurement of a measure)."""
     text = label(section, kind)
     level = None
     match = _CONFIDENCE.match(kind) or _CONFIDENCE_TEXT.match(kind)
@@ -140,16 +163,7 @@ def dispersion(kind: str | None, param_type: str | None, spread: str | None, low
         key = "CONFIDENCE_INTERVAL"
     else:
         key = kind
-    estimate = compact({
-        "type": _estimate_type(key, text) if key else concept(text=text),
-        "quantity": quantity(spread, unit),
-        "level": level,
-        "range": compact({"low": quantity(low, unit), "high": quantity(high, unit)}) or None,
-        "note": [{"text": f"{name}: {value}"} for name, value in (
-            ("Spread", spread), ("Lower limit", low), ("Upper limit", high))
-            if value and number(value)[0] is None],
-    })
-    return [estimate] if len(estimate) > 1 else []
+    return text, level, key
 
 
 def p_value(text: str | None, comment: str | None) -> dict | None:
