@@ -284,6 +284,16 @@ def test_a_database_of_layout_5_gets_the_new_position_index_in_place(store):
     reopened.close()
 
 
+def test_positions_are_read_from_the_index_by_id(store):
+    """``positions``: what the near rows hold for the ids asked, the live ones with a position only."""
+    got = store.positions("Location", ["mgh", "paris", "nowhere", "missing"])
+    assert got == {"mgh": [PLACES["mgh"][:2]], "paris": [PLACES["paris"][:2]]}
+    store.delete("Location", "paris")
+    assert store.positions("Location", ["paris", "dfci"]) == {"dfci": [PLACES["dfci"][:2]]}
+    near_boston = store.positions("ResearchStudy", ["rs-boston"], "site-near")  # its sites', through site-near
+    assert sorted(near_boston["rs-boston"]) == sorted([PLACES["dfci"][:2], PLACES["mgh"][:2]])
+
+
 # --- chained search and _has ----------------------------------------------------------------------
 
 CHAIN_CASES = [

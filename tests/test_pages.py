@@ -3,6 +3,7 @@
 page, "Check a patient", error pages, security headers, weight and static accessibility checks."""
 from __future__ import annotations
 
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -159,6 +160,23 @@ def test_near_a_place_shows_the_nearest_site_and_its_distance(server):
     assert f"/ResearchStudy/{NEAR_BOSTON_STUDY}" in page.text
     assert re.search(r"Nearest site</dt><dd>[^<]*Boston[^<]*: <strong>[0-9.]+ mi</strong>", page.text)
     assert 'value="42.3611, -71.0682"' in page.text and '<option value="25" selected>' in page.text
+    # the nearest of all the study's sites, measured here from each site's JSON
+    from fhirstudy.pages.search_page import MILE_KM
+    from fhirstudy.search.geo import great_circle_km, position
+
+    study = requests.get(f"{server}/ResearchStudy/{NEAR_BOSTON_STUDY}", timeout=30).json()
+    measured = []
+    for ref in study["site"]:
+        site = requests.get(f"{server}/{ref['reference']}", timeout=30).json()
+        if "position" in site:
+            km = great_circle_km(position(42.3611, -71.0682), position(site["position"]["latitude"],
+                                                                        site["position"]["longitude"]))
+            measured.append((km, site["name"]))
+    assert len(measured) > 1, "the study has several sites with a position"
+    km, name = min(measured)
+    entry = page.text[page.text.index(f"/ResearchStudy/{NEAR_BOSTON_STUDY}"):]
+    shown = re.search(r"Nearest site</dt><dd>([^<]*): <strong>([0-9.]+) mi</strong>", entry)
+    assert shown.group(1).startswith(html.escape(name)) and shown.group(2) == f"{km / MILE_KM:.1f}"
 
 
 def test_paging_follows_the_searchset_links(server):

@@ -18,7 +18,7 @@ from fhirstudy.store import state as _state
 from fhirstudy.store.content import Codec
 from fhirstudy.store.engine import chunks
 from fhirstudy.store.repository import Head, HistoryEntry, HistoryPage, StoredResource
-from fhirstudy.store.schema import history, ms_instant, resource
+from fhirstudy.store.schema import INDEX_TABLES, history, ms_instant, resource
 
 
 def read_entry(conn: sa.Connection, codec: Codec, rtype: str, rid: str) -> StoredResource | None:
@@ -109,6 +109,21 @@ def read_many(conn: sa.Connection, codec: Codec, rtype: str, ids: list[str],
                                                           resource.c.deleted.is_(False))):
             out[row.id] = StoredResource(rtype, row.id, row.version, row.last_updated,
                                          codec.decode(row.content) if content else b"")
+    return out
+
+
+def positions(conn: sa.Connection, rtype: str, ids: list[str], pid: int) -> dict[str, list[tuple[float, float]]]:
+    """The positions (latitude, longitude) that the ``near`` rows of parameter ``pid`` hold for the
+    live ``rtype`` resources ``ids``, by id (the index alone: no content is read)."""
+    rows = INDEX_TABLES["special"]
+    out: dict[str, list[tuple[float, float]]] = {}
+    for chunk in chunks(list(dict.fromkeys(ids))):
+        for rid, latitude, longitude in conn.execute(
+                sa.select(resource.c.id, rows.c.latitude, rows.c.longitude)
+                .select_from(resource.join(rows, rows.c.resource_pk == resource.c.pk))
+                .where(resource.c.type == rtype, resource.c.id.in_(chunk), resource.c.deleted.is_(False),
+                       rows.c.pid == pid)):
+            out.setdefault(rid, []).append((latitude, longitude))
     return out
 
 

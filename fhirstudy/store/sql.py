@@ -299,6 +299,15 @@ class SqlStore:
         with db_errors(), self.engine.connect() as conn:
             return reads.read_many(conn, self.codec, rtype, ids, content)
 
+    def positions(self, rtype: str, ids: Iterable[str], code: str = "near") -> dict[str, list[tuple[float, float]]]:
+        """The positions (latitude, longitude) the ``rtype`` resources ``ids`` that exist are
+        indexed at by their special parameter ``code``, by id: read from the index, no content."""
+        ids = list(ids)
+        for rid in ids:
+            check_key(rtype, rid)
+        with db_errors(), self.engine.connect() as conn:
+            return reads.positions(conn, rtype, ids, param_id(rtype, code))
+
     def snapshot(self):
         """A context manager giving one consistent :class:`~fhirstudy.store.snapshot.Snapshot` of
         the store for a long read (an export) while writes go on."""
