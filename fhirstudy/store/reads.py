@@ -114,16 +114,21 @@ def read_many(conn: sa.Connection, codec: Codec, rtype: str, ids: list[str],
 
 def positions(conn: sa.Connection, rtype: str, ids: list[str], pid: int) -> dict[str, list[tuple[float, float]]]:
     """The positions (latitude, longitude) that the ``near`` rows of parameter ``pid`` hold for the
-    live ``rtype`` resources ``ids``, by id (the index alone: no content is read)."""
+    live ``rtype`` resources ``ids``, by id (the index alone: no content is read).  Two lookups by
+    key: joined in one statement, SQLite read every row of the parameter for 500 ids (1.6 s at
+    100,000 studies)."""
     rows = INDEX_TABLES["special"]
     out: dict[str, list[tuple[float, float]]] = {}
     for chunk in chunks(list(dict.fromkeys(ids))):
-        for rid, latitude, longitude in conn.execute(
-                sa.select(resource.c.id, rows.c.latitude, rows.c.longitude)
-                .select_from(resource.join(rows, rows.c.resource_pk == resource.c.pk))
-                .where(resource.c.type == rtype, resource.c.id.in_(chunk), resource.c.deleted.is_(False),
-                       rows.c.pid == pid)):
-            out.setdefault(rid, []).append((latitude, longitude))
+        by_pk = dict(conn.execute(sa.select(resource.c.pk, resource.c.id).where(
+            resource.c.type == rtype, resource.c.id.in_(chunk), resource.c.deleted.is_(False))).all())
+        if not by_pk:
+            continue
+        for pk, latitude, longitude in conn.execute(
+                sa.select(rows.c.resource_pk, rows.c.latitude, rows.c.longitude)
+                .where(rows.c.resource_pk.in_(sorted(by_pk)), rows.c.pid == pid)
+                .order_by(rows.c.resource_pk, rows.c.seq)):
+            out.setdefault(by_pk[pk], []).append((latitude, longitude))
     return out
 
 
