@@ -133,9 +133,11 @@ def test_put_many_computes_index_rows_without_holding_the_sqlite_write_lock(tmp_
     linked = {p.code for p in load_registry().params("ResearchStudy").values() if p.via}
     costly = [locked for locked, _, codes in seen if codes != ["_lastUpdated"] and not set(codes) <= linked]
     assert len(costly) == 3 and not any(costly)
-    # only what walks into a resource outside the batch (rs-1's stored eligibility) waits for the
-    # write, which must see the stored version: a handful of rows, not the trial's
-    assert [(locked, rid) for locked, rid, codes in seen if codes and set(codes) <= linked] == [(True, "rs-1")]
+    # only what walks into a resource outside the batch (rs-1's stored eligibility and site, rs-2's
+    # sites: site-near) waits for the write, which must see the stored version: a handful of rows,
+    # not the trial's; rs-3 points at nothing
+    assert [(locked, rid) for locked, rid, codes in seen if codes and set(codes) <= linked] == [
+        (True, "rs-1"), (True, "rs-2")]
 
 
 # -- 4. values the database cannot take --------------------------------------------------------
