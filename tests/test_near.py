@@ -398,6 +398,38 @@ def test_site_near_answers_the_chain_as_the_chain_does_as_sites_change(store):
     same()
 
 
+def test_site_near_in_one_transaction_written_a_resource_at_a_time(store, monkeypatch):
+    """A transaction Bundle's entries are written one at a time: the study's linked rows are made
+    once, at the end, seeing every site as the transaction left it (made once per site write, a
+    trial with hundreds of sites cost minutes); a study whose rows were made with its sites in one
+    batch is rebuilt when one of them is written again later in the same transaction."""
+    calls = []
+    real = store.indexer.linked_rows
+    monkeypatch.setattr(store.indexer, "linked_rows", lambda doc, lookup: calls.append(doc["id"]) or real(doc, lookup))
+    study = {"resourceType": "ResearchStudy", "id": "rs-tx", "status": "active",
+             "site": [{"reference": f"Location/tx-{n}"} for n in range(30)]}
+    sites = [{"resourceType": "Location", "id": f"tx-{n}", "position": {"latitude": 10.0 + n, "longitude": 20.0}}
+             for n in range(30)]
+
+    def one_at_a_time(tx):
+        for resource in [study, *sites, {**sites[0], "position": {"latitude": 50.0, "longitude": 20.0}}]:
+            tx.put([resource])
+        tx.delete("Location", "tx-29")
+    store.write(one_at_a_time)
+    assert calls.count("rs-tx") == 1
+    assert _ids(store, "ResearchStudy", ("site.near", "50.0|20.0|1|km")) == ["rs-tx"]
+    assert _ids(store, "ResearchStudy", ("site.near", "10.0|20.0|1|km")) == []   # tx-0 moved away
+    assert _ids(store, "ResearchStudy", ("site.near", "39.0|20.0|1|km")) == []   # tx-29 deleted
+    assert _ids(store, "ResearchStudy", ("site.near", "38.0|20.0|1|km")) == ["rs-tx"]
+
+    def batch_then_a_site_again(tx):
+        tx.put([{**study, "id": "rs-tx2", "site": [{"reference": "Location/tx-1"}]}, sites[1]])  # linked in its batch
+        tx.put([{**sites[1], "position": {"latitude": -40.0, "longitude": 20.0}}])
+    store.write(batch_then_a_site_again)
+    assert _ids(store, "ResearchStudy", ("site.near", "-40.0|20.0|1|km")) == ["rs-tx", "rs-tx2"]
+    assert _ids(store, "ResearchStudy", ("site.near", "11.0|20.0|1|km")) == []
+
+
 HAS_CASES = [
     ("_has:ResearchStudy:site:status", "active", ["apia", "dfci", "mgh", "nowhere"]),
     ("_has:ResearchStudy:site:status", "completed", ["mayo", "msk"]),

@@ -140,6 +140,7 @@ class SqlStore:
                 with db_errors(), writer.begin() as conn:
                     tx = Tx(self.indexer, self.codec, conn, now)
                     result = work(tx)
+                    tx.finish()
                     if tx.written:  # last, so the state row stays locked only until the commit
                         if _state.bump(conn, self.index_hash):
                             insert_rows(conn, _state.reindex_queue,

@@ -56,6 +56,11 @@ class Tx:
         self.conn = conn
         self.now = now
         self.written: set[int] = set()  # primary keys of the resources this transaction changed
+        # what the linked rows wait for (:meth:`finish`), by key: the newest row written, or None
+        # for a delete; kept to the end, so that a trial written one resource at a time (a
+        # transaction Bundle's entries) rebuilds its study's linked rows once, not once per site
+        self._linking: dict[tuple[str, str], dict | None] = {}
+        self._writes = 0  # writes so far (puts and deletes): a row's ``batch`` is its write's number
 
     def head(self, rtype: str, rid: str) -> Head | None:
         """The current version of ``rtype/rid`` (locked), deleted or not; None if never stored."""
@@ -145,7 +150,8 @@ class Tx:
         self.conn.execute(sa.insert(history).values(
             resource_pk=state["pk"], version=version, last_updated=self.now, method="DELETE", created=False,
             content=None))
-        self._link([], removed=[(rtype, rid)])
+        self._writes += 1
+        self._linking[(rtype, rid)] = None
         return WriteResult(rtype, rid, version, self.now, "deleted", None)
 
     def _digest(self, state: dict) -> bytes:
@@ -199,12 +205,25 @@ class Tx:
         ms = {when: instant_ms(when) for when in {v["last_updated"] for v in versions}}
         insert_rows(conn, history, [{**v, "resource_pk": pks[v["key"]], "last_updated": ms[v["last_updated"]]}
                                     for v in versions])  # straight through the driver: as the column keeps it
-        self._link(rows)
+        self._writes += 1
+        for row in rows:
+            row["batch"] = self._writes
+            self._linking[(row["type"], row["id"])] = row
+
+    def finish(self) -> None:
+        """The linked rows of what this transaction wrote, once, before it commits (see :meth:`_link`)."""
+        if self._linking:
+            written = [row for row in self._linking.values() if row is not None]
+            removed = [key for key, row in self._linking.items() if row is None]
+            self._linking = {}
+            self._link(written, removed)
 
     def _link(self, rows: list[dict], removed: list[tuple[str, str]] = ()) -> None:
-        """The rows of linked parameters (:mod:`fhirstudy.store.indexing`): of the resources just
+        """The rows of linked parameters (:mod:`fhirstudy.store.indexing`): of the resources
         written (``rows``), and again of stored resources that point at one written or
-        ``removed``, each seeing this transaction's writes."""
+        ``removed``, each seeing this transaction's writes.  A row whose linked rows were made
+        before the write (``linked``: what it points at was in its batch) is taken as it is unless
+        something was written after its batch: then it is rebuilt if it points at what was."""
         if not self.indexer.dependents():
             return
         batch = {(row["type"], row["id"]): row["doc"] for row in rows}
@@ -216,7 +235,7 @@ class Tx:
             for kind, index in self.indexer.linked_rows(row["doc"], lookup).items():
                 pending[kind].extend({**r, "resource_pk": row["pk"]} for r in index)
         keys = [*batch, *removed]
-        own = {row["pk"] for row in rows}
+        own = {row["pk"] for row in rows if not row.get("linked", False) or row.get("batch") == self._writes}
         for dependent in self.indexer.dependents():
             pks = self._pointing_at(dependent, keys) - own
             for chunk in chunks(sorted(pks)):
