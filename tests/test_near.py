@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from _server_fixtures import fixed_clock, pg_server, pg_url  # noqa: F401
 from fhirstudy.errors import InvalidRequest, UnknownPlace
 from fhirstudy.search import index_rows, load_registry, parse_search
-from fhirstudy.search.geo import (DEFAULT_NEAR_KM, EARTH_RADIUS_KM, bounding_box, great_circle_km, position,
-                                  to_km)
+from fhirstudy.search.geo import (DEFAULT_NEAR_KM, EARTH_RADIUS_KM, MAX_CELLS, bounding_box, cell, cells,
+                                  great_circle_km, position, to_km)
 from fhirstudy.search.places import zip_position
 from fhirstudy.search.query import NearValue
 from fhirstudy.server import STORE_EXTENSION, close_store, create_app
@@ -105,6 +107,34 @@ def test_bounding_box_across_the_antimeridian_and_round_a_pole():
     assert bounding_box(position(89, 0), 500)[1] == [(-180.0, 180.0)]
     assert bounding_box(position(0, 0), 30000) == ((-90.0, 90.0), [(-180.0, 180.0)])
 
+
+
+@settings(max_examples=300, deadline=None)
+@given(lat=st.floats(-90, 90), lng=st.floats(-180, 180), km=st.floats(0, 3000),
+       bearing=st.floats(0, 360), share=st.floats(0, 1))
+def test_every_position_within_the_distance_lies_in_a_cell_of_the_box(lat, lng, km, bearing, share):
+    """The index looks positions up by one-degree cell: a point within ``km`` of the centre (any
+    bearing, up to the distance, across the antimeridian, round a pole, on cell edges) has a cell
+    ``cells`` lists; a box of too many cells gives None (read by its latitude band)."""
+    center = position(lat, lng)
+    angle, theta, phi = share * km / EARTH_RADIUS_KM, math.radians(bearing), math.radians(lat)
+    to_lat = math.asin(math.sin(phi) * math.cos(angle) + math.cos(phi) * math.sin(angle) * math.cos(theta))
+    to_lng = math.radians(lng) + math.atan2(math.sin(theta) * math.sin(angle) * math.cos(phi),
+                                            math.cos(angle) - math.sin(phi) * math.sin(to_lat))
+    point = position(max(-90.0, min(90.0, math.degrees(to_lat))), (math.degrees(to_lng) + 540) % 360 - 180)
+    assume(great_circle_km(center, point) <= km)
+    covered = cells(bounding_box(center, km))
+    if covered is None:
+        return
+    assert len(covered) <= MAX_CELLS
+    assert cell(point.latitude, point.longitude) in covered, (point, covered[:5])
+
+
+@pytest.mark.parametrize("lat, lng", [(0.0, 0.0), (-90.0, -180.0), (90.0, 180.0), (-0.0, 179.99999999), (41.0, -71.0)])
+def test_cells_on_the_grid_edges(lat, lng):
+    """The edges: a cell per whole degree, both longitudes ±180 and both poles in range."""
+    assert cell(lat, lng) == math.floor(lat + 90) * 361 + math.floor(lng + 180)
+    assert cell(lat, lng) in cells(bounding_box(position(lat, lng), 0.001))
 
 # --- parsing ----------------------------------------------------------------------------------
 
@@ -237,7 +267,7 @@ def _plan(store, rtype: str, *pairs: tuple[str, str]) -> str:
 
     statement = sa.select(sa.func.count()).select_from(index_matches(parse_search(rtype, list(pairs), load_registry())))
     with store.engine.connect() as conn:
-        compiled = statement.compile(conn)
+        compiled = statement.compile(conn, compile_kwargs={"render_postcompile": True})
         rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), compiled.positiontup and tuple(
             compiled.params[name] for name in compiled.positiontup)).all()
     return "\n".join(row[-1] for row in rows)
@@ -251,9 +281,9 @@ def test_near_reads_the_index_alone_and_a_chain_looks_sites_up_by_key(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'plan.db'}", clock=fixed_clock)
     store.put_many(_resources())
     plan = _plan(store, "Location", ("near", "42.3626|-71.0695|310|km"))
-    assert "USING COVERING INDEX ix_idx_position_0" in plan, plan
+    assert "USING COVERING INDEX ix_idx_position_0 (pid=? AND cell=? AND latitude>? AND latitude<?)" in plan, plan
     plan = _plan(store, "ResearchStudy", ("site.near", "42.3626|-71.0695|310|km"))
-    assert "USING COVERING INDEX ix_idx_position_0" in plan, plan
+    assert "USING COVERING INDEX ix_idx_position_0 (pid=? AND cell=? AND latitude>? AND latitude<?)" in plan, plan
     assert "idx_reference" not in plan and "resource" not in plan, plan
     plan = _plan(store, "ResearchStudy", ("site.address-city", "Boston"))
     assert "USING INTEGER PRIMARY KEY" in plan, plan
@@ -262,8 +292,8 @@ def test_near_reads_the_index_alone_and_a_chain_looks_sites_up_by_key(tmp_path):
 
 
 def test_a_database_of_layout_5_gets_the_new_position_index_in_place(store):
-    """Layout 5's position index lacked the unit vectors; opening such a database rebuilds the
-    index and records layout 6, and its answers stay the same."""
+    """Layout 5's position index lacked the unit vectors (and 6's rows their cell); opening such a
+    database rebuilds the index and records layout 7, and its answers stay the same."""
     import sqlalchemy as sa
 
     from fhirstudy.store.schema import SCHEMA_VERSION, schema
@@ -271,42 +301,78 @@ def test_a_database_of_layout_5_gets_the_new_position_index_in_place(store):
     url = store.engine.url
     with store.engine.begin() as conn:
         conn.execute(sa.text("DROP INDEX ix_idx_position_0"))
+        conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN cell"))
         conn.execute(sa.text("CREATE INDEX ix_idx_position_0 ON idx_position (pid, latitude, longitude, resource_pk)"))
         conn.execute(sa.delete(schema))
         conn.execute(sa.insert(schema).values(version=5))
     store.close()
     reopened = open_store(url.render_as_string(hide_password=False), clock=fixed_clock)
     with reopened.engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.max(schema.c.version))).scalar() == SCHEMA_VERSION == 6
+        assert conn.execute(sa.select(sa.func.max(schema.c.version))).scalar() == SCHEMA_VERSION == 7
     (index,) = (i for i in sa.inspect(reopened.engine).get_indexes("idx_position") if i["name"] == "ix_idx_position_0")
-    assert index["column_names"] == ["pid", "latitude", "longitude", "x", "y", "z", "resource_pk"]
+    assert index["column_names"] == ["pid", "cell", "latitude", "longitude", "x", "y", "z", "resource_pk"]
     assert _ids(reopened, "ResearchStudy", ("site.near", "42.3626|-71.0695|310|km")) == ["rs-boston", "rs-east"]
+    reopened.close()
+
+
+def test_a_database_of_layout_6_gets_each_positions_cell_in_place(store):
+    """Layout 6's position rows had no grid cell: opening such a database computes each row's
+    cell in SQL, the same as the rows written now (``geo.cell``), and answers as before."""
+    import sqlalchemy as sa
+
+    from fhirstudy.search.geo import cell
+    from fhirstudy.store.schema import INDEX_TABLES, SCHEMA_VERSION, schema
+
+    position, url = INDEX_TABLES["special"], store.engine.url
+    before = {name: _ids(store, "Location", ("near", f"{lat}|{lng}|{km}|km"))
+              for name, (lat, lng, km) in {"boston": (42.3626, -71.0695, 310), "antimeridian": (-16.0, 179.9, 1200),
+                                           "far": (10, 10, 15000)}.items()}
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_idx_position_0"))
+        conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN cell"))
+        conn.execute(sa.text("CREATE INDEX ix_idx_position_0 ON idx_position (pid, latitude, longitude, x, y, z, resource_pk)"))
+        conn.execute(sa.delete(schema))
+        conn.execute(sa.insert(schema).values(version=6))
+    store.close()
+    reopened = open_store(url.render_as_string(hide_password=False), clock=fixed_clock)
+    with reopened.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.max(schema.c.version))).scalar() == SCHEMA_VERSION
+        rows = conn.execute(sa.select(position.c.latitude, position.c.longitude, position.c.cell)).all()
+    assert rows and all(got == cell(lat, lng) for lat, lng, got in rows), rows
+    assert {name: _ids(reopened, "Location", ("near", f"{lat}|{lng}|{km}|km"))
+            for name, (lat, lng, km) in {"boston": (42.3626, -71.0695, 310), "antimeridian": (-16.0, 179.9, 1200),
+                                         "far": (10, 10, 15000)}.items()} == before
     reopened.close()
 
 
 def test_positions_are_read_from_the_index_by_id(store):
     """``positions``: what the near rows hold for the ids asked, the live ones with a position only."""
     got = store.positions("Location", ["mgh", "paris", "nowhere", "missing"])
-    assert got == {"mgh": [PLACES["mgh"][:2]], "paris": [PLACES["paris"][:2]]}
+    assert got == {"mgh": [position(*PLACES["mgh"][:2])], "paris": [position(*PLACES["paris"][:2])]}
     store.delete("Location", "paris")
-    assert store.positions("Location", ["paris", "dfci"]) == {"dfci": [PLACES["dfci"][:2]]}
+    assert store.positions("Location", ["paris", "dfci"]) == {"dfci": [position(*PLACES["dfci"][:2])]}
     near_boston = store.positions("ResearchStudy", ["rs-boston"], "site-near")  # its sites', through site-near
-    assert sorted(near_boston["rs-boston"]) == sorted([PLACES["dfci"][:2], PLACES["mgh"][:2]])
+    assert sorted(near_boston["rs-boston"]) == sorted([position(*PLACES["dfci"][:2]), position(*PLACES["mgh"][:2])])
 
 
-def test_positions_look_rows_up_by_key_for_many_ids(tmp_path):
+def test_positions_look_rows_up_by_key_for_many_ids(tmp_path, monkeypatch):
     """Asked for 500 ids, ``positions`` finds them by key: one statement joining ``resource`` to
     the index made SQLite read every position row of the parameter (1.6 s at 100,000 studies)."""
-    import sqlalchemy as sa
+    from fhirstudy.store import reads
 
     store = open_store(f"sqlite:///{tmp_path / 'positions.db'}", clock=fixed_clock)
     store.put_many(_resources())
-    seen = []
-    listener = lambda conn, cursor, statement, params, context, many: seen.append((statement, params))  # noqa: E731
-    sa.event.listen(store.engine, "before_cursor_execute", listener)
+    seen, through = [], reads.driver_rows
+
+    def driver_rows(conn, sql, values, *before):
+        rows = through(conn, sql, values, *before)
+        seen.append((sql.format(", ".join(["?"] * len(values))), (*before, *values)))
+        return rows
+
+    monkeypatch.setattr(reads, "driver_rows", driver_rows)
     ids = ["mgh", "dfci"] + [f"site-{n}" for n in range(498)]
     assert set(store.positions("Location", ids)) == {"mgh", "dfci"}
-    sa.event.remove(store.engine, "before_cursor_execute", listener)
+    assert len(seen) == 2, seen
     plans = []
     with store.engine.connect() as conn:
         for statement, params in seen:

@@ -32,7 +32,6 @@ FIELDS = ("condition", "condition:text", "recruitment-status", "phase", "eligibl
           "biomarker", "site.near", "_count", "_format")
 NEAR_PARAMETERS = ("site.near", "site:Location.near")
 MILE_KM = 1.609344
-READ_CHUNK = 500  # Location ids per read
 
 
 @bp.get("/")
@@ -150,26 +149,24 @@ def _nearest_sites(studies: list[dict], near: dict) -> dict[str, dict]:
     refs = {s["id"]: [(r.get("reference") or "").removeprefix("Location/") for r in s.get("site") or []
                       if isinstance(r, dict)] for s in studies}
     ids = sorted({rid for found in refs.values() for rid in found if rid})
-    store, places = get_store(), {}
-    for start in range(0, len(ids), READ_CHUNK):
-        places.update(store.positions("Location", ids[start:start + READ_CHUNK]))
+    store = get_store()
+    places = store.positions("Location", ids)
+    center, limit = wanted.center, geo.chord_limit(wanted.km)   # the search's own test (store/compiler.py)
     best: dict[str, tuple[float, str]] = {}
     for study in studies:
         for rid in refs[study["id"]]:
-            for latitude, longitude in places.get(rid, ()):
-                try:
-                    km = geo.great_circle_km(wanted.center, geo.position(latitude, longitude))
-                except geo.PositionError:
-                    continue
-                if km <= wanted.km and (study["id"] not in best or km < best[study["id"]][0]):
-                    best[study["id"]] = (km, rid)
+            for p in places.get(rid, ()):
+                chord = (p.x - center.x) ** 2 + (p.y - center.y) ** 2 + (p.z - center.z) ** 2
+                if chord <= limit and (study["id"] not in best or chord < best[study["id"]][0]):
+                    best[study["id"]] = (chord, rid)
     sites = {rid: orjson.loads(stored.json)
              for rid, stored in store.read_many("Location", sorted({rid for _, rid in best.values()})).items()}
     out = {}
-    for sid, (km, rid) in best.items():
+    for sid, (chord, rid) in best.items():
         site = sites.get(rid)
         if site is None:  # deleted between the two reads
             continue
+        km = geo.chord_km(chord)
         distance = km / MILE_KM if near["unit"] == "mi" else km
         out[sid] = {"name": site.get("name") or "", "place": present.place(site),
                     "distance": f"{distance:.1f} {near['unit']}", "id": site["id"]}

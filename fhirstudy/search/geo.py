@@ -16,9 +16,9 @@ database can look up first by its index.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+from typing import NamedTuple
 
 from fhirstudy import mappings
 
@@ -27,15 +27,17 @@ DEFAULT_NEAR_KM = 50.0  # what ``near`` means without a distance (the server's c
 UNITS_FILE = "search-units.json"  # in fhirstudy.mappings: its ``distanceUnits`` table
 DEFAULT_UNIT = "km"
 _BOX_MARGIN = 1e-9  # degrees added around a bounding box, so rounding never drops a match there
+CELL_COLUMNS = 361  # grid cells of one degree: floor(longitude + 180) in 0..360, per floor(latitude + 90)
+MAX_CELLS = 1024  # a box over more cells is looked up by its latitude band alone (a radius of ~1,500 km)
 
 
 class PositionError(ValueError):
     """A latitude, longitude, distance or unit that cannot be used (the message says which)."""
 
 
-@dataclass(frozen=True)
-class Position:
-    """A point: WGS84 degrees, and its unit vector on the sphere."""
+class Position(NamedTuple):
+    """A point: WGS84 degrees, and its unit vector on the sphere (a tuple: the near page makes
+    hundreds from index rows per request)."""
 
     latitude: float
     longitude: float
@@ -63,6 +65,25 @@ def position(latitude: float, longitude: float) -> Position:
                     math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi))
 
 
+def cell(latitude: float, longitude: float) -> int:
+    """The one-degree grid cell of a position (degrees in range): the index looks positions up by
+    cell first, so that a search reads the rows of the cells its box covers rather than a band of
+    latitude around the earth.  The stores compute the same from the columns
+    (``fhirstudy.store.schema``): ``floor(latitude + 90) * 361 + floor(longitude + 180)``."""
+    return math.floor(latitude + 90.0) * CELL_COLUMNS + math.floor(longitude + 180.0)
+
+
+def cells(box: tuple[tuple[float, float], list[tuple[float, float]]]) -> list[int] | None:
+    """The cells a :func:`bounding_box` covers (every cell a position inside it can have), or None
+    when they are more than :data:`MAX_CELLS`."""
+    (south, north), ranges = box
+    rows = range(math.floor(south + 90.0), math.floor(north + 90.0) + 1)
+    columns = [c for west, east in ranges for c in range(math.floor(west + 180.0), math.floor(east + 180.0) + 1)]
+    if len(rows) * len(columns) > MAX_CELLS:
+        return None
+    return sorted({row * CELL_COLUMNS + column for row in rows for column in columns})
+
+
 def to_km(distance: float, unit: str | None) -> float:
     """``distance`` in ``unit`` (None or empty: km) as kilometres; PositionError for a negative
     distance or a unit not in the table."""
@@ -84,8 +105,12 @@ def chord_limit(km: float) -> float:
 
 def great_circle_km(a: Position, b: Position) -> float:
     """The great-circle distance between ``a`` and ``b`` in km."""
-    chord = math.sqrt((a.x - b.x) ** 2 + (a.y - b.y) ** 2 + (a.z - b.z) ** 2)
-    return 2 * math.asin(min(chord / 2, 1.0)) * EARTH_RADIUS_KM
+    return chord_km((a.x - b.x) ** 2 + (a.y - b.y) ** 2 + (a.z - b.z) ** 2)
+
+
+def chord_km(squared: float) -> float:
+    """The great-circle distance in km of a squared chord on the unit sphere (:func:`chord_limit`'s inverse)."""
+    return 2 * math.asin(min(math.sqrt(squared) / 2, 1.0)) * EARTH_RADIUS_KM
 
 
 def bounding_box(center: Position, km: float) -> tuple[tuple[float, float], list[tuple[float, float]]]:

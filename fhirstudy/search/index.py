@@ -19,8 +19,9 @@ Row shapes (``param`` is the search parameter code):
 - number:    param, value, low, high   (value: a number; low/high: what a Range or a Quantity
              with a comparator admits, value None)
 - uri:       param, uri                  (cut to TOKEN_LENGTH)
-- special:   param, latitude, longitude, x, y, z   (``near``: a position in WGS84 degrees and its
-             unit vector, :mod:`fhirstudy.search.geo`; the one special parameter indexed)
+- special:   param, latitude, longitude, x, y, z, cell   (``near``: a position in WGS84 degrees,
+             its unit vector and its grid cell, :mod:`fhirstudy.search.geo`; the one special
+             parameter indexed)
 
 Text in index rows never holds the C0 control characters FHIR strings forbid (:func:`clean`).
 - composite: param, grp, comp, system, code, text, low, high, num, num_low, num_high (one row per value of each
@@ -38,7 +39,7 @@ from functools import lru_cache
 from typing import Any, Iterable
 
 from fhirstudy.search.fhirpath import Item
-from fhirstudy.search.geo import PositionError, position
+from fhirstudy.search.geo import PositionError, cell, position
 from fhirstudy.search.registry import STRING_PARTS, SearchParam
 from fhirstudy.search.units import canonical
 from fhirstudy.terminology import normalize_text
@@ -371,7 +372,8 @@ def _position_rows(item: Item) -> Iterable[dict]:
         point = position(latitude, longitude)
     except PositionError:
         return
-    yield {"latitude": point.latitude, "longitude": point.longitude, "x": point.x, "y": point.y, "z": point.z}
+    yield {"latitude": point.latitude, "longitude": point.longitude, "x": point.x, "y": point.y, "z": point.z,
+           "cell": cell(point.latitude, point.longitude)}
 
 
 ROWS_BY_TYPE = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from fhirstudy.search.geo import bounding_box, chord_limit
+from fhirstudy.search.geo import bounding_box, cells, chord_limit
 from fhirstudy.search.index import STRING_INDEX_LENGTH
 from fhirstudy.search.query import (Clause, CompositeValue, NearValue, RangeValue, ReferenceValue, SearchQuery,
                                     StringValue, TokenValue, UriValue)
@@ -267,15 +267,19 @@ def _value_condition(table: sa.Table, modifier: str | None, value) -> sa.ColumnE
 
 
 def _near_condition(c, v: NearValue) -> sa.ColumnElement[bool]:
-    """Positions within ``v.km`` of ``v.center`` along the great circle: inside the bounding box
-    (the index's range scan), then the exact test on the unit vectors (:mod:`fhirstudy.search.geo`)."""
-    (south, north), ranges = bounding_box(v.center, v.km)
-    box = [c.latitude.between(south, north)]
+    """Positions within ``v.km`` of ``v.center`` along the great circle: in the grid cells the
+    bounding box covers (the index's lookups; a box of too many cells is read by its latitude
+    band), inside the box, then the exact test on the unit vectors (:mod:`fhirstudy.search.geo`)."""
+    box = bounding_box(v.center, v.km)
+    (south, north), ranges = box
+    covered = cells(box)
+    where = [] if covered is None else [c.cell.in_(covered)]
+    where.append(c.latitude.between(south, north))
     if ranges != [(-180.0, 180.0)]:
-        box.append(sa.or_(*(c.longitude.between(west, east) for west, east in ranges)))
+        where.append(sa.or_(*(c.longitude.between(west, east) for west, east in ranges)))
     p = v.center
     chord = (c.x - p.x) * (c.x - p.x) + (c.y - p.y) * (c.y - p.y) + (c.z - p.z) * (c.z - p.z)
-    return sa.and_(*box, chord <= chord_limit(v.km))
+    return sa.and_(*where, chord <= chord_limit(v.km))
 
 
 def _cut(text: str | None, kind: str, name: str) -> str | None:

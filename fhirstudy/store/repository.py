@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple, Protocol, TypeVar, runtime_checkable
 
+from fhirstudy.search.geo import Position
 from fhirstudy.search.query import SearchQuery
 from fhirstudy.search.registry import Registry
 
@@ -173,9 +174,10 @@ class Repository(Protocol):
     def read_many(self, rtype: str, ids: Iterable[str], content: bool = True) -> dict[str, StoredResource]:
         """The current versions of the ``rtype`` resources ``ids`` that exist, by id."""
 
-    def positions(self, rtype: str, ids: Iterable[str], code: str = "near") -> dict[str, list[tuple[float, float]]]:
-        """The (latitude, longitude) positions the ``rtype`` resources ``ids`` are indexed at by
-        their special parameter ``code`` (``near``), by id, without reading their content."""
+    def positions(self, rtype: str, ids: Iterable[str], code: str = "near") -> dict[str, list[Position]]:
+        """The positions (:class:`fhirstudy.search.geo.Position`: degrees and unit vector) the
+        ``rtype`` resources ``ids`` are indexed at by their special parameter ``code`` (``near``),
+        by id, without reading their content."""
 
     def create(self, resource: dict) -> WriteResult:
         """Store ``resource`` as a new resource (method POST); a new id when it has none."""

@@ -40,6 +40,7 @@ from sqlalchemy.pool import StaticPool
 from fhirstudy.config import DEFAULT_DATABASE_URL as DEFAULT_URL  # the named default, defined once
 from fhirstudy.errors import InvalidRequest, StoreError, WriteConflict
 from fhirstudy.search.index import now_instant, split_reference
+from fhirstudy.search.geo import Position
 from fhirstudy.search.query import SearchQuery
 from fhirstudy.search.registry import Registry, load_registry
 from fhirstudy.store import reads
@@ -300,13 +301,13 @@ class SqlStore:
         with db_errors(), self.engine.connect() as conn:
             return reads.read_many(conn, self.codec, rtype, ids, content)
 
-    def positions(self, rtype: str, ids: Iterable[str], code: str = "near") -> dict[str, list[tuple[float, float]]]:
-        """The positions (latitude, longitude) the ``rtype`` resources ``ids`` that exist are
-        indexed at by their special parameter ``code``, by id: read from the index, no content."""
+    def positions(self, rtype: str, ids: Iterable[str], code: str = "near") -> dict[str, list[Position]]:
+        """The positions the ``rtype`` resources ``ids`` that exist are indexed at by their special
+        parameter ``code``, by id: read from the index (one transaction), no content."""
         ids = list(ids)
         for rid in ids:
             check_key(rtype, rid)
-        with db_errors(), self.engine.connect() as conn:
+        with db_errors(), self.engine.connect() as conn, conn.begin():
             return reads.positions(conn, rtype, ids, param_id(rtype, code))
 
     def snapshot(self):
