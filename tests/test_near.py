@@ -302,6 +302,7 @@ def test_a_database_of_layout_5_gets_the_new_position_index_in_place(store):
     with store.engine.begin() as conn:
         conn.execute(sa.text("DROP INDEX ix_idx_position_0"))
         conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN cell"))
+        conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN source"))
         conn.execute(sa.text("CREATE INDEX ix_idx_position_0 ON idx_position (pid, latitude, longitude, resource_pk)"))
         conn.execute(sa.delete(schema))
         conn.execute(sa.insert(schema).values(version=5))
@@ -316,8 +317,9 @@ def test_a_database_of_layout_5_gets_the_new_position_index_in_place(store):
 
 
 def test_a_database_of_layout_6_gets_each_positions_cell_in_place(store):
-    """Layout 6's position rows had no grid cell: opening such a database computes each row's
-    cell in SQL, the same as the rows written now (``geo.cell``), and answers as before."""
+    """Layout 6's position rows had no grid cell and no source: opening such a database computes
+    each row's cell in SQL, the same as the rows written now (``geo.cell``), and answers as
+    before; sources stay empty (until a reindex), and the near page still finds nearest sites."""
     import sqlalchemy as sa
 
     from fhirstudy.search.geo import cell
@@ -330,6 +332,7 @@ def test_a_database_of_layout_6_gets_each_positions_cell_in_place(store):
     with store.engine.begin() as conn:
         conn.execute(sa.text("DROP INDEX ix_idx_position_0"))
         conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN cell"))
+        conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN source"))
         conn.execute(sa.text("CREATE INDEX ix_idx_position_0 ON idx_position (pid, latitude, longitude, x, y, z, resource_pk)"))
         conn.execute(sa.delete(schema))
         conn.execute(sa.insert(schema).values(version=6))
@@ -337,8 +340,9 @@ def test_a_database_of_layout_6_gets_each_positions_cell_in_place(store):
     reopened = open_store(url.render_as_string(hide_password=False), clock=fixed_clock)
     with reopened.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.max(schema.c.version))).scalar() == SCHEMA_VERSION
-        rows = conn.execute(sa.select(position.c.latitude, position.c.longitude, position.c.cell)).all()
-    assert rows and all(got == cell(lat, lng) for lat, lng, got in rows), rows
+        rows = conn.execute(sa.select(position.c.latitude, position.c.longitude, position.c.cell,
+                                      position.c.source)).all()
+    assert rows and all(got == cell(lat, lng) and source is None for lat, lng, got, source in rows), rows
     assert {name: _ids(reopened, "Location", ("near", f"{lat}|{lng}|{km}|km"))
             for name, (lat, lng, km) in {"boston": (42.3626, -71.0695, 310), "antimeridian": (-16.0, 179.9, 1200),
                                          "far": (10, 10, 15000)}.items()} == before
@@ -348,11 +352,11 @@ def test_a_database_of_layout_6_gets_each_positions_cell_in_place(store):
 def test_positions_are_read_from_the_index_by_id(store):
     """``positions``: what the near rows hold for the ids asked, the live ones with a position only."""
     got = store.positions("Location", ["mgh", "paris", "nowhere", "missing"])
-    assert got == {"mgh": [position(*PLACES["mgh"][:2])], "paris": [position(*PLACES["paris"][:2])]}
+    assert got == {"mgh": [(position(*PLACES["mgh"][:2]), None)], "paris": [(position(*PLACES["paris"][:2]), None)]}
     store.delete("Location", "paris")
-    assert store.positions("Location", ["paris", "dfci"]) == {"dfci": [position(*PLACES["dfci"][:2])]}
+    assert store.positions("Location", ["paris", "dfci"]) == {"dfci": [(position(*PLACES["dfci"][:2]), None)]}
     near_boston = store.positions("ResearchStudy", ["rs-boston"], "site-near")  # its sites', through site-near
-    assert sorted(near_boston["rs-boston"]) == sorted([position(*PLACES["dfci"][:2]), position(*PLACES["mgh"][:2])])
+    assert sorted(near_boston["rs-boston"]) == sorted([(position(*PLACES[rid][:2]), rid) for rid in ("dfci", "mgh")])
 
 
 def test_positions_look_rows_up_by_key_for_many_ids(tmp_path, monkeypatch):
@@ -580,3 +584,58 @@ def test_a_zip_code_feeds_a_near_search(store):
     lat, lon = zip_position("02115")  # Longwood, Boston
     assert _ids(store, "ResearchStudy", ("site.near", f"{lat}|{lon}|5|km")) == ["rs-boston"]
     assert _ids(store, "Location", ("near", f"{lat}|{lon}|25|mi")) == ["dfci", "mgh"]
+
+
+def test_site_near_rows_name_the_site_each_position_was_read_from():
+    """``site-near`` rows: the positions the expression itself gives (in its order, no repeats),
+    each with the first site read at it; a site not found, without a position or of another
+    type adds nothing."""
+    import dataclasses
+
+    from fhirstudy.search.fhirpath import resolving
+
+    registry = load_registry()
+    param = registry.get("ResearchStudy", "site-near")
+    docs = {f"Location/{d['id']}": d for d in _resources() if d["resourceType"] == "Location"}
+    docs["Location/mgh-twin"] = {**docs["Location/mgh"], "id": "mgh-twin"}  # the same position as mgh
+    study = {"resourceType": "ResearchStudy", "id": "rs", "site": [
+        {"reference": "Location/dfci"}, {"reference": "Location/missing"}, {"reference": "Location/nowhere"},
+        {"reference": "Location/mgh-twin"}, {"reference": "Location/mgh"}, {"reference": "Organization/org-paris"},
+        {"reference": "Location/dfci"}, {"reference": "Location/paris"}]}
+    with resolving(docs.get):
+        rows = index_rows(study, [param])["special"]
+        generic = index_rows(study, [dataclasses.replace(param, via=None)])["special"]
+    assert [r["source"] for r in rows] == ["dfci", "mgh-twin", "paris"]
+    assert [{k: v for k, v in r.items() if k != "source"} for r in rows] == generic
+    assert [(r["latitude"], r["longitude"]) for r in rows] == [PLACES[n][:2] for n in ("dfci", "mgh", "paris")]
+
+
+def _nearest_shown(client, url: str) -> dict[str, str]:
+    import re
+
+    page = client.get(url, headers={"Accept": "text/html"}).get_data(as_text=True)
+    return dict(re.findall(r'href="/ResearchStudy/([\w-]+)".*?Nearest site</dt><dd>([^<]*: <strong>[^<]*)</strong>',
+                           page, re.S))
+
+
+def test_the_near_page_finds_nearest_sites_from_the_study_rows_and_without_sources_too(client, monkeypatch):
+    """The near page's nearest sites come from the studies' ``site-near`` rows (no Location's
+    position read); rows without a source (written before layout 7) give the same answer by
+    reading the sites' positions."""
+    import sqlalchemy as sa
+
+    from fhirstudy.store import SqlStore
+    from fhirstudy.store.schema import INDEX_TABLES
+
+    url = "/ResearchStudy?site.near=42.3611|-71.0682|500|km&_count=20"
+    asked, through = [], SqlStore.positions
+    monkeypatch.setattr(SqlStore, "positions", lambda self, rtype, ids, code="near": (
+        asked.append(rtype), through(self, rtype, ids, code))[1])
+    shown = _nearest_shown(client, url)
+    assert set(shown) == {"rs-boston", "rs-east"} and asked == ["ResearchStudy"]
+    assert shown["rs-boston"].startswith("mgh, Boston") and shown["rs-east"].startswith("msk, New York")
+    store = client.application.extensions[STORE_EXTENSION]
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(INDEX_TABLES["special"]).values(source=None))
+    asked.clear()
+    assert _nearest_shown(client, url) == shown and asked == ["ResearchStudy", "Location"]

@@ -137,28 +137,45 @@ def _near(criteria: list[tuple[str, str]]) -> dict | None:
 
 
 def _nearest_sites(studies: list[dict], near: dict) -> dict[str, dict]:
-    """Each study's nearest site within the search's radius: name, place and distance. The page's
-    studies name their sites: their positions are read from the index by id and measured here,
-    then only each study's nearest site is read (a study may have hundreds of sites: reading them
-    all took 50 ms at 100,000 studies; a ``Location?near=`` search would first find every site
-    within the radius)."""
+    """Each study's nearest site within the search's radius: name, place and distance.  A study's
+    ``site-near`` rows hold each distinct position of its sites with the site it was read from
+    (``source``), so one index lookup for the page finds every study's nearest site; only those
+    sites are then read.  A study whose nearest row names no site it still has (rows written
+    before storage layout 7, until a reindex) has its sites' positions read by id instead.  Both
+    test distances as the search does (the squared chord of the unit vectors)."""
     try:
         wanted = near_value(near["value"])
     except BadValue:
         return {}
     refs = {s["id"]: [(r.get("reference") or "").removeprefix("Location/") for r in s.get("site") or []
                       if isinstance(r, dict)] for s in studies}
-    ids = sorted({rid for found in refs.values() for rid in found if rid})
     store = get_store()
-    places = store.positions("Location", ids)
     center, limit = wanted.center, geo.chord_limit(wanted.km)   # the search's own test (store/compiler.py)
+
+    def nearest(placed: list, source=None) -> tuple[float, str | None] | None:
+        found = None
+        for p, site in placed:
+            chord = (p.x - center.x) ** 2 + (p.y - center.y) ** 2 + (p.z - center.z) ** 2
+            if chord <= limit and (found is None or chord < found[0]):
+                found = (chord, site if source is None else source)
+        return found
+
     best: dict[str, tuple[float, str]] = {}
-    for study in studies:
-        for rid in refs[study["id"]]:
-            for p in places.get(rid, ()):
-                chord = (p.x - center.x) ** 2 + (p.y - center.y) ** 2 + (p.z - center.z) ** 2
-                if chord <= limit and (study["id"] not in best or chord < best[study["id"]][0]):
-                    best[study["id"]] = (chord, rid)
+    unnamed = []
+    for sid, placed in store.positions("ResearchStudy", list(refs), "site-near").items():
+        found = nearest(placed)
+        if found is not None and found[1] in refs[sid]:
+            best[sid] = found
+        elif found is not None:
+            unnamed.append(sid)
+    if unnamed:
+        ids = sorted({rid for sid in unnamed for rid in refs[sid] if rid})
+        places = store.positions("Location", ids)
+        for sid in unnamed:
+            found = [nearest(places[rid], rid) for rid in refs[sid] if rid in places]
+            found = [f for f in found if f is not None]
+            if found:
+                best[sid] = min(found, key=lambda f: f[0])
     sites = {rid: orjson.loads(stored.json)
              for rid, stored in store.read_many("Location", sorted({rid for _, rid in best.values()})).items()}
     out = {}

@@ -19,9 +19,10 @@ Row shapes (``param`` is the search parameter code):
 - number:    param, value, low, high   (value: a number; low/high: what a Range or a Quantity
              with a comparator admits, value None)
 - uri:       param, uri                  (cut to TOKEN_LENGTH)
-- special:   param, latitude, longitude, x, y, z, cell   (``near``: a position in WGS84 degrees,
-             its unit vector and its grid cell, :mod:`fhirstudy.search.geo`; the one special
-             parameter indexed)
+- special:   param, latitude, longitude, x, y, z, cell, source   (``near``: a position in WGS84
+             degrees, its unit vector and its grid cell, :mod:`fhirstudy.search.geo`; the one
+             special parameter indexed; ``source``: the id of the resource a linked parameter
+             read it from, ``site-near``'s site, None for a resource's own)
 
 Text in index rows never holds the C0 control characters FHIR strings forbid (:func:`clean`).
 - composite: param, grp, comp, system, code, text, low, high, num, num_low, num_high (one row per value of each
@@ -38,7 +39,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Iterable
 
-from fhirstudy.search.fhirpath import Item
+from fhirstudy.search.fhirpath import Expression, Item, compile_expression, split_union
+from fhirstudy.search.fhirpath.evaluate import resolve
 from fhirstudy.search.geo import PositionError, cell, position
 from fhirstudy.search.registry import STRING_PARTS, SearchParam
 from fhirstudy.search.units import canonical
@@ -424,6 +426,10 @@ def index_rows(resource: dict, params: Iterable[SearchParam]) -> dict[str, list[
         if param.type == "composite":
             tables["composite"].extend({"param": param.code, **row} for row in _composite_rows(param, resource))
             continue
+        walk = _walk(param.expression.text) if param.type == "special" and param.via else None
+        if walk is not None:
+            tables["special"].extend({"param": param.code, **row} for row in _linked_positions(resource, *walk))
+            continue
         seen = set()
         for item in param.evaluate(resource):
             try:
@@ -436,3 +442,35 @@ def index_rows(resource: dict, params: Iterable[SearchParam]) -> dict[str, list[
                     seen.add(key)
                     tables[param.type].append({"param": param.code, **row})
     return tables
+
+
+@lru_cache(maxsize=64)
+def _walk(text: str) -> tuple[Expression, str] | None:
+    """A linked expression of one branch, ``X.ref.resolve().rest``: the expression of its
+    references and ``rest`` (None for any other)."""
+    prefix, found, rest = text.partition(".resolve().")
+    if not found or len(split_union(text)) != 1 or "resolve()" in rest:
+        return None
+    return compile_expression(prefix), rest
+
+
+@lru_cache(maxsize=64)
+def _rest(rtype: str, rest: str) -> Expression:
+    return compile_expression(f"{rtype}.{rest}")
+
+
+def _linked_positions(resource: dict, references: Expression, rest: str) -> Iterable[dict]:
+    """The rows of a linked special parameter (``ResearchStudy.site.resolve().position``): the
+    rows the expression gives, in its order and without repeats, each with the id of the resource
+    its position was read from (``source``; the first such when two share a position)."""
+    seen = set()
+    for reference in references.evaluate(resource):
+        target = resolve(reference)
+        if not isinstance(target.value, dict):  # not resolved: nothing to walk into
+            continue
+        for item in _rest(target.type, rest).evaluate(target.value):
+            for row in _position_rows(item):
+                key = (row["latitude"], row["longitude"])
+                if key not in seen:
+                    seen.add(key)
+                    yield {**row, "source": target.value.get("id")}

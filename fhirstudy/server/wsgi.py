@@ -15,9 +15,14 @@ OperationOutcome too, instead of gunicorn's HTML page.
 
 Each worker process starts the app's Bulk Data export runner once it is forked
 (``post_worker_init``: threads do not survive a fork), so queued and abandoned exports are taken
-up after a restart without waiting for a client to ask.
+up after a restart without waiting for a client to ask.  Then the worker freezes what the app
+made when it loaded (``gc.freeze``: the registry, terminology, templates, imported modules), so
+the garbage collector's full collections no longer walk it: they had added about 90 ms to one
+request in every sixteen or so (a page's p99 at 100,000 studies: 137 ms against a p50 of 25).
 """
 from __future__ import annotations
+
+import gc
 
 import orjson
 from gunicorn import util
@@ -70,10 +75,12 @@ class _Gunicorn(BaseApplication):
 
 
 def _post_worker_init(worker) -> None:
-    """Start the export runner of the worker's app in the worker process."""
+    """Start the export runner of the worker's app in the worker process, then freeze the
+    objects made so far out of the garbage collector's way (they live as long as the worker)."""
     from fhirstudy.server.bulk import start_runner
 
     start_runner(worker.wsgi)
+    gc.freeze()
 
 
 def gunicorn_options(host: str, port: int, workers: int = DEFAULT_WORKERS, threads: int = DEFAULT_THREADS) -> dict:

@@ -32,9 +32,10 @@ never sources, mappers, the server, push or the CLI (``tests/test_imports.py``).
     reindex.reindex(open_store(url, check_index=False)) -> ReindexReport   (fhirstudy reindex)
 """
 from fhirstudy.store.repository import (HISTORY_COUNT, Head, HistoryEntry, HistoryPage, PutResult, Repository,
-                                        SearchResult, StoredResource, Transaction, WriteResult)
+                                        Placed, SearchResult, StoredResource, Transaction,
+                                        WriteResult)
 from fhirstudy.store.sql import DEFAULT_URL, SqlStore, open_store
 from fhirstudy.store.writes import Tx
 
-__all__ = ["DEFAULT_URL", "HISTORY_COUNT", "Head", "HistoryEntry", "HistoryPage", "PutResult", "Repository",
+__all__ = ["DEFAULT_URL", "HISTORY_COUNT", "Head", "HistoryEntry", "HistoryPage", "Placed", "PutResult", "Repository",
            "SearchResult", "SqlStore", "StoredResource", "Transaction", "Tx", "WriteResult", "open_store"]

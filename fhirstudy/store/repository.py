@@ -45,6 +45,15 @@ class Head(NamedTuple):
     deleted: bool
 
 
+class Placed(NamedTuple):
+    """A position a resource is indexed at, and the id of the resource it was read from when a
+    linked parameter read it from another (``site-near``: the site's; None for its own, and for
+    rows written before storage layout 7 until a reindex)."""
+
+    position: Position
+    source: str | None
+
+
 class Key(NamedTuple):
     """A stored resource's primary key (stable over its versions), and its id and version when
     they were asked for."""
@@ -174,10 +183,10 @@ class Repository(Protocol):
     def read_many(self, rtype: str, ids: Iterable[str], content: bool = True) -> dict[str, StoredResource]:
         """The current versions of the ``rtype`` resources ``ids`` that exist, by id."""
 
-    def positions(self, rtype: str, ids: Iterable[str], code: str = "near") -> dict[str, list[Position]]:
+    def positions(self, rtype: str, ids: Iterable[str], code: str = "near") -> dict[str, list[Placed]]:
         """The positions (:class:`fhirstudy.search.geo.Position`: degrees and unit vector) the
         ``rtype`` resources ``ids`` are indexed at by their special parameter ``code`` (``near``),
-        by id, without reading their content."""
+        each with its source, by id, without reading their content."""
 
     def create(self, resource: dict) -> WriteResult:
         """Store ``resource`` as a new resource (method POST); a new id when it has none."""

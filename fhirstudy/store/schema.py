@@ -33,7 +33,7 @@ _ID = sa.String(64)
 _SORTABLE = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
 # 1: rtype/param strings in index rows, JSON in resource and history alike; 2: no number ranges;
 # 3: no positions; 4: uncompressed JSON, hex content hashes; 5: the position index without the
-# unit vectors; 6: positions without their grid cell (5 and 6 are upgraded in place: :data:`UPGRADES`)
+# unit vectors; 6: positions without their grid cell and source (5 and 6 are upgraded in place: :data:`UPGRADES`)
 SCHEMA_VERSION = 7
 
 metadata = sa.MetaData()
@@ -210,10 +210,12 @@ INDEX_TABLES = MappingProxyType({
                            sa.Column("high", sa.Float), indexes=[("value",), ("low", "high")]),
     "uri": _index_table("idx_uri", sa.Column("uri", _TID), indexes=[("uri",)]),
     # ``near``: a position in degrees (the bounding box looks it up), its unit vector (the exact
-    # test) and its one-degree grid cell (:func:`fhirstudy.search.geo.cell`, :func:`cell_of`)
+    # test) and its one-degree grid cell (:func:`fhirstudy.search.geo.cell`, :func:`cell_of`);
+    # source: for a linked parameter (``site-near``), the id of the resource the position was read
+    # from (a term; None for a resource's own position), so that a study's nearest site is a row
     "special": _index_table(
         "idx_position", sa.Column("latitude", sa.Float), sa.Column("longitude", sa.Float), sa.Column("x", sa.Float),
-        sa.Column("y", sa.Float), sa.Column("z", sa.Float), sa.Column("cell", sa.Integer),
+        sa.Column("y", sa.Float), sa.Column("z", sa.Float), sa.Column("cell", sa.Integer), sa.Column("source", _TID),
         # by cell first: a search reads the cells its box covers, not a band of latitude around the
         # earth (56,479 rows for 5,648 matches near Boston at 100,000 studies); the unit vectors in
         # the index too: the exact test reads no table row (200 ms of row lookups there, 17 ms without)
@@ -232,6 +234,7 @@ TERM_COLUMNS = MappingProxyType({
     "reference": {"target_type": 64, "target_id": 64, "url": 255},
     "uri": {"uri": 255},
     "composite": {"system": 255, "code": 255, "text": 255},
+    "special": {"source": 64},
 })
 # Parameters answered from ``resource``'s own columns, by expression: no index rows are written
 # for them (``_id`` from ``resource.id``, ``_lastUpdated`` from ``resource.last_updated``,
@@ -274,9 +277,12 @@ def _upgrade_5(conn: sa.Connection) -> None:
 
 
 def _upgrade_6(conn: sa.Connection) -> None:
-    """Layout 6 to 7: each position's grid cell, computed from its own row, and the index by cell."""
+    """Layout 6 to 7: each position's grid cell, computed from its own row, and the index by cell;
+    the sources of linked positions are left empty until ``fhirstudy reindex`` (the near page
+    then finds a study's nearest site by looking its sites up, as before)."""
     position = INDEX_TABLES["special"]
     conn.execute(sa.text("ALTER TABLE idx_position ADD COLUMN cell INTEGER"))
+    conn.execute(sa.text("ALTER TABLE idx_position ADD COLUMN source INTEGER"))
     conn.execute(sa.update(position).values(cell=cell_of(conn, position.c.latitude, position.c.longitude)))
     (index,) = (i for i in position.indexes if i.name == "ix_idx_position_0")
     conn.execute(sa.text("DROP INDEX IF EXISTS ix_idx_position_0"))

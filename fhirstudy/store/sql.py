@@ -40,7 +40,6 @@ from sqlalchemy.pool import StaticPool
 from fhirstudy.config import DEFAULT_DATABASE_URL as DEFAULT_URL  # the named default, defined once
 from fhirstudy.errors import InvalidRequest, StoreError, WriteConflict
 from fhirstudy.search.index import now_instant, split_reference
-from fhirstudy.search.geo import Position
 from fhirstudy.search.query import SearchQuery
 from fhirstudy.search.registry import Registry, load_registry
 from fhirstudy.store import reads
@@ -53,7 +52,7 @@ from fhirstudy.store.guards import check_integer, check_key, check_text
 from fhirstudy.store.includes import ITERATE_ROUNDS, MAX_INCLUDED, included
 from fhirstudy.store.indexing import Indexer, Prepared, content_hash
 from fhirstudy.store.paging import page
-from fhirstudy.store.repository import (HISTORY_COUNT, Head, HistoryEntry, HistoryPage, Key, PutResult, SearchResult,
+from fhirstudy.store.repository import (HISTORY_COUNT, Head, HistoryEntry, HistoryPage, Key, Placed, PutResult, SearchResult,
                                         StoredResource, WriteResult)
 from fhirstudy.store.schema import (INDEX_TABLES, MAX_VERSION, SCHEMA_VERSION, check_layout, check_param_ids,
                                     create_tables, history, instant_ms, metadata, param_id, resource, schema)
@@ -301,7 +300,7 @@ class SqlStore:
         with db_errors(), self.engine.connect() as conn:
             return reads.read_many(conn, self.codec, rtype, ids, content)
 
-    def positions(self, rtype: str, ids: Iterable[str], code: str = "near") -> dict[str, list[Position]]:
+    def positions(self, rtype: str, ids: Iterable[str], code: str = "near") -> dict[str, list[Placed]]:
         """The positions the ``rtype`` resources ``ids`` that exist are indexed at by their special
         parameter ``code``, by id: read from the index (one transaction), no content."""
         ids = list(ids)
