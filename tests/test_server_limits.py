@@ -173,3 +173,22 @@ def test_base_url_from_configuration_not_host(server):
     metadata = requests.get(f"http://{host}:{port}/metadata", headers={"Host": "evil.example"},
                             timeout=PROMPT_SECONDS)
     assert "evil.example" not in metadata.text
+
+
+def test_a_worker_freezes_what_it_made_while_starting(monkeypatch):
+    """After its export runner starts, a gunicorn worker moves what the app made while loading out
+    of the garbage collector's way (``gc.freeze``: its full collections had added about 90 ms to
+    one request in sixteen)."""
+    import gc
+    import types
+
+    from fhirstudy.server import bulk, wsgi
+
+    started = []
+    monkeypatch.setattr(bulk, "start_runner", started.append)
+    gc.unfreeze()
+    try:
+        wsgi._post_worker_init(types.SimpleNamespace(wsgi="the app"))
+        assert started == ["the app"] and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
