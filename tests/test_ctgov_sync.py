@@ -56,6 +56,13 @@ def registry() -> Registry:
     return Registry.replicated(200, seed=7)
 
 
+@pytest.fixture
+def few() -> Registry:
+    """A smaller registry where the size does not matter: 60 studies, 12 of them on cystic fibrosis
+    (pushing the 40 trials of ``registry`` into the peer took most of a minute per test)."""
+    return Registry.replicated(60, seed=7)
+
+
 def _changes(registry: Registry, wanted: list[str]) -> dict[str, str]:
     """An update, a new study, a withdrawal and a removal, the day after; which is which."""
     updated, withdrawn, gone = wanted[0], wanted[1], wanted[2]
@@ -144,7 +151,8 @@ def test_a_study_that_leaves_a_status_filtered_query_is_found_by_the_full_check(
     assert "withdrawn" in orjson.dumps(_studies(db)[recruiting[0].lower()]).decode().lower()
 
 
-def test_a_sync_killed_mid_way_resumes_from_its_last_page(registry, tmp_path, capsys):
+def test_a_sync_killed_mid_way_resumes_from_its_last_page(few, tmp_path, capsys):
+    registry = few
     db_path = tmp_path / "k.db"
     db = f"sqlite:///{db_path}"
     with serve(registry) as api:
@@ -197,9 +205,10 @@ def test_usage_mistakes_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("peer", ["peer_r4", "peer_r5"])
-def test_sync_pushes_only_the_trials_that_changed(registry, tmp_path, capsys, request, peer):
+def test_sync_pushes_only_the_trials_that_changed(few, tmp_path, capsys, request, peer):
     from fhirstudy.push import FhirClient
 
+    registry = few
     target = request.getfixturevalue(peer)
     target.wipe()
     db = f"sqlite:///{tmp_path / 'p.db'}"
@@ -231,11 +240,12 @@ def test_sync_pushes_only_the_trials_that_changed(registry, tmp_path, capsys, re
 
 
 @pytest.mark.parametrize("peer", ["peer_r4"])
-def test_sync_pushes_as_push_does_with_no_narrative_and_r4_results(registry, tmp_path, capsys, request, peer):
+def test_sync_pushes_as_push_does_with_no_narrative_and_r4_results(few, tmp_path, capsys, request, peer):
     """``sync --push-to`` takes push's ``--no-narrative`` and ``--r4-results``, meaning the same (an R4
     store, where both options matter; push's own tests cover ``--no-narrative`` into R5 stores)."""
     from fhirstudy.push import FhirClient
 
+    registry = few
     target = request.getfixturevalue(peer)
     target.wipe()
     wanted = sorted(n for n in registry.ids() if _matches(registry.get(n)))
