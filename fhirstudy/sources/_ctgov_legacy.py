@@ -19,6 +19,7 @@ from ..errors import Problem
 from ..terminology import load_mapping
 
 TABLE = "ctgov-legacy-values.json"
+TEXT = "#text"  # the legacy XML's view: an element's own text beside attributes or children
 NCT_ID = re.compile(r"^NCT\d{8}$")
 
 _MONTH_DATE = re.compile(r"^(?P<month>[A-Za-z]+)\.?\s+(?:(?P<day>\d{1,2}),?\s+)?(?P<year>\d{4})$")
@@ -184,3 +185,20 @@ def masking(raw: str | None, source: str, problems: list[Problem]) -> tuple[str 
         if value and value not in who:
             who.append(value)
     return level, who
+
+
+def element_text(f, key: str) -> str | None:
+    """The text of the legacy XML element at ``key`` of the view ``f`` (a ``_fields.Fields``; its
+    ``#text`` when it has attributes; the first when repeated where the schema allows one),
+    marked used."""
+    value = f.at(key)
+    if value is None:
+        return None
+    if isinstance(value, list):
+        f.mark(key)
+        value = value[0]
+    if isinstance(value, dict):
+        f.mark(f"{key}.{TEXT}")
+        return value.get(TEXT)
+    f.mark(key)
+    return value

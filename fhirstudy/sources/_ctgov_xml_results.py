@@ -18,10 +18,9 @@ import re
 
 from ._ctgov import phone
 from ._ctgov_json_results import enum_name
-from ._ctgov_legacy import one_line, paragraphs
+from ._ctgov_legacy import TEXT, element_text, one_line, paragraphs
 from ._fields import Fields
 
-TEXT = "#text"
 TOTAL_CATEGORY = "Total"
 _TOTAL_EVENT = re.compile(r"^Total,\s*(serious|other)\b", re.IGNORECASE)
 _PI_EMPLOYEE = ((re.compile(r"\bARE employed\b"), True), (re.compile(r"\bare NOT employed\b", re.IGNORECASE), False))
@@ -36,26 +35,12 @@ def _each(f: Fields, key: str) -> list[Fields]:
     return f.nodes(key) if isinstance(node.value, list) else [node]
 
 
-def _raw(f: Fields, key: str) -> str | None:
-    value = f.node(key).value
-    if value is None:
-        return None
-    if isinstance(value, list):
-        f.mark(key)
-        value = value[0]
-    if isinstance(value, dict):
-        f.mark(f"{key}.{TEXT}")
-        return value.get(TEXT)
-    f.mark(key)
-    return value
-
-
 def _text(f: Fields, key: str) -> str | None:
-    return one_line(_raw(f, key))
+    return one_line(element_text(f, key))
 
 
 def _block(f: Fields, key: str) -> str | None:
-    return paragraphs(_raw(f, key))
+    return paragraphs(element_text(f, key))
 
 
 def _attr(f: Fields, key: str, name: str) -> str | None:

@@ -11,8 +11,10 @@ from ._criteria import split_criteria
 from ._ctgov_xml_results import clinical_results
 from ._ctgov_legacy import (
     NCT_ID,
+    TEXT,
     block_text,
     download_date,
+    element_text,
     masking,
     one_line,
     paragraphs,
@@ -23,7 +25,6 @@ from ._ctgov_legacy import (
 from ._fields import Fields
 from ._text import error, warning
 
-TEXT = "#text"  # an element's own text beside attributes or children, in the view
 
 # Posting dates under their current element name, then the pre-2017 name read when it is absent.
 _POSTED_DATES = (
@@ -48,24 +49,9 @@ def _each(f: Fields, key: str) -> list[Fields]:
     return [f.node(key)]
 
 
-def _raw(f: Fields, key: str) -> str | None:
-    """The text of an element (its ``#text`` when it has attributes), marked used."""
-    value = f.at(key)
-    if value is None:
-        return None
-    if isinstance(value, list):  # repeated where the schema allows one: the first counts
-        f.mark(key)
-        value = value[0]
-    if isinstance(value, dict):
-        f.mark(f"{key}.{TEXT}")
-        return value.get(TEXT)
-    f.mark(key)
-    return value
-
-
 def _text(f: Fields, key: str) -> str | None:
     """An element's text with whitespace collapsed, or None."""
-    return one_line(_raw(f, key))
+    return one_line(element_text(f, key))
 
 
 def _attr(f: Fields, key: str, name: str) -> str | None:
@@ -156,8 +142,8 @@ def convert(study: Any, ignored: frozenset[str], accounting: bool = True) -> tup
     data["collaborators"] = [p for node in _each(f, "sponsors.collaborator")
                              if (p := _party(node, "", "collaborator", problems))]
 
-    data["brief_summary"] = paragraphs(_raw(f, "brief_summary.textblock"))
-    data["detailed_description"] = paragraphs(_raw(f, "detailed_description.textblock"))
+    data["brief_summary"] = paragraphs(element_text(f, "brief_summary.textblock"))
+    data["detailed_description"] = paragraphs(element_text(f, "detailed_description.textblock"))
 
     data["overall_status"] = read_value("overallStatus", _text(f, "overall_status"), "overall_status",
                                         "<overall_status>", problems)
@@ -182,7 +168,7 @@ def convert(study: Any, ignored: frozenset[str], accounting: bool = True) -> tup
     data["target_duration"] = _text(f, "target_duration")
     data["bio_spec_retention"] = read_value("bioSpecRetention", _text(f, "biospec_retention"), "bio_spec_retention",
                                             "<biospec_retention>", problems, "warning")
-    data["bio_spec_description"] = paragraphs(_raw(f, "biospec_descr.textblock"))
+    data["bio_spec_description"] = paragraphs(element_text(f, "biospec_descr.textblock"))
     data["expanded_access_types"] = [
         name for key, name in table("expandedAccessType").items()
         if _yes_no(f, f"expanded_access_info.{key}", "expanded_access_types", problems)]
@@ -233,8 +219,8 @@ def _design(f: Fields, data: dict, problems: list[Problem]) -> None:
                                  f"<study_design_info><{field}>", problems, "warning")
     data["masking"], data["who_masked"] = masking(_text(f, "study_design_info.masking"),
                                                   "<study_design_info><masking>", problems)
-    data["intervention_model_description"] = paragraphs(_raw(f, "study_design_info.intervention_model_description"))
-    data["masking_description"] = paragraphs(_raw(f, "study_design_info.masking_description"))
+    data["intervention_model_description"] = paragraphs(element_text(f, "study_design_info.intervention_model_description"))
+    data["masking_description"] = paragraphs(element_text(f, "study_design_info.masking_description"))
 
 
 def _intervention(f: Fields, problems: list[Problem]) -> dict | None:
@@ -244,7 +230,7 @@ def _intervention(f: Fields, problems: list[Problem]) -> dict | None:
     if not name:
         problems.append(warning("an <intervention> without <intervention_name> was left out", "interventions"))
         return None
-    return {"type": kind or "OTHER", "name": name, "description": paragraphs(_raw(f, "description")),
+    return {"type": kind or "OTHER", "name": name, "description": paragraphs(element_text(f, "description")),
             "other_names": _texts(f, "other_name"),
             "arms": _texts(f, "arm_group_label")}
 
@@ -257,7 +243,7 @@ def _arm(f: Fields, interventions: list[dict], problems: list[Problem]) -> dict 
     return {"label": label,
             "type": read_value("armGroupType", _text(f, "arm_group_type"), "arms", "<arm_group_type>", problems,
                                "warning"),
-            "description": paragraphs(_raw(f, "description")),
+            "description": paragraphs(element_text(f, "description")),
             "interventions": [i["name"] for i in interventions if label in i["arms"]]}
 
 
@@ -265,25 +251,25 @@ def _outcome(f: Fields, kind: str) -> dict | None:
     name = _text(f, "measure")
     if not name:
         return None
-    return {"kind": kind, "name": name, "description": paragraphs(_raw(f, "description")),
+    return {"kind": kind, "name": name, "description": paragraphs(element_text(f, "description")),
             "time_frame": _text(f, "time_frame")}
 
 
 def _eligibility(f: Fields, data: dict, problems: list[Problem]) -> None:
-    text = block_text(_raw(f, "eligibility.criteria.textblock"))
+    text = block_text(element_text(f, "eligibility.criteria.textblock"))
     data["eligibility_text"] = text
     data["criteria"], found = split_criteria(text)
     problems += found
     data["sex"] = read_value("sex", _text(f, "eligibility.gender"), "sex", "<eligibility><gender>", problems)
     data["gender_based"] = _yes_no(f, "eligibility.gender_based", "gender_based", problems)
-    data["gender_description"] = paragraphs(_raw(f, "eligibility.gender_description"))
+    data["gender_description"] = paragraphs(element_text(f, "eligibility.gender_description"))
     for field in ("minimum_age", "maximum_age"):
         data[field] = _ctgov.age(_text(f, f"eligibility.{field}"))
         if data[field] is not None and not _ctgov.is_age(data[field]):
             problems.append(warning(f"<eligibility><{field}> {data[field]!r} is not of the form '18 Years'; kept "
                                     "as written", field))
     data["healthy_volunteers"] = _yes_no(f, "eligibility.healthy_volunteers", "healthy_volunteers", problems)
-    data["study_population"] = paragraphs(_raw(f, "eligibility.study_pop.textblock"))
+    data["study_population"] = paragraphs(element_text(f, "eligibility.study_pop.textblock"))
     data["sampling_method"] = read_value("samplingMethod", _text(f, "eligibility.sampling_method"),
                                          "sampling_method", "<eligibility><sampling_method>", problems, "warning")
 
@@ -362,10 +348,10 @@ def _ipd(f: Fields, problems: list[Problem]) -> dict | None:
         return None
     return {"sharing": read_value("ipdSharing", _text(f, "patient_data.sharing_ipd"), "ipd_sharing",
                                   "<patient_data><sharing_ipd>", problems, "warning"),
-            "description": paragraphs(_raw(f, "patient_data.ipd_description")),
+            "description": paragraphs(element_text(f, "patient_data.ipd_description")),
             "info_types": [v for t in _texts(f, "patient_data.ipd_info_type")
                            if (v := read_value("ipdInfoType", t, "ipd_sharing",
                                                "<patient_data><ipd_info_type>", problems, "warning"))],
-            "time_frame": paragraphs(_raw(f, "patient_data.ipd_time_frame")),
-            "access_criteria": paragraphs(_raw(f, "patient_data.ipd_access_criteria")),
+            "time_frame": paragraphs(element_text(f, "patient_data.ipd_time_frame")),
+            "access_criteria": paragraphs(element_text(f, "patient_data.ipd_access_criteria")),
             "url": _text(f, "patient_data.ipd_url")}

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 from ..errors import Problem, SourceError
 from . import _ctgov_xml_study
 from ._boundary import one_record
-from ._ctgov_xml_study import TEXT
+from ._ctgov_legacy import TEXT
 from ._fields import ignored_fields
 from ._text import error
 
