@@ -59,7 +59,8 @@ def test_the_protocol_module_holds_no_sql():
     tree = ast.parse(Path(repository.__file__).read_text(encoding="utf-8"))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported == {"__future__", "dataclasses", "typing", "fhirstudy.search.query", "fhirstudy.search.registry"}
+    assert imported == {"__future__", "dataclasses", "typing", "fhirstudy.search.geo", "fhirstudy.search.query",
+                        "fhirstudy.search.registry"}
 
 
 def test_create_read_vread_update_delete_history_search_round_trip(store):

@@ -39,9 +39,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Iterable
 
-from fhirstudy.search.fhirpath import Expression, Item, compile_expression, split_union
-from fhirstudy.search.fhirpath.evaluate import resolve
-from fhirstudy.search.geo import PositionError, cell, position
+from fhirstudy.search.fhirpath import Item
+from fhirstudy.search.index_near import linked_positions, linked_walk, position_rows
 from fhirstudy.search.registry import STRING_PARTS, SearchParam
 from fhirstudy.search.units import canonical
 from fhirstudy.terminology import normalize_text
@@ -359,25 +358,6 @@ def _uri_rows(item: Item) -> Iterable[dict]:
         yield {"uri": cut_key(clean(item.value))}
 
 
-def _position_rows(item: Item) -> Iterable[dict]:
-    """A ``position`` (latitude and longitude, decimal degrees) and its unit vector; nothing for
-    one without both or out of range."""
-    value = item.value
-    if not isinstance(value, dict):
-        return
-    latitude, longitude = value.get("latitude"), value.get("longitude")
-    if isinstance(latitude, Decimal):
-        latitude = float(latitude)
-    if isinstance(longitude, Decimal):
-        longitude = float(longitude)
-    try:
-        point = position(latitude, longitude)
-    except PositionError:
-        return
-    yield {"latitude": point.latitude, "longitude": point.longitude, "x": point.x, "y": point.y, "z": point.z,
-           "cell": cell(point.latitude, point.longitude)}
-
-
 ROWS_BY_TYPE = {
     "token": _token_rows,
     "string": _string_rows,
@@ -385,7 +365,7 @@ ROWS_BY_TYPE = {
     "date": _date_rows,
     "number": _number_rows,
     "uri": _uri_rows,
-    "special": _position_rows,
+    "special": position_rows,
 }
 
 
@@ -426,9 +406,9 @@ def index_rows(resource: dict, params: Iterable[SearchParam]) -> dict[str, list[
         if param.type == "composite":
             tables["composite"].extend({"param": param.code, **row} for row in _composite_rows(param, resource))
             continue
-        walk = _walk(param.expression.text) if param.type == "special" and param.via else None
+        walk = linked_walk(param.expression.text) if param.type == "special" and param.via else None
         if walk is not None:
-            tables["special"].extend({"param": param.code, **row} for row in _linked_positions(resource, *walk))
+            tables["special"].extend({"param": param.code, **row} for row in linked_positions(resource, *walk))
             continue
         seen = set()
         for item in param.evaluate(resource):
@@ -442,35 +422,3 @@ def index_rows(resource: dict, params: Iterable[SearchParam]) -> dict[str, list[
                     seen.add(key)
                     tables[param.type].append({"param": param.code, **row})
     return tables
-
-
-@lru_cache(maxsize=64)
-def _walk(text: str) -> tuple[Expression, str] | None:
-    """A linked expression of one branch, ``X.ref.resolve().rest``: the expression of its
-    references and ``rest`` (None for any other)."""
-    prefix, found, rest = text.partition(".resolve().")
-    if not found or len(split_union(text)) != 1 or "resolve()" in rest:
-        return None
-    return compile_expression(prefix), rest
-
-
-@lru_cache(maxsize=64)
-def _rest(rtype: str, rest: str) -> Expression:
-    return compile_expression(f"{rtype}.{rest}")
-
-
-def _linked_positions(resource: dict, references: Expression, rest: str) -> Iterable[dict]:
-    """The rows of a linked special parameter (``ResearchStudy.site.resolve().position``): the
-    rows the expression gives, in its order and without repeats, each with the id of the resource
-    its position was read from (``source``; the first such when two share a position)."""
-    seen = set()
-    for reference in references.evaluate(resource):
-        target = resolve(reference)
-        if not isinstance(target.value, dict):  # not resolved: nothing to walk into
-            continue
-        for item in _rest(target.type, rest).evaluate(target.value):
-            for row in _position_rows(item):
-                key = (row["latitude"], row["longitude"])
-                if key not in seen:
-                    seen.add(key)
-                    yield {**row, "source": target.value.get("id")}
