@@ -291,6 +291,25 @@ def test_near_reads_the_index_alone_and_a_chain_looks_sites_up_by_key(tmp_path):
     store.close()
 
 
+def _as_layout(store, version: int, index: str):
+    """``store``'s database turned back into storage layout ``version`` (``5`` or ``6``: no cell
+    or source columns, the position index on ``index``), then opened again (upgraded)."""
+    import sqlalchemy as sa
+
+    from fhirstudy.store.schema import schema
+
+    url = store.engine.url
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_idx_position_0"))
+        conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN cell"))
+        conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN source"))
+        conn.execute(sa.text(f"CREATE INDEX ix_idx_position_0 ON idx_position ({index})"))
+        conn.execute(sa.delete(schema))
+        conn.execute(sa.insert(schema).values(version=version))
+    store.close()
+    return open_store(url.render_as_string(hide_password=False), clock=fixed_clock)
+
+
 def test_a_database_of_layout_5_gets_the_new_position_index_in_place(store):
     """Layout 5's position index lacked the unit vectors (and 6's rows their cell); opening such a
     database rebuilds the index and records layout 7, and its answers stay the same."""
@@ -298,16 +317,7 @@ def test_a_database_of_layout_5_gets_the_new_position_index_in_place(store):
 
     from fhirstudy.store.schema import SCHEMA_VERSION, schema
 
-    url = store.engine.url
-    with store.engine.begin() as conn:
-        conn.execute(sa.text("DROP INDEX ix_idx_position_0"))
-        conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN cell"))
-        conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN source"))
-        conn.execute(sa.text("CREATE INDEX ix_idx_position_0 ON idx_position (pid, latitude, longitude, resource_pk)"))
-        conn.execute(sa.delete(schema))
-        conn.execute(sa.insert(schema).values(version=5))
-    store.close()
-    reopened = open_store(url.render_as_string(hide_password=False), clock=fixed_clock)
+    reopened = _as_layout(store, 5, "pid, latitude, longitude, resource_pk")
     with reopened.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.max(schema.c.version))).scalar() == SCHEMA_VERSION == 7
     (index,) = (i for i in sa.inspect(reopened.engine).get_indexes("idx_position") if i["name"] == "ix_idx_position_0")
@@ -319,25 +329,17 @@ def test_a_database_of_layout_5_gets_the_new_position_index_in_place(store):
 def test_a_database_of_layout_6_gets_each_positions_cell_in_place(store):
     """Layout 6's position rows had no grid cell and no source: opening such a database computes
     each row's cell in SQL, the same as the rows written now (``geo.cell``), and answers as
-    before; sources stay empty (until a reindex), and the near page still finds nearest sites."""
+    before; sources stay empty until a reindex (the near page without them: the test below)."""
     import sqlalchemy as sa
 
     from fhirstudy.search.geo import cell
     from fhirstudy.store.schema import INDEX_TABLES, SCHEMA_VERSION, schema
 
-    position, url = INDEX_TABLES["special"], store.engine.url
+    position = INDEX_TABLES["special"]
     before = {name: _ids(store, "Location", ("near", f"{lat}|{lng}|{km}|km"))
               for name, (lat, lng, km) in {"boston": (42.3626, -71.0695, 310), "antimeridian": (-16.0, 179.9, 1200),
                                            "far": (10, 10, 15000)}.items()}
-    with store.engine.begin() as conn:
-        conn.execute(sa.text("DROP INDEX ix_idx_position_0"))
-        conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN cell"))
-        conn.execute(sa.text("ALTER TABLE idx_position DROP COLUMN source"))
-        conn.execute(sa.text("CREATE INDEX ix_idx_position_0 ON idx_position (pid, latitude, longitude, x, y, z, resource_pk)"))
-        conn.execute(sa.delete(schema))
-        conn.execute(sa.insert(schema).values(version=6))
-    store.close()
-    reopened = open_store(url.render_as_string(hide_password=False), clock=fixed_clock)
+    reopened = _as_layout(store, 6, "pid, latitude, longitude, x, y, z, resource_pk")
     with reopened.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.max(schema.c.version))).scalar() == SCHEMA_VERSION
         rows = conn.execute(sa.select(position.c.latitude, position.c.longitude, position.c.cell,
