@@ -10,8 +10,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Iterable
 
-from fhirstudy.search.fhirpath import Expression, Item, compile_expression, split_union
-from fhirstudy.search.fhirpath.evaluate import resolve
+from fhirstudy.search.fhirpath import Expression, Item, compile_expression, resolve, split_union
 from fhirstudy.search.geo import PositionError, cell, position
 
 

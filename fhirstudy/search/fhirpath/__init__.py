@@ -26,10 +26,10 @@ May import: ``fhirstudy.mappings`` (the element definitions) and the standard li
 the store, the server, Flask or SQL.
 """
 from fhirstudy.search.fhirpath.elements import ELEMENTS_FILE, elements
-from fhirstudy.search.fhirpath.evaluate import resolving
+from fhirstudy.search.fhirpath.evaluate import resolve, resolving
 from fhirstudy.search.fhirpath.expression import Expression, compile_expression, first_step, split_union
 from fhirstudy.search.fhirpath.nodes import Evaluator, Item, UnsupportedExpression
 from fhirstudy.search.fhirpath.parser import string_literal
 
 __all__ = ["ELEMENTS_FILE", "Evaluator", "Expression", "Item", "UnsupportedExpression", "compile_expression",
-           "elements", "first_step", "resolving", "split_union", "string_literal"]
+           "elements", "first_step", "resolve", "resolving", "split_union", "string_literal"]
