@@ -144,3 +144,18 @@ def test_jobs_give_the_same_bundles_and_the_report_counts(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["records"] == report["converted"] == 5 and report["failed"] == 0
     assert report["unmappedFields"] == {}
+
+
+def test_a_command_builds_only_its_own_arguments():
+    """``fhirstudy reindex ...`` does not import what the other commands' arguments come from (the
+    push client, the readers): building every command's arguments took most of a second before
+    any command ran. ``--help`` and a wrong command still name every command."""
+    probe = ("import sys\nfrom fhirstudy.cli.main import main\ntry:\n    main(sys.argv[1:])\n"
+             "except SystemExit:\n    pass\nprint(sorted(m for m in sys.modules if m.startswith(('fhirstudy.push', "
+             "'fhirstudy.sources', 'fhirstudy.ctgov'))))")
+    done = subprocess.run([sys.executable, "-c", probe, "reindex", "--help"], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert "--batch" in done.stdout and done.stdout.strip().endswith("[]"), done.stdout
+    for argv in (["--help"], ["nope"]):
+        done = subprocess.run([sys.executable, "-m", "fhirstudy.cli", *argv], capture_output=True, text=True, timeout=60)
+        assert all(name in done.stdout + done.stderr for name in ("convert", "push", "sync", "reindex")), done

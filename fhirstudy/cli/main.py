@@ -15,22 +15,35 @@ from fhirstudy.cli.exits import DEBUG_ENV, EXIT_FAILED, EXIT_INTERRUPTED, error_
 COMMANDS = (convert, load, reindex, serve, push, validate, match, export, fetch, sync)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The parser of every command in :data:`COMMANDS`."""
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command in :data:`COMMANDS`; with ``only`` (a command's name), only that
+    command's arguments are built, the others named with their help (building a command's
+    arguments imports what their choices and defaults come from: all of them took most of a
+    second before any command ran)."""
     top = Parser(prog="fhirstudy", description="Clinical-trial records to FHIR R5.")
     top.add_argument("--version", action="version", version=f"fhirstudy {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         p = sub.add_parser(command.NAME, help=command.HELP)
-        command.add_arguments(p)
+        if only is None or command.NAME == only:
+            command.add_arguments(p)
         p.set_defaults(func=command.run, parser=p)
     return top
+
+
+def _command_named(argv: list[str]) -> str:
+    """The command ``argv`` names: its first word that is not an option (the top level takes no
+    option with a value), or "" when that is none of them (no command's arguments are built: the
+    usage error or ``--help`` names the commands all the same)."""
+    first = next((word for word in argv if not word.startswith("-")), None)
+    return first if first in {command.NAME for command in COMMANDS} else ""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fhirstudy`` console script: the one place where errors become one line
     on stderr and an exit code (a traceback only with FHIRSTUDY_DEBUG=1)."""
-    top = parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    top = parser(_command_named(argv))
     args = top.parse_args(argv)
     try:
         debug = config.value("DEBUG")
